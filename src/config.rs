@@ -1,0 +1,364 @@
+//! Configuration: defaults, then a TOML file (`--config`), then environment
+//! variables (`CUSTODIAN_…`, nested keys joined with `__`, for example
+//! `CUSTODIAN_SERVER__LISTEN`). `DATABASE_URL` and `CUSTODIAN_MASTER_KEY` are
+//! accepted as the conventional shortcuts. Unknown keys are refused and every
+//! validation error names the setting, so a typo fails at start instead of
+//! being silently ignored.
+
+use crate::secret::SecretString;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Whether the process may run with generated development keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Generates a master key into the data directory and accepts HS256 dev
+    /// tokens, with loud warnings.
+    Development,
+    /// Refuses to start without real keys.
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    /// Directory for the SQLite database and development keys.
+    pub data_dir: PathBuf,
+    /// Directory holding `model.conf`, `policy.csv`, `purposes.toml`, `fields.toml`.
+    pub policy_dir: PathBuf,
+    /// Name of this gateway instance; each instance owns one audit chain.
+    /// Empty means "derive from the host name".
+    pub instance_id: String,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+    pub crypto: CryptoConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// Time budget of one request (504 above).
+    pub request_timeout_ms: u64,
+    /// Per-principal request rate; 0 disables the limit.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    /// Time given to in-flight requests on SIGTERM / Ctrl-C.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; empty means SQLite in `data_dir`.
+    pub url: String,
+    pub max_connections: u32,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter directive such as `info` or `custodian=debug`.
+    pub level: String,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CryptoConfig {
+    /// Base64 of the 32-byte master key (KEK). Prefer `master_key_file`.
+    pub master_key: Option<SecretString>,
+    /// File holding the master key; refused when readable by group or others.
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Development,
+            data_dir: PathBuf::from("./custodian-data"),
+            policy_dir: PathBuf::from("policies"),
+            instance_id: String::new(),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+            crypto: CryptoConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout_ms: 10_000,
+            rate_limit_per_second: 1000,
+            rate_limit_burst: 2000,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CryptoConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CryptoConfig")
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
+}
+
+/// Hides the password of a database URL (`postgres://user:***@host/db`).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = url.get(scheme_end + 3..at).unwrap_or_default();
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{}{}:***{}",
+                url.get(..scheme_end + 3).unwrap_or_default(),
+                user,
+                url.get(at..).unwrap_or_default()
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A configuration problem, always naming the setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Environment variables with our prefix that are not settings.
+const NON_SETTING_VARS: &[&str] = &["test_database_url", "master_key", "log"];
+
+impl Config {
+    /// Loads defaults < `file` < environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "--config {}: file not found",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("CUSTODIAN_")
+                    .ignore(NON_SETTING_VARS)
+                    .split("__"),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["CUSTODIAN_MASTER_KEY"])
+                    .map(|_| "crypto.master_key".into()),
+            );
+        let config: Config = figment.extract().map_err(|e| ConfigError(describe(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |s: &str| Err(ConfigError(s.to_owned()));
+        if self.server.max_body_bytes == 0 {
+            return err("server.max_body_bytes: must be greater than 0");
+        }
+        if self.server.request_timeout_ms == 0 {
+            return err("server.request_timeout_ms: must be greater than 0");
+        }
+        if self.server.rate_limit_per_second > 0 && self.server.rate_limit_burst == 0 {
+            return err("server.rate_limit_burst: must be greater than 0 when rate limiting is on");
+        }
+        if self.database.max_connections == 0 {
+            return err("database.max_connections: must be greater than 0");
+        }
+        let url = self.database.url.as_str();
+        if !(url.is_empty()
+            || url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return err("database.url: must start with sqlite:, postgres:// or postgresql://");
+        }
+        if self.instance_id.len() > 64
+            || !self
+                .instance_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return err("instance_id: at most 64 characters of [A-Za-z0-9._-]");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return err("log.level: not a valid tracing filter (try \"info\")");
+        }
+        if self.mode == Mode::Production
+            && self.crypto.master_key.is_none()
+            && self.crypto.master_key_file.is_none()
+        {
+            return err(
+                "crypto.master_key_file: production mode needs a master key (CUSTODIAN_MASTER_KEY or crypto.master_key_file)",
+            );
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or SQLite in `data_dir`.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("custodian.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// This instance's audit chain name.
+    pub fn instance(&self) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "custodian".to_owned())
+    }
+}
+
+/// Turns a figment error into one line naming the setting.
+fn describe(error: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for e in error {
+        let path = e.path.join(".");
+        let kind = e.kind.to_string();
+        if path.is_empty() {
+            lines.push(kind);
+        } else {
+            lines.push(format!("{path}: {kind}"));
+        }
+    }
+    lines.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_refused_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[server]\nlistn = \"127.0.0.1:1\"\n")?;
+            let err = Config::load(Some(Path::new("c.toml"))).unwrap_err();
+            assert!(err.0.contains("listn"), "{}", err.0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n")?;
+            jail.set_env("CUSTODIAN_SERVER__LISTEN", "127.0.0.1:2000");
+            jail.set_env("DATABASE_URL", "postgres://u:secret@h/db");
+            let c = Config::load(Some(Path::new("c.toml"))).unwrap();
+            assert_eq!(c.server.listen.port(), 2000);
+            assert_eq!(c.database_url(), "postgres://u:secret@h/db");
+            assert!(!format!("{:?}", c).contains("secret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_value_names_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CUSTODIAN_SERVER__MAX_BODY_BYTES", "lots");
+            let err = Config::load(None).unwrap_err();
+            assert!(err.0.contains("server.max_body_bytes"), "{}", err.0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_without_key_is_refused() {
+        let c = Config {
+            mode: Mode::Production,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().0.contains("master key"));
+    }
+
+    #[test]
+    fn redacts_database_password() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

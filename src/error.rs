@@ -1,0 +1,176 @@
+//! The one error type at the HTTP boundary.
+//!
+//! Every failure a client can see is an [`ApiError`] rendered as
+//! `{"error": {"code": "...", "message": "..."}}`. Client errors carry a
+//! stable machine code; internal errors are logged here, once, with their
+//! cause chain, and the client only ever sees a generic message: no SQL, no
+//! stack trace, no key material.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use std::borrow::Cow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed in a way that is not about its body
+    /// (a missing or unknown `X-Purpose`, a bad query parameter).
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    /// 401: no valid credentials. One message for every cause, so the
+    /// response does not tell an attacker which check failed.
+    #[error("unauthenticated")]
+    Unauthenticated,
+    /// 403: authenticated, but policy or consent says no.
+    #[error("{message}")]
+    Forbidden {
+        code: &'static str,
+        message: Cow<'static, str>,
+    },
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(Cow<'static, str>),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// 422: the body parsed but its content is invalid.
+    #[error("{0}")]
+    Unprocessable(Cow<'static, str>),
+    #[error("rate limited")]
+    RateLimited,
+    /// 503: the audit trail cannot record, so no data may leave.
+    #[error("audit unavailable")]
+    AuditUnavailable,
+    #[error("service unavailable")]
+    Unavailable,
+    /// 500: a bug or an infrastructure failure. The cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Forbidden {
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
+
+    pub fn unprocessable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Unprocessable(message.into())
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::AuditUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } | Self::Forbidden { code, .. } => code,
+            Self::Unauthenticated => "unauthenticated",
+            Self::NotFound => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Unprocessable(_) => "invalid_input",
+            Self::RateLimited => "rate_limited",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::Unavailable => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn public_message(&self) -> Cow<'_, str> {
+        match self {
+            Self::Unauthenticated => "missing or invalid credentials".into(),
+            Self::NotFound => "no such resource".into(),
+            Self::AuditUnavailable => {
+                "the audit trail cannot record this request; no data was returned".into()
+            }
+            Self::Internal(_) => "internal error".into(),
+            other => other.to_string().into(),
+        }
+    }
+}
+
+/// Renders the JSON error envelope for any status; used by [`ApiError`] and
+/// by the middleware that turns framework errors (404, 405, 413, timeouts)
+/// into the same shape.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(Envelope {
+            error: Body { code, message },
+        }),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            // `{:#}` prints the whole cause chain on one line.
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+        }
+        error_response(self.status(), self.code(), &self.public_message())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            // Constraint violations are the client's doing; say so, without SQL.
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Self::Conflict("a resource with this identifier already exists".into())
+            }
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                Self::unprocessable("a referenced resource does not exist")
+            }
+            sqlx::Error::Database(db) if db.is_check_violation() => {
+                Self::unprocessable("a value is outside its allowed range")
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(error = %error, "database unavailable");
+                Self::Unavailable
+            }
+            _ => Self::Internal(error.into()),
+        }
+    }
+}
