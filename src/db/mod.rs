@@ -15,6 +15,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod customers;
+
 use crate::config::{redact_url, Config};
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -1,0 +1,123 @@
+//! Customer rows. Personal fields arrive here as a plaintext [`Profile`] and
+//! leave for the database only sealed (encrypted, plus blind indexes) by a
+//! [`ProfileSealer`]; this module never writes a personal value in clear.
+
+use sqlx::{Any, Transaction};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// The personal fields of a customer, in clear. Zeroized on drop and never
+/// `Debug`-printed.
+#[derive(Clone, Default, Zeroize, ZeroizeOnDrop)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub birth_date: Option<String>,
+    pub postcode: Option<String>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Profile(<redacted>)")
+    }
+}
+
+/// A customer to create (or find, by external id).
+#[derive(Clone, Debug)]
+pub struct NewCustomer {
+    pub external_id: String,
+    pub profile: Profile,
+    /// Plain quasi-identifiers (kept clear for analytics; see fields.toml).
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub signup_at: i64,
+}
+
+/// What the database stores for a profile: ciphertexts bound to their place,
+/// blind indexes for look-ups, and the customer's wrapped data key.
+#[derive(Clone, Debug, Default)]
+pub struct SealedProfile {
+    pub email_ct: Option<Vec<u8>>,
+    pub email_bidx: Option<Vec<u8>>,
+    pub phone_ct: Option<Vec<u8>>,
+    pub phone_bidx: Option<Vec<u8>>,
+    pub name_ct: Option<Vec<u8>>,
+    pub birth_date_ct: Option<Vec<u8>>,
+    pub postcode_ct: Option<Vec<u8>>,
+    pub kek_version: i64,
+    pub wrapped_dek: Vec<u8>,
+}
+
+/// Encrypts a profile for one customer row. Implemented by the crypto layer;
+/// the customer id is part of every ciphertext's associated data.
+pub trait ProfileSealer: Send + Sync {
+    fn seal(&self, customer_id: i64, profile: &Profile) -> anyhow::Result<SealedProfile>;
+}
+
+/// Inserts customers that do not exist yet (by external id) and seals their
+/// profiles; existing customers are left untouched, so re-running an import
+/// changes nothing. Returns how many rows were created.
+pub async fn insert_new(
+    tx: &mut Transaction<'_, Any>,
+    sealer: &dyn ProfileSealer,
+    customers: &[NewCustomer],
+    now: i64,
+) -> anyhow::Result<u64> {
+    let mut created = 0;
+    for c in customers {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO customers (external_id, city, country, signup_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (external_id) DO NOTHING RETURNING id",
+        )
+        .bind(&c.external_id)
+        .bind(&c.city)
+        .bind(&c.country)
+        .bind(c.signup_at)
+        .bind(now)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(id) = id else { continue };
+        let sealed = sealer.seal(id, &c.profile)?;
+        store_sealed(tx, id, &sealed, now).await?;
+        created += 1;
+    }
+    Ok(created)
+}
+
+/// Writes a sealed profile and its data key for an existing customer row.
+pub async fn store_sealed(
+    tx: &mut Transaction<'_, Any>,
+    customer_id: i64,
+    sealed: &SealedProfile,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE customers SET email_ct = $1, email_bidx = $2, phone_ct = $3, phone_bidx = $4, \
+         name_ct = $5, birth_date_ct = $6, postcode_ct = $7, updated_at = $8 WHERE id = $9",
+    )
+    .bind(&sealed.email_ct)
+    .bind(&sealed.email_bidx)
+    .bind(&sealed.phone_ct)
+    .bind(&sealed.phone_bidx)
+    .bind(&sealed.name_ct)
+    .bind(&sealed.birth_date_ct)
+    .bind(&sealed.postcode_ct)
+    .bind(now)
+    .bind(customer_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO data_keys (customer_id, kek_version, wrapped_dek, created_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (customer_id) DO UPDATE SET kek_version = excluded.kek_version, \
+         wrapped_dek = excluded.wrapped_dek, rewrapped_at = excluded.created_at",
+    )
+    .bind(customer_id)
+    .bind(sealed.kek_version)
+    .bind(&sealed.wrapped_dek)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

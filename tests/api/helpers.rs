@@ -1,0 +1,226 @@
+//! The test harness: starts the real application on an ephemeral port
+//! against a fresh database (a new SQLite file, or a new PostgreSQL database
+//! created for the test and dropped after it) and speaks HTTP to it.
+//!
+//! PostgreSQL tests run when `CUSTODIAN_TEST_DATABASE_URL` points at a server
+//! (an admin URL such as `postgres://postgres@127.0.0.1:5432/postgres`);
+//! without it they print a note and pass vacuously. `.ci/run` always sets it.
+
+use custodian::clock::{ManualClock, SharedClock};
+use custodian::config::Config;
+use custodian::startup::Application;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use custodian::db::Backend;
+
+pub const PG_ENV: &str = "CUSTODIAN_TEST_DATABASE_URL";
+
+#[allow(dead_code)]
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub config: Config,
+    pub state: custodian::state::AppState,
+    pub clock: ManualClock,
+    pub data_dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pg_database: Option<PgDatabase>,
+}
+
+/// The admin URL of the PostgreSQL test server, if configured.
+pub fn pg_admin_url() -> Option<String> {
+    std::env::var(PG_ENV).ok().filter(|v| !v.is_empty())
+}
+
+/// A test configuration: ephemeral port, fresh data directory, the shipped
+/// policies, limits high enough not to disturb tests.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = data_dir.to_path_buf();
+    config.policy_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.rate_limit_per_second = 0;
+    config.server.shutdown_grace_secs = 5;
+    config.database.max_connections = 4;
+    config.instance_id = "test-instance".to_owned();
+    config
+}
+
+/// Starts the app on `backend` with the default test configuration.
+/// Returns `None` for PostgreSQL when no test server is configured.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the app after letting the test adjust the configuration.
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(data_dir.path());
+    let pg_database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let Some(admin) = pg_admin_url() else {
+                eprintln!("note: {PG_ENV} not set; skipping the PostgreSQL variant");
+                return None;
+            };
+            let db = PgDatabase::create(&admin).await;
+            config.database.url = db.url.clone();
+            Some(db)
+        }
+    };
+    adjust(&mut config);
+    let clock = ManualClock::new(1_780_000_000_000_000);
+    let shared: SharedClock = Arc::new(clock.clone());
+    let app = Application::build_with_clock(config.clone(), shared)
+        .await
+        .expect("application builds");
+    let port = app.port();
+    let state = app.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    Some(TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::new(),
+        backend,
+        config,
+        state,
+        clock,
+        data_dir,
+        stop: Some(tx),
+        server: Some(server),
+        pg_database,
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        if let Some(db) = self.pg_database.take() {
+            db.drop_now().await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(db) = self.pg_database.take() {
+            // Drop the per-test database even when the test panicked.
+            std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(db.drop_now());
+                }
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+/// A PostgreSQL database created for one test.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin_url: &str) -> Self {
+        use sqlx::Connection;
+        let name = format!("custodian_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("connect to test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(admin_url);
+        Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    pub async fn drop_now(&self) {
+        use sqlx::Connection;
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// Declares one test that runs against both backends:
+/// `both_backends!(name, async |app: TestApp| { ... });`
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite)
+                    .await
+                    .unwrap();
+                ($body)(app).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(app) =
+                    $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await
+                {
+                    ($body)(app).await;
+                }
+            }
+        }
+    };
+}
+
+/// Reads a JSON error envelope and returns its code.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: serde_json::Value = response.json().await.expect("error body is JSON");
+    body["error"]["code"]
+        .as_str()
+        .expect("error.code present")
+        .to_owned()
+}

@@ -1,0 +1,5 @@
+//! One integration-test binary; each module covers one feature over real HTTP.
+
+mod helpers;
+
+mod health;
