@@ -1,0 +1,8 @@
+//! The request pipeline, one module per stage, in the order a request meets
+//! them:
+//!
+//! ```text
+//! limits → authenticate → purpose → authorize → consent → store → sanitize → audit
+//! ```
+pub mod consent;
+pub mod limits;
