@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub mod customers;
+pub mod policy_store;
 
 use crate::config::{redact_url, Config};
 
