@@ -6,3 +6,6 @@
 )]
 
 pub mod domain;
+pub mod catalog;
+pub mod crypto;
+pub mod pipeline;

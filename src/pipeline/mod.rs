@@ -1,0 +1,3 @@
+//! Request pipeline stages.
+
+pub mod sanitize;
