@@ -186,7 +186,10 @@ impl FieldCatalog {
                 }
                 let blind_index = if f.blind_index {
                     let field = BlindField::from_name(&f.name).ok_or_else(|| {
-                        invalid(&f.name, "blind_index is supported for email and phone only".into())
+                        invalid(
+                            &f.name,
+                            "blind_index is supported for email and phone only".into(),
+                        )
                     })?;
                     if storage != Storage::Encrypted {
                         return Err(invalid(
@@ -241,7 +244,8 @@ impl FieldCatalog {
 mod tests {
     use super::*;
 
-    const SHIPPED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/fields.toml"));
+    const SHIPPED: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/fields.toml"));
 
     fn one(field: &str) -> Result<FieldCatalog, CatalogError> {
         FieldCatalog::from_toml_str(&format!(
@@ -256,7 +260,11 @@ mod tests {
     #[test]
     fn shipped_catalog_loads() {
         let cat = FieldCatalog::from_toml_str(SHIPPED).unwrap();
-        let names: Vec<&str> = cat.fields("customer").iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<&str> = cat
+            .fields("customer")
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
         assert_eq!(
             names,
             [
@@ -276,7 +284,10 @@ mod tests {
         assert_eq!(email.storage, Storage::Encrypted);
         assert_eq!(email.mask, MaskFormat::Email);
         assert_eq!(email.blind_index, Some(BlindField::Email));
-        assert_eq!(cat.field("customer", "postcode").unwrap().mask, MaskFormat::Truncate(4));
+        assert_eq!(
+            cat.field("customer", "postcode").unwrap().mask,
+            MaskFormat::Truncate(4)
+        );
         assert!(cat.field("customer", "external_id").unwrap().subject_key);
         // The encrypted columns the schema has are exactly the encrypted fields.
         let enc: Vec<&str> = cat
@@ -312,12 +323,23 @@ mod tests {
 
     #[test]
     fn unknown_values_name_the_field() {
-        let e = err(r#"{ name = "email", class = "direct_identifier", storage = "encrypted", mask = "hash" }"#);
-        assert!(e.contains("customer.email") && e.contains("unknown mask \"hash\""), "{e}");
+        let e = err(
+            r#"{ name = "email", class = "direct_identifier", storage = "encrypted", mask = "hash" }"#,
+        );
+        assert!(
+            e.contains("customer.email") && e.contains("unknown mask \"hash\""),
+            "{e}"
+        );
         let e = err(r#"{ name = "x", class = "secret", storage = "plain" }"#);
-        assert!(e.contains("customer.x") && e.contains("unknown class"), "{e}");
+        assert!(
+            e.contains("customer.x") && e.contains("unknown class"),
+            "{e}"
+        );
         let e = err(r#"{ name = "x", class = "non_personal", storage = "vault" }"#);
-        assert!(e.contains("customer.x") && e.contains("unknown storage"), "{e}");
+        assert!(
+            e.contains("customer.x") && e.contains("unknown storage"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -337,9 +359,13 @@ mod tests {
         let dup = r#"{ name = "x", class = "non_personal", storage = "plain" },
                      { name = "x", class = "non_personal", storage = "plain" }"#;
         assert!(err(dup).contains("duplicate"));
-        let e = err(r#"{ name = "name", class = "direct_identifier", storage = "encrypted", blind_index = true }"#);
+        let e = err(
+            r#"{ name = "name", class = "direct_identifier", storage = "encrypted", blind_index = true }"#,
+        );
         assert!(e.contains("email and phone only"), "{e}");
-        let e = err(r#"{ name = "email", class = "quasi_identifier", storage = "plain", blind_index = true }"#);
+        let e = err(
+            r#"{ name = "email", class = "quasi_identifier", storage = "plain", blind_index = true }"#,
+        );
         assert!(e.contains("encrypted"), "{e}");
         let two = r#"{ name = "a", class = "quasi_identifier", storage = "plain", subject_key = true },
                      { name = "b", class = "quasi_identifier", storage = "plain", subject_key = true }"#;

@@ -53,7 +53,10 @@ pub(crate) fn open(
     let (nonce, rest) = rest
         .split_at_checked(NONCE_LEN)
         .ok_or(CryptoError::Integrity)?;
-    let body_len = rest.len().checked_sub(TAG_LEN).ok_or(CryptoError::Integrity)?;
+    let body_len = rest
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(CryptoError::Integrity)?;
     let (body, tag) = rest
         .split_at_checked(body_len)
         .ok_or(CryptoError::Integrity)?;

@@ -136,8 +136,14 @@ mod tests {
 
     #[test]
     fn phone_normalization() {
-        assert_eq!(&*BlindField::Phone.normalize(" +44 (20) 7946-0958 "), "+442079460958");
-        assert_eq!(&*BlindField::Phone.normalize("020 7946 0958"), "02079460958");
+        assert_eq!(
+            &*BlindField::Phone.normalize(" +44 (20) 7946-0958 "),
+            "+442079460958"
+        );
+        assert_eq!(
+            &*BlindField::Phone.normalize("020 7946 0958"),
+            "02079460958"
+        );
         // A '+' anywhere but the start is not a country-code marker.
         assert_eq!(&*BlindField::Phone.normalize("44+1"), "441");
         let ix = indexer(1);

@@ -47,8 +47,9 @@ pub struct FieldPlace<'a> {
 impl FieldPlace<'_> {
     fn aad(&self) -> Vec<u8> {
         const PREFIX: &[u8] = b"custodian:field:v1\0";
-        let mut aad =
-            Vec::with_capacity(PREFIX.len() + 1 + 4 + self.resource.len() + 4 + self.field.len() + 8);
+        let mut aad = Vec::with_capacity(
+            PREFIX.len() + 1 + 4 + self.resource.len() + 4 + self.field.len() + 8,
+        );
         aad.extend_from_slice(PREFIX);
         aad.push(FIELD_FORMAT_V1);
         push_len_prefixed(&mut aad, self.resource.as_bytes());
@@ -141,7 +142,9 @@ mod tests {
         assert_ne!(ct, encrypt_field(&dek, place("email", 1), pt).unwrap());
         // Empty values roundtrip too.
         let empty = encrypt_field(&dek, place("email", 1), b"").unwrap();
-        assert!(decrypt_field(&dek, place("email", 1), &empty).unwrap().is_empty());
+        assert!(decrypt_field(&dek, place("email", 1), &empty)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -222,7 +225,10 @@ mod tests {
         let cipher = dek.cipher();
         let name = "Zoë Łukasiewicz-Ødegård 東京";
         let ct = cipher.encrypt(place("name", 9), name.as_bytes()).unwrap();
-        assert_eq!(&*cipher.decrypt(place("name", 9), &ct).unwrap(), name.as_bytes());
+        assert_eq!(
+            &*cipher.decrypt(place("name", 9), &ct).unwrap(),
+            name.as_bytes()
+        );
         let big = vec![0x5a; 64 * 1024];
         let ct = cipher.encrypt(place("notes", 9), &big).unwrap();
         assert_eq!(*cipher.decrypt(place("notes", 9), &ct).unwrap(), big);

@@ -312,7 +312,10 @@ impl Keyring {
             if version == 0 {
                 return Err(KeyError::InvalidVersion);
             }
-            if keks.insert(version, Kek::derive(&secret, version)).is_some() {
+            if keks
+                .insert(version, Kek::derive(&secret, version))
+                .is_some()
+            {
                 return Err(KeyError::DuplicateVersion(version));
             }
         }
@@ -499,7 +502,10 @@ mod tests {
             ring.unwrap_dek(1, &wrapped.bytes[..40], 7).unwrap_err(),
             CryptoError::Integrity
         );
-        assert_eq!(ring.unwrap_dek(1, &[], 7).unwrap_err(), CryptoError::Integrity);
+        assert_eq!(
+            ring.unwrap_dek(1, &[], 7).unwrap_err(),
+            CryptoError::Integrity
+        );
     }
 
     #[test]
@@ -606,7 +612,10 @@ mod tests {
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_kek_file(&path).unwrap_err();
-        assert!(matches!(err, KeyError::InsecurePermissions { mode: 0o644, .. }));
+        assert!(matches!(
+            err,
+            KeyError::InsecurePermissions { mode: 0o644, .. }
+        ));
         assert!(err.to_string().contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(load_kek_file(&path).is_err());

@@ -215,7 +215,10 @@ fn mask_date_to_year(value: &str) -> String {
 }
 
 fn mask_truncate(value: &str, keep: usize) -> String {
-    let outward_len = value.split_whitespace().next().map_or(0, |w| w.chars().count());
+    let outward_len = value
+        .split_whitespace()
+        .next()
+        .map_or(0, |w| w.chars().count());
     let keep = keep.min(outward_len);
     let mut out = String::with_capacity(value.len());
     let mut last_space = false;
@@ -243,10 +246,26 @@ mod tests {
 
     #[test]
     fn parse_and_display_roundtrip() {
-        for s in ["email", "phone", "name", "date_to_year", "keep", "redact", "truncate:4"] {
+        for s in [
+            "email",
+            "phone",
+            "name",
+            "date_to_year",
+            "keep",
+            "redact",
+            "truncate:4",
+        ] {
             assert_eq!(s.parse::<MaskFormat>().unwrap().to_string(), s);
         }
-        for bad in ["", "Email", "truncate", "truncate:", "truncate:-1", "truncate:x", "hash"] {
+        for bad in [
+            "",
+            "Email",
+            "truncate",
+            "truncate:",
+            "truncate:-1",
+            "truncate:x",
+            "hash",
+        ] {
             assert!(bad.parse::<MaskFormat>().is_err(), "{bad}");
         }
     }

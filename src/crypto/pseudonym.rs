@@ -67,7 +67,11 @@ impl Pseudonymizer {
 
     /// The customer's pseudonym for `purpose`: `ps_` + 22 base64url chars.
     pub fn token(&self, purpose: &PurposeId, customer_key: &str) -> String {
-        make_token("ps_", &self.key(purpose), &[b"subject\0", customer_key.as_bytes()])
+        make_token(
+            "ps_",
+            &self.key(purpose),
+            &[b"subject\0", customer_key.as_bytes()],
+        )
     }
 
     /// Whether `token` is this customer's pseudonym for `purpose`
@@ -78,11 +82,21 @@ impl Pseudonymizer {
     }
 
     /// Pseudonym of an encrypted field of a customer, without its plaintext.
-    pub fn pseudonymize_field(&self, purpose: &PurposeId, field: &str, customer_key: &str) -> String {
+    pub fn pseudonymize_field(
+        &self,
+        purpose: &PurposeId,
+        field: &str,
+        customer_key: &str,
+    ) -> String {
         make_token(
             "pf_",
             &self.key(purpose),
-            &[b"field\0", &len_prefix(field), field.as_bytes(), customer_key.as_bytes()],
+            &[
+                b"field\0",
+                &len_prefix(field),
+                field.as_bytes(),
+                customer_key.as_bytes(),
+            ],
         )
     }
 
@@ -95,7 +109,12 @@ impl Pseudonymizer {
         make_token(
             "pv_",
             &self.key(purpose),
-            &[b"value\0", &len_prefix(field), field.as_bytes(), normalized.as_bytes()],
+            &[
+                b"value\0",
+                &len_prefix(field),
+                field.as_bytes(),
+                normalized.as_bytes(),
+            ],
         )
     }
 }
@@ -152,7 +171,9 @@ mod tests {
         assert_eq!(a, p.token(&purpose("analytics"), "C-1001"));
         assert!(a.starts_with("ps_"));
         assert_eq!(a.len(), 3 + 22);
-        assert!(a[3..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(a[3..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(a, p.token(&purpose("marketing"), "C-1001"));
         assert_ne!(a, p.token(&purpose("analytics"), "C-1002"));
         // Another master, another token.
@@ -183,7 +204,11 @@ mod tests {
         let mut flipped = t.clone().into_bytes();
         let last = flipped.len() - 1;
         flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
-        assert!(!p.verify(&purpose("analytics"), "C-1", std::str::from_utf8(&flipped).unwrap()));
+        assert!(!p.verify(
+            &purpose("analytics"),
+            "C-1",
+            std::str::from_utf8(&flipped).unwrap()
+        ));
     }
 
     #[test]
@@ -193,8 +218,14 @@ mod tests {
         let v1 = p.pseudonymize_value(&an, "email", "Jane@Example.com");
         assert!(v1.starts_with("pv_"));
         assert_eq!(v1, p.pseudonymize_value(&an, "email", " jane@example.com"));
-        assert_ne!(v1, p.pseudonymize_value(&an, "backup_email", "jane@example.com"));
-        assert_ne!(v1, p.pseudonymize_value(&purpose("marketing"), "email", "jane@example.com"));
+        assert_ne!(
+            v1,
+            p.pseudonymize_value(&an, "backup_email", "jane@example.com")
+        );
+        assert_ne!(
+            v1,
+            p.pseudonymize_value(&purpose("marketing"), "email", "jane@example.com")
+        );
         assert_eq!(
             p.pseudonymize_value(&an, "city", "London"),
             p.pseudonymize_value(&an, "city", "London")

@@ -141,11 +141,16 @@ impl<F: FnOnce() -> Result<DataKey, CryptoError>> LazyCipher<F> {
         if self.cipher.is_none() {
             // A previous failure aborted the record, so the source is always
             // still here on a first real use.
-            let source = self.source.take().ok_or(SanitizeError::Key(CryptoError::Integrity))?;
+            let source = self
+                .source
+                .take()
+                .ok_or(SanitizeError::Key(CryptoError::Integrity))?;
             let dek = source().map_err(SanitizeError::Key)?;
             self.cipher = Some(dek.cipher());
         }
-        self.cipher.as_ref().ok_or(SanitizeError::Key(CryptoError::Integrity))
+        self.cipher
+            .as_ref()
+            .ok_or(SanitizeError::Key(CryptoError::Integrity))
     }
 }
 
@@ -269,9 +274,11 @@ fn pseudonym(
     };
     let token = match value {
         _ if spec.subject_key => p.token(ctx.purpose, record.customer_key.ok_or_else(missing)?),
-        StoredValue::Encrypted(_) => {
-            p.pseudonymize_field(ctx.purpose, &spec.name, record.customer_key.ok_or_else(missing)?)
-        }
+        StoredValue::Encrypted(_) => p.pseudonymize_field(
+            ctx.purpose,
+            &spec.name,
+            record.customer_key.ok_or_else(missing)?,
+        ),
         StoredValue::Plain(s) => p.pseudonymize_value(ctx.purpose, &spec.name, s),
         StoredValue::Json(Value::String(s)) => p.pseudonymize_value(ctx.purpose, &spec.name, s),
         StoredValue::Json(v) => p.pseudonymize_value(ctx.purpose, &spec.name, &v.to_string()),
@@ -286,7 +293,8 @@ mod tests {
     use crate::crypto::{encrypt_field, MasterKey};
     use std::cell::Cell;
 
-    const SHIPPED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/fields.toml"));
+    const SHIPPED: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/fields.toml"));
 
     struct Fixture {
         catalog: FieldCatalog,
@@ -343,7 +351,10 @@ mod tests {
             StoredField::new("postcode", enc("postcode", "SW1A 1AA")),
             StoredField::new("city", StoredValue::Plain("London".into())),
             StoredField::new("country", StoredValue::Null),
-            StoredField::new("signup_at", StoredValue::Json(Value::String("2021-05-01T10:00:00Z".into()))),
+            StoredField::new(
+                "signup_at",
+                StoredValue::Json(Value::String("2021-05-01T10:00:00Z".into())),
+            ),
         ]
     }
 
@@ -373,9 +384,15 @@ mod tests {
         ];
         let out = sanitize_record(&fx.ctx(), &view, &record(&fields), dek).unwrap();
         let f = &out.fields;
-        assert_eq!(f["external_id"], Value::String(fx.pz.token(&fx.purpose, "C-42")));
+        assert_eq!(
+            f["external_id"],
+            Value::String(fx.pz.token(&fx.purpose, "C-42"))
+        );
         assert_eq!(f["email"], "j***@example.com");
-        assert_eq!(f["phone"], Value::String(fx.pz.pseudonymize_field(&fx.purpose, "phone", "C-42")));
+        assert_eq!(
+            f["phone"],
+            Value::String(fx.pz.pseudonymize_field(&fx.purpose, "phone", "C-42"))
+        );
         assert_eq!(f["name"], "Jane Doe");
         assert_eq!(f["birth_date"], "1984");
         assert_eq!(f["postcode"], "SW1A ***");
@@ -383,7 +400,9 @@ mod tests {
         assert_eq!(f["country"], Value::Null);
         assert!(!f.contains_key("signup_at"));
         assert_eq!(out.returned.len(), 8);
-        assert!(out.returned.contains(&("phone".into(), Treatment::Pseudonym)));
+        assert!(out
+            .returned
+            .contains(&("phone".into(), Treatment::Pseudonym)));
         assert!(!out.returned.iter().any(|(n, _)| n == "signup_at"));
     }
 
@@ -392,7 +411,13 @@ mod tests {
         let fx = Fixture::new();
         let key = dek().unwrap();
         let fields = customer(42, &key);
-        let out = sanitize_record(&fx.ctx(), &[("city", Treatment::Clear)], &record(&fields), dek).unwrap();
+        let out = sanitize_record(
+            &fx.ctx(),
+            &[("city", Treatment::Clear)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap();
         assert_eq!(out.fields.len(), 1);
         assert_eq!(out.returned, vec![("city".to_string(), Treatment::Clear)]);
     }
@@ -425,12 +450,36 @@ mod tests {
         assert_eq!(out.fields["city"], "London");
 
         // The same garbage under Clear is an integrity failure, not output.
-        let err = sanitize_record(&fx.ctx(), &[("email", Treatment::Clear)], &record(&fields), dek).unwrap_err();
-        assert!(matches!(err, SanitizeError::Integrity { ref field } if field == "email"), "{err:?}");
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("email", Treatment::Clear)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, SanitizeError::Integrity { ref field } if field == "email"),
+            "{err:?}"
+        );
         // An unknown format byte is reported as such (version skew), still no data.
-        let fields = [StoredField::new("email", StoredValue::Encrypted(b"garbage".to_vec()))];
-        let err = sanitize_record(&fx.ctx(), &[("email", Treatment::Clear)], &record(&fields), dek).unwrap_err();
-        assert!(matches!(err, SanitizeError::Crypto { source: CryptoError::UnsupportedFormat(b'g'), .. }));
+        let fields = [StoredField::new(
+            "email",
+            StoredValue::Encrypted(b"garbage".to_vec()),
+        )];
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("email", Treatment::Clear)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            SanitizeError::Crypto {
+                source: CryptoError::UnsupportedFormat(b'g'),
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -439,8 +488,10 @@ mod tests {
         let key = dek().unwrap();
         let fields = customer(42, &key);
         let calls = Cell::new(0);
-        let view: Vec<(&str, Treatment)> =
-            ["email", "phone", "name", "birth_date", "postcode"].iter().map(|f| (*f, Treatment::Clear)).collect();
+        let view: Vec<(&str, Treatment)> = ["email", "phone", "name", "birth_date", "postcode"]
+            .iter()
+            .map(|f| (*f, Treatment::Clear))
+            .collect();
         sanitize_record(&fx.ctx(), &view, &record(&fields), || {
             calls.set(calls.get() + 1);
             dek()
@@ -464,11 +515,23 @@ mod tests {
         // Moved between columns.
         let mut fields = customer(42, &key);
         fields[2].value = fields[1].value.clone(); // email ct into phone
-        let err = sanitize_record(&fx.ctx(), &[("phone", Treatment::Masked)], &record(&fields), dek).unwrap_err();
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("phone", Treatment::Masked)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap_err();
         assert!(matches!(err, SanitizeError::Integrity { ref field } if field == "phone"));
         // Wrong DEK (another customer's key).
         let fields = customer(42, &DataKey::generate().unwrap());
-        let err = sanitize_record(&fx.ctx(), &[("name", Treatment::Clear)], &record(&fields), dek).unwrap_err();
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("name", Treatment::Clear)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap_err();
         assert!(matches!(err, SanitizeError::Integrity { .. }));
         assert!(!err.to_string().contains("Jane"));
     }
@@ -478,23 +541,53 @@ mod tests {
         let fx = Fixture::new();
         let key = dek().unwrap();
         let fields = customer(42, &key);
-        let err = sanitize_record(&fx.ctx(), &[("email", Treatment::Clear)], &record(&fields), || {
-            Err(CryptoError::UnknownKeyVersion(9))
-        })
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("email", Treatment::Clear)],
+            &record(&fields),
+            || Err(CryptoError::UnknownKeyVersion(9)),
+        )
         .unwrap_err();
-        assert!(matches!(err, SanitizeError::Key(CryptoError::UnknownKeyVersion(9))));
+        assert!(matches!(
+            err,
+            SanitizeError::Key(CryptoError::UnknownKeyVersion(9))
+        ));
     }
 
     #[test]
     fn catalog_disagreements_fail_closed() {
         let fx = Fixture::new();
-        let fields = vec![StoredField::new("email", StoredValue::Plain("jane@example.com".into()))];
-        let err = sanitize_record(&fx.ctx(), &[("email", Treatment::Clear)], &record(&fields), dek).unwrap_err();
+        let fields = vec![StoredField::new(
+            "email",
+            StoredValue::Plain("jane@example.com".into()),
+        )];
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("email", Treatment::Clear)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap_err();
         assert!(matches!(err, SanitizeError::StorageMismatch { .. }));
-        let fields = vec![StoredField::new("city", StoredValue::Encrypted(vec![1, 2, 3]))];
-        let err = sanitize_record(&fx.ctx(), &[("city", Treatment::Pseudonym)], &record(&fields), dek).unwrap_err();
+        let fields = vec![StoredField::new(
+            "city",
+            StoredValue::Encrypted(vec![1, 2, 3]),
+        )];
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("city", Treatment::Pseudonym)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap_err();
         assert!(matches!(err, SanitizeError::StorageMismatch { .. }));
-        let err = sanitize_record(&fx.ctx(), &[("shoe_size", Treatment::Clear)], &record(&fields), dek).unwrap_err();
+        let err = sanitize_record(
+            &fx.ctx(),
+            &[("shoe_size", Treatment::Clear)],
+            &record(&fields),
+            dek,
+        )
+        .unwrap_err();
         assert!(matches!(err, SanitizeError::UnknownField { ref field } if field == "shoe_size"));
     }
 
@@ -517,7 +610,10 @@ mod tests {
         ];
         let out = sanitize_record(&ctx, &view, &record(&order), dek).unwrap();
         // The order's customer pseudonym is the customer's token.
-        assert_eq!(out.fields["customer_id"], Value::String(fx.pz.token(&fx.purpose, "C-42")));
+        assert_eq!(
+            out.fields["customer_id"],
+            Value::String(fx.pz.token(&fx.purpose, "C-42"))
+        );
         assert_eq!(out.fields["total"], Value::from(19.99));
         assert_eq!(
             out.fields["status"],
