@@ -170,16 +170,40 @@ pub fn load_kek_file(path: &Path) -> Result<MasterKey, KeyError> {
 
 /// Creates a new random master key file with mode 0600 (development/demo).
 ///
-/// Uses `create_new`, so it never overwrites an existing key (which would
-/// shred every customer's data) and two starting processes cannot both win.
-/// The caller is expected to print a loud warning that this key is not for
-/// production.
+/// Atomic: the key is written and synced to a temporary file (created with
+/// `create_new`, mode 0600), then hard-linked to `path`, which fails if `path`
+/// exists. So an existing key is never overwritten (that would shred every
+/// customer's data), two starting processes cannot both win, and no reader
+/// ever sees a half-written key. The caller is expected to print a loud
+/// warning that this key is not for production.
 pub fn generate_dev_kek_file(path: &Path) -> Result<MasterKey, KeyError> {
     let io_err = |source| KeyError::Io {
         path: path.to_path_buf(),
         source,
     };
     let key = MasterKey::generate()?;
+    let mut suffix = [0u8; 8];
+    super::fill_random(&mut suffix)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".tmp-{}", hex::encode(suffix)));
+    let tmp = path.with_file_name(tmp_name);
+
+    let written = write_new_private_file(&tmp, key.to_base64().as_bytes())
+        .and_then(|()| std::fs::hard_link(&tmp, path));
+    // Best effort: the temporary name must not outlive this call either way.
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(io_err)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the new directory entry durable too.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err)?;
+    }
+    Ok(key)
+}
+
+fn write_new_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -187,12 +211,10 @@ pub fn generate_dev_kek_file(path: &Path) -> Result<MasterKey, KeyError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(io_err)?;
-    let mut text = key.to_base64();
-    text.push('\n');
-    file.write_all(text.as_bytes()).map_err(io_err)?;
-    file.sync_all().map_err(io_err)?;
-    Ok(key)
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// A per-customer data encryption key (AES-256). Zeroized on drop; `Debug`
@@ -448,6 +470,16 @@ mod tests {
     }
 
     #[test]
+    fn shared_state_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Keyring>();
+        assert_send_sync::<crate::crypto::Pseudonymizer>();
+        assert_send_sync::<crate::crypto::BlindIndexer>();
+        assert_send_sync::<crate::catalog::FieldCatalog>();
+        assert_send_sync::<FieldCipher>();
+    }
+
+    #[test]
     fn wrap_aad_is_fully_used() {
         // 17 + 1 + 4 + 8 = 30: the array is exactly filled.
         assert_eq!(b"custodian:dek:v1\0".len() + 1 + 4 + 8, 30);
@@ -604,11 +636,13 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_kek_file(&path).unwrap().bytes, generated.bytes);
-        // Never overwrites an existing key.
+        // Never overwrites an existing key, and leaves no temporary file.
         assert!(matches!(
             generate_dev_kek_file(&path),
             Err(KeyError::Io { .. })
         ));
+        assert_eq!(load_kek_file(&path).unwrap().bytes, generated.bytes);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_kek_file(&path).unwrap_err();
