@@ -24,9 +24,11 @@
     )
 )]
 
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -6,3 +6,4 @@
 //! ```
 pub mod consent;
 pub mod limits;
+pub mod sanitize;
