@@ -1,0 +1,2 @@
+pub mod authorize;
+pub mod purpose;
