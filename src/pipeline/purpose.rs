@@ -187,7 +187,9 @@ impl PurposeCatalog {
     /// this catalog (e.g. after a catalog reload removed it): callers treat
     /// that as an unknown purpose, never as permission.
     pub fn get(&self, id: &PurposeId) -> Option<&Purpose> {
-        self.index.get(id.as_str()).and_then(|&i| self.purposes.get(i))
+        self.index
+            .get(id.as_str())
+            .and_then(|&i| self.purposes.get(i))
     }
 
     /// Whether `id` is in the catalog.
@@ -214,8 +216,11 @@ mod tests {
     use super::*;
 
     fn shipped() -> PurposeCatalog {
-        PurposeCatalog::load(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/purposes.toml"))
-            .unwrap()
+        PurposeCatalog::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/purposes.toml"
+        ))
+        .unwrap()
     }
 
     fn one(id: &str, basis: &str, consent: bool, days: u32) -> String {
@@ -254,9 +259,15 @@ mod tests {
         assert_eq!(c.parse("  \t"), Err(PurposeError::Missing));
         assert_eq!(c.parse("nope"), Err(PurposeError::Unknown));
         assert_eq!(c.parse("Email_Marketing"), Err(PurposeError::Unknown));
-        assert_eq!(c.parse("email_marketing,personalization"), Err(PurposeError::Unknown));
+        assert_eq!(
+            c.parse("email_marketing,personalization"),
+            Err(PurposeError::Unknown)
+        );
         assert_eq!(c.parse(&"a".repeat(10_000)), Err(PurposeError::Unknown));
-        assert_eq!(c.parse(" email_marketing ").unwrap().as_str(), "email_marketing");
+        assert_eq!(
+            c.parse(" email_marketing ").unwrap().as_str(),
+            "email_marketing"
+        );
         assert!(c.get(&PurposeId("forged".into())).is_none());
     }
 
@@ -270,19 +281,31 @@ mod tests {
             (one("", "contract", false, 10), "empty id"),
             (one(&"a".repeat(65), "contract", false, 10), "too long"),
             (format!("{ok}{ok}"), "duplicate"),
-            (one("a", "consent", false, 10), "consent without consent_required"),
+            (
+                one("a", "consent", false, 10),
+                "consent without consent_required",
+            ),
             (one("a", "contract", true, 10), "contract requiring consent"),
-            (one("a", "legitimate_interest", true, 10), "LI requiring consent"),
+            (
+                one("a", "legitimate_interest", true, 10),
+                "LI requiring consent",
+            ),
             (one("a", "contract", false, 0), "zero retention"),
             (one("a", "contract", false, 3651), "retention too long"),
             (one("a", "vibes", false, 1), "unknown basis"),
             (format!("{ok}extra = 1\n"), "unknown field"),
             (format!("foo = 1\n{ok}"), "unknown top-level key"),
-            (ok.replace("description = \"d\"", "description = \" \""), "blank description"),
+            (
+                ok.replace("description = \"d\"", "description = \" \""),
+                "blank description",
+            ),
             (ok.replace("retention_days = 10\n", ""), "missing field"),
         ];
         for (text, why) in cases {
-            assert!(PurposeCatalog::from_toml_str(&text).is_err(), "accepted: {why}");
+            assert!(
+                PurposeCatalog::from_toml_str(&text).is_err(),
+                "accepted: {why}"
+            );
         }
     }
 }

@@ -45,7 +45,10 @@ pub(super) fn parse_model(text: &str) -> Result<DefaultModel, PolicyError> {
     if got != want {
         let diff = want
             .iter()
-            .zip(got.iter().chain(std::iter::repeat(&(String::new(), String::new()))))
+            .zip(
+                got.iter()
+                    .chain(std::iter::repeat(&(String::new(), String::new()))),
+            )
             .find(|(w, g)| w != g)
             .map(|((key, value), _)| format!("expected {key} = {value}"))
             .unwrap_or_else(|| "unexpected extra definitions".to_owned());
@@ -58,8 +61,8 @@ pub(super) fn parse_model(text: &str) -> Result<DefaultModel, PolicyError> {
 fn shape(model: &DefaultModel) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = model
         .get_model()
-        .iter()
-        .flat_map(|(_, section)| section.iter())
+        .values()
+        .flat_map(|section| section.iter())
         .map(|(key, a)| {
             let value: String = a.value.chars().filter(|c| !c.is_whitespace()).collect();
             (key.clone(), value)

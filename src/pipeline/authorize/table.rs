@@ -347,13 +347,13 @@ impl CompiledPolicy {
             .iter()
             .map(|&field| {
                 // Strongest treatment wins; on a tie the earliest role's rule.
-                let best = views
-                    .iter()
-                    .filter_map(|v| v.get(field))
-                    .fold(None::<(Treatment, u32)>, |acc, &cur| match acc {
+                let best = views.iter().filter_map(|v| v.get(field)).fold(
+                    None::<(Treatment, u32)>,
+                    |acc, &cur| match acc {
                         Some(a) if a.0 >= cur.0 => Some(a),
                         _ => Some(cur),
-                    });
+                    },
+                );
                 FieldGrant {
                     field: field.to_owned(),
                     treatment: best.map_or(Treatment::Dropped, |b| b.0),
