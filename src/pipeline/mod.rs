@@ -4,6 +4,8 @@
 //! ```text
 //! limits → authenticate → purpose → authorize → consent → store → sanitize → audit
 //! ```
+pub mod authorize;
 pub mod consent;
 pub mod limits;
+pub mod purpose;
 pub mod sanitize;
