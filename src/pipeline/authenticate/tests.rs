@@ -475,7 +475,8 @@ fn wrong_audience_is_rejected() {
 #[test]
 fn missing_or_mistyped_claims_are_rejected() {
     let (pair, auth) = ed_setup();
-    let mutations: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         (
             "missing roles",
             Box::new(|p| drop(p.as_object_mut().unwrap().remove("roles"))),
