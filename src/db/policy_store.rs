@@ -8,37 +8,26 @@ use anyhow::Context;
 use sqlx::Row;
 
 use crate::db::{Backend, Db};
+use crate::pipeline::authorize::PolicyRule;
 
 /// The PostgreSQL channel that announces policy changes.
 pub const POLICY_CHANNEL: &str = "custodian_policy";
 
-/// One stored rule: `ptype` (`p` or `g`) and up to six values.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleRow {
-    pub ptype: String,
-    pub values: Vec<String>,
-}
-
 /// All rules, in insertion order.
-pub async fn load(db: &Db) -> anyhow::Result<Vec<RuleRow>> {
+pub async fn load(db: &Db) -> anyhow::Result<Vec<PolicyRule>> {
     let rows = sqlx::query("SELECT ptype, v0, v1, v2, v3, v4, v5 FROM casbin_rule ORDER BY id")
         .fetch_all(&db.pool)
         .await
         .context("loading policy rules")?;
     rows.iter()
         .map(|row| {
-            let mut values = Vec::with_capacity(6);
-            for i in 0..6 {
-                let v: String = row.try_get(i + 1)?;
-                values.push(v);
+            let ptype: String = row.try_get(0)?;
+            let mut columns = Vec::with_capacity(6);
+            for i in 1..=6 {
+                columns.push(row.try_get::<String, _>(i)?);
             }
-            while values.last().is_some_and(String::is_empty) {
-                values.pop();
-            }
-            Ok(RuleRow {
-                ptype: row.try_get(0)?,
-                values,
-            })
+            let refs: Vec<Option<&str>> = columns.iter().map(|c| Some(c.as_str())).collect();
+            Ok(PolicyRule::from_row(&ptype, &refs))
         })
         .collect::<Result<_, sqlx::Error>>()
         .context("decoding policy rules")
@@ -58,7 +47,7 @@ pub async fn revision(db: &Db) -> anyhow::Result<i64> {
 /// reaches this function, so the stored policy is always a working one.
 pub async fn replace(
     db: &Db,
-    rules: &[RuleRow],
+    rules: &[PolicyRule],
     sha256: &str,
     actor: &str,
     now: i64,

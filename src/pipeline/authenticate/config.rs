@@ -2,7 +2,7 @@
 //! where the public keys live and the development-only HS256 secret.
 
 use super::failure::AuthConfigError;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -14,35 +14,10 @@ pub const SUPPORTED_ALGORITHMS: [&str; 3] = ["EdDSA", "RS256", "HS256"];
 /// long as the hash output.
 pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
-/// A secret string: zeroized on drop, redacted in `Debug`, and no `Display`
-/// or `Serialize`, so it cannot end up in a log or a config dump by accident.
-#[derive(Clone)]
-pub struct SecretString(Zeroizing<String>);
-
-impl SecretString {
-    pub fn new(value: String) -> Self {
-        SecretString(Zeroizing::new(value))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretString([redacted])")
-    }
-}
-
-impl<'de> Deserialize<'de> for SecretString {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(SecretString::new)
-    }
-}
+pub use crate::secret::SecretString;
 
 /// The `[auth]` section of the configuration.
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Serialize, Clone)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Required `iss` claim. Default `"custodian"`.

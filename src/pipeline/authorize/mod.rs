@@ -13,6 +13,7 @@
 
 mod model;
 mod rules;
+pub mod sync;
 mod table;
 #[cfg(test)]
 mod tests;
