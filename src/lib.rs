@@ -31,6 +31,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod pipeline;
 pub mod secret;
 pub mod startup;
 pub mod state;

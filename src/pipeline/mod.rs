@@ -1,0 +1,3 @@
+//! The request pipeline, one module per stage (see `DESIGN.md`).
+
+pub mod audit;
