@@ -402,7 +402,10 @@ mod tests {
     #[test]
     fn canonical_hash_is_stable() {
         let h = sample().chain_hash("gw-1", 5, &GENESIS);
-        assert_eq!(hex::encode(h), "GOLDEN");
+        assert_eq!(
+            hex::encode(h),
+            "0acfbf9d26a4cc70bd76e7785a1253f3b0c8822109b47c53cb0072d9e1e8f532"
+        );
     }
 
     #[test]

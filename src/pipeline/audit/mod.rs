@@ -30,7 +30,8 @@
 //! 2. string instance; `i64` seq; `i64` occurred_at (µs since the epoch);
 //! 3. string request_id; string actor; list of string roles;
 //! 4. string action code (`customer.read`, ...); string resource;
-//! 5. list of `i64` customer ids (sorted, deduplicated);
+//! 5. list of `i64` customer ids (as stored; the builder sorts and
+//!    deduplicates them);
 //! 6. purpose: `u8` 0 when absent, or `u8` 1 then the string;
 //! 7. `u8` decision (0 deny, 1 allow); string reason (`policy:…`,
 //!    `consent:…`, `auth:…`, `admin:…`);
