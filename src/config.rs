@@ -421,7 +421,11 @@ mod tests {
             ..Config::default()
         };
         c.crypto.master_key_file = Some("/k".into());
-        assert!(c.validate().unwrap_err().0.contains("audit.signing_key_file"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("audit.signing_key_file"));
         c.audit.signing_key_file = Some("/a".into());
         c.validate().unwrap();
     }

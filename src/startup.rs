@@ -38,10 +38,14 @@ impl Application {
             .with_context(|| format!("server.listen: cannot bind {}", config.server.listen))?;
         let addr = listener.local_addr()?;
         let signer = Signer::from_config(&config)?;
-        let audit =
-            AuditWriter::start(db.clone(), clock.clone(), signer, WriterOptions::from_config(&config))
-                .await
-                .context("audit trail: cannot load this instance's chain")?;
+        let audit = AuditWriter::start(
+            db.clone(),
+            clock.clone(),
+            signer,
+            WriterOptions::from_config(&config),
+        )
+        .await
+        .context("audit trail: cannot load this instance's chain")?;
         let state = AppState::new(Inner {
             config,
             db,

@@ -79,9 +79,12 @@ pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
 
 fn load_keys(config: &Config, files: &[PathBuf]) -> anyhow::Result<Vec<PublicKey>> {
     if files.is_empty() {
-        let has_key = config.audit.signing_key_file.is_some()
-            || audit::key::dev_key_path(config).exists();
-        anyhow::ensure!(has_key, "--public-key: no signing key configured; pass the auditor's public key");
+        let has_key =
+            config.audit.signing_key_file.is_some() || audit::key::dev_key_path(config).exists();
+        anyhow::ensure!(
+            has_key,
+            "--public-key: no signing key configured; pass the auditor's public key"
+        );
         return Ok(vec![*Signer::from_config(config)?.public_key()]);
     }
     files
@@ -139,11 +142,15 @@ async fn tail(config: Config, interval_ms: u64) -> anyhow::Result<()> {
             let mut after = seen.get(&instance).copied().unwrap_or(0);
             while after < head {
                 let rows = store::events_after(&db, &instance, after, 1000).await?;
-                let Some(last) = rows.last().map(store::ReadRow::seq) else { break };
+                let Some(last) = rows.last().map(store::ReadRow::seq) else {
+                    break;
+                };
                 for row in rows {
                     match row {
                         store::ReadRow::Ok(e) => println!("{}", tail_line(&e)),
-                        store::ReadRow::Bad { seq, .. } => println!("{instance}#{seq} <unreadable>"),
+                        store::ReadRow::Bad { seq, .. } => {
+                            println!("{instance}#{seq} <unreadable>")
+                        }
                     }
                 }
                 after = last;
@@ -192,7 +199,10 @@ async fn prune(config: Config, before: Option<String>) -> anyhow::Result<()> {
     let event = AuditEvent::system("cli:prune", Action::AuditPrune, "audit_events")
         .request_id(uuid::Uuid::new_v4().to_string())
         .records(report.removed)
-        .allow(Reason::Admin(format!("retention before {}", rfc3339(cutoff))), 200)
+        .allow(
+            Reason::Admin(format!("retention before {}", rfc3339(cutoff))),
+            200,
+        )
         .build();
     let receipt = writer.record(event).await;
     writer.shutdown().await;

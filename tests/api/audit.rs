@@ -22,7 +22,10 @@ fn event(i: i64) -> AuditEvent {
         .field("email", Treatment::Masked)
         .field("city", Treatment::Clear)
         .records(1)
-        .allow(Reason::Policy("p, analyst, customer, read_masked".into()), 200)
+        .allow(
+            Reason::Policy("p, analyst, customer, read_masked".into()),
+            200,
+        )
         .build()
 }
 
@@ -37,9 +40,14 @@ async fn writer(app: &TestApp) -> (AuditWriter, PublicKey) {
         queue_capacity: 1000,
         max_batch: 512,
     };
-    let w = AuditWriter::start(app.state.db.clone(), app.state.clock.clone(), signer, options)
-        .await
-        .unwrap();
+    let w = AuditWriter::start(
+        app.state.db.clone(),
+        app.state.clock.clone(),
+        signer,
+        options,
+    )
+    .await
+    .unwrap();
     (w, key)
 }
 
@@ -66,8 +74,15 @@ async fn exec(app: &TestApp, sql: &str) {
 }
 
 fn assert_problem(report: &VerifyReport, kind: ProblemKind, seq: i64) {
-    let p = report.problem.as_ref().unwrap_or_else(|| panic!("intact? {report}"));
-    assert_eq!((p.kind, p.seq, p.instance.as_str()), (kind, seq, CHAIN), "{report}");
+    let p = report
+        .problem
+        .as_ref()
+        .unwrap_or_else(|| panic!("intact? {report}"));
+    assert_eq!(
+        (p.kind, p.seq, p.instance.as_str()),
+        (kind, seq, CHAIN),
+        "{report}"
+    );
 }
 
 async fn rows(app: &TestApp, after: i64, n: i64) -> Vec<StoredEvent> {
@@ -87,13 +102,18 @@ both_backends!(intact_chain_verifies_with_counts, async |app: TestApp| {
     let report = verify(&app, key).await;
     assert!(report.is_intact(), "{report}");
     assert_eq!((report.events, report.checkpoints), (25, 3), "{report}");
-    assert_eq!(report.to_string(), "intact: 25 events, 3 checkpoints, 1 chains");
+    assert_eq!(
+        report.to_string(),
+        "intact: 25 events, 3 checkpoints, 1 chains"
+    );
     // A new writer continues the chain from the stored head.
     let (w, key2) = writer(&app).await;
     assert_eq!(w.record(event(26)).await.unwrap().seq, 26);
     w.shutdown().await;
     let keys = [key, key2, *app.state.audit.public_key()];
-    let report = audit::verify_store(&app.state.db, &keys, &|_| {}).await.unwrap();
+    let report = audit::verify_store(&app.state.db, &keys, &|_| {})
+        .await
+        .unwrap();
     assert!(report.is_intact(), "{report}");
     assert_eq!((report.events, report.checkpoints), (26, 4));
     // The checkpoint the second key signed is refused without that key.
@@ -102,21 +122,37 @@ both_backends!(intact_chain_verifies_with_counts, async |app: TestApp| {
 
 both_backends!(edited_row_is_named_modified, async |app: TestApp| {
     let key = chain_of_25(&app).await;
-    exec(&app, "UPDATE audit_events SET actor = 'x' WHERE instance = 't' AND seq = 5").await;
+    exec(
+        &app,
+        "UPDATE audit_events SET actor = 'x' WHERE instance = 't' AND seq = 5",
+    )
+    .await;
     assert_problem(&verify(&app, key).await, ProblemKind::Modified, 5);
 });
 
 both_backends!(deleted_row_is_named, async |app: TestApp| {
     let key = chain_of_25(&app).await;
-    exec(&app, "DELETE FROM audit_events WHERE instance = 't' AND seq = 5").await;
+    exec(
+        &app,
+        "DELETE FROM audit_events WHERE instance = 't' AND seq = 5",
+    )
+    .await;
     assert_problem(&verify(&app, key).await, ProblemKind::Deleted, 5);
 });
 
 both_backends!(forged_insert_is_named, async |app: TestApp| {
     let key = chain_of_25(&app).await;
     // Make room at seq 5 (two steps: the primary key is checked per row).
-    exec(&app, "UPDATE audit_events SET seq = seq + 1000000 WHERE instance = 't' AND seq >= 5").await;
-    exec(&app, "UPDATE audit_events SET seq = seq - 999999 WHERE instance = 't' AND seq >= 1000000").await;
+    exec(
+        &app,
+        "UPDATE audit_events SET seq = seq + 1000000 WHERE instance = 't' AND seq >= 5",
+    )
+    .await;
+    exec(
+        &app,
+        "UPDATE audit_events SET seq = seq - 999999 WHERE instance = 't' AND seq >= 1000000",
+    )
+    .await;
     // A forger who knows the format: correct prev_hash, consistent hash.
     let four = rows(&app, 3, 1).await.remove(0);
     let mut forged_event = AuditEvent::system("intruder", Action::CustomerRead, "/x").build();
@@ -136,8 +172,16 @@ both_backends!(forged_insert_is_named, async |app: TestApp| {
 both_backends!(reordered_rows_are_named, async |app: TestApp| {
     let key = chain_of_25(&app).await;
     let mut pair = rows(&app, 4, 2).await;
-    exec(&app, "DELETE FROM audit_event_customers WHERE instance = 't' AND seq IN (5, 6)").await;
-    exec(&app, "DELETE FROM audit_events WHERE instance = 't' AND seq IN (5, 6)").await;
+    exec(
+        &app,
+        "DELETE FROM audit_event_customers WHERE instance = 't' AND seq IN (5, 6)",
+    )
+    .await;
+    exec(
+        &app,
+        "DELETE FROM audit_events WHERE instance = 't' AND seq IN (5, 6)",
+    )
+    .await;
     pair.swap(0, 1);
     pair[0].seq = 5;
     pair[1].seq = 6;
@@ -145,80 +189,128 @@ both_backends!(reordered_rows_are_named, async |app: TestApp| {
     assert_problem(&verify(&app, key).await, ProblemKind::Reordered, 5);
 });
 
-both_backends!(truncation_below_a_checkpoint_is_named, async |app: TestApp| {
-    let key = chain_of_25(&app).await;
-    exec(&app, "DELETE FROM audit_events WHERE instance = 't' AND seq > 22").await;
-    let report = verify(&app, key).await;
-    assert_problem(&report, ProblemKind::Truncated, 23);
-    assert!(report.to_string().contains("seq 25"), "{report}");
-});
+both_backends!(
+    truncation_below_a_checkpoint_is_named,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        exec(
+            &app,
+            "DELETE FROM audit_events WHERE instance = 't' AND seq > 22",
+        )
+        .await;
+        let report = verify(&app, key).await;
+        assert_problem(&report, ProblemKind::Truncated, 23);
+        assert!(report.to_string().contains("seq 25"), "{report}");
+    }
+);
 
 both_backends!(bad_checkpoint_signature_is_named, async |app: TestApp| {
     let key = chain_of_25(&app).await;
-    exec(&app, "UPDATE audit_checkpoints SET signed_at = signed_at + 1 WHERE instance = 't' AND seq = 10").await;
+    exec(
+        &app,
+        "UPDATE audit_checkpoints SET signed_at = signed_at + 1 WHERE instance = 't' AND seq = 10",
+    )
+    .await;
     assert_problem(&verify(&app, key).await, ProblemKind::BadSignature, 10);
     // And a checkpoint signed by a key the auditor does not hold.
     let other = *Signer::ephemeral().unwrap().public_key();
-    let report = audit::verify_store(&app.state.db, &[other], &|_| {}).await.unwrap();
+    let report = audit::verify_store(&app.state.db, &[other], &|_| {})
+        .await
+        .unwrap();
     assert_eq!(report.problem.unwrap().kind, ProblemKind::BadSignature);
 });
 
-both_backends!(rewritten_chain_is_caught_at_the_checkpoint, async |app: TestApp| {
-    let key = chain_of_25(&app).await;
-    // Re-hash seq 5..=25 after editing seq 5: links and hashes all agree.
-    let mut all = rows(&app, 4, 100).await;
-    all[0].event.actor = "x".into();
-    let mut prev = rows(&app, 3, 1).await[0].hash;
-    for r in &mut all {
-        r.prev_hash = prev;
-        r.hash = r.event.chain_hash(CHAIN, r.seq, &prev);
-        prev = r.hash;
+both_backends!(
+    rewritten_chain_is_caught_at_the_checkpoint,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        // Re-hash seq 5..=25 after editing seq 5: links and hashes all agree.
+        let mut all = rows(&app, 4, 100).await;
+        all[0].event.actor = "x".into();
+        let mut prev = rows(&app, 3, 1).await[0].hash;
+        for r in &mut all {
+            r.prev_hash = prev;
+            r.hash = r.event.chain_hash(CHAIN, r.seq, &prev);
+            prev = r.hash;
+        }
+        exec(
+            &app,
+            "DELETE FROM audit_event_customers WHERE instance = 't' AND seq >= 5",
+        )
+        .await;
+        exec(
+            &app,
+            "DELETE FROM audit_events WHERE instance = 't' AND seq >= 5",
+        )
+        .await;
+        store::insert_batch(&app.state.db, &all).await.unwrap();
+        assert_problem(
+            &verify(&app, key).await,
+            ProblemKind::CheckpointMismatch,
+            10,
+        );
     }
-    exec(&app, "DELETE FROM audit_event_customers WHERE instance = 't' AND seq >= 5").await;
-    exec(&app, "DELETE FROM audit_events WHERE instance = 't' AND seq >= 5").await;
-    store::insert_batch(&app.state.db, &all).await.unwrap();
-    assert_problem(&verify(&app, key).await, ProblemKind::CheckpointMismatch, 10);
-});
+);
 
 async fn refuse_audit_inserts(app: &TestApp) {
     match app.backend {
         Backend::Sqlite => {
-            exec(app, "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
-                       BEGIN SELECT RAISE(ABORT, 'refused'); END").await
+            exec(
+                app,
+                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                       BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .await
         }
         Backend::Postgres => {
-            exec(app, "CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS \
-                       $$ BEGIN RAISE EXCEPTION 'refused'; END $$").await;
-            exec(app, "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
-                       FOR EACH ROW EXECUTE FUNCTION audit_refuse()").await;
+            exec(
+                app,
+                "CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                       $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            )
+            .await;
+            exec(
+                app,
+                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                       FOR EACH ROW EXECUTE FUNCTION audit_refuse()",
+            )
+            .await;
         }
     }
 }
 
-both_backends!(refused_writes_fail_closed_and_recover, async |app: TestApp| {
-    let audit = &app.state.audit;
-    assert_eq!(audit.record(event(1)).await.unwrap().seq, 1);
-    refuse_audit_inserts(&app).await;
-    assert_eq!(audit.record(event(2)).await, Err(AuditUnavailable::WriteFailed));
-    assert!(!audit.is_healthy());
-    let r = app.get("/readyz").await;
-    assert_eq!(r.status(), 503);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["reason"], "audit trail cannot record");
-    let drop = match app.backend {
-        Backend::Sqlite => "DROP TRIGGER audit_refuse",
-        Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
-    };
-    exec(&app, drop).await;
-    // The failed event took no seq; the chain continues without a gap.
-    assert_eq!(audit.record(event(3)).await.unwrap().seq, 2);
-    assert!(audit.is_healthy());
-    assert_eq!(app.get("/readyz").await.status(), 200);
-    let report = audit::verify_store(&app.state.db, &[*audit.public_key()], &|_| {}).await.unwrap();
-    assert!(report.is_intact(), "{report}");
-    assert_eq!(report.events, 2);
-    app.stop().await;
-});
+both_backends!(
+    refused_writes_fail_closed_and_recover,
+    async |app: TestApp| {
+        let audit = &app.state.audit;
+        assert_eq!(audit.record(event(1)).await.unwrap().seq, 1);
+        refuse_audit_inserts(&app).await;
+        assert_eq!(
+            audit.record(event(2)).await,
+            Err(AuditUnavailable::WriteFailed)
+        );
+        assert!(!audit.is_healthy());
+        let r = app.get("/readyz").await;
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["reason"], "audit trail cannot record");
+        let drop = match app.backend {
+            Backend::Sqlite => "DROP TRIGGER audit_refuse",
+            Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
+        };
+        exec(&app, drop).await;
+        // The failed event took no seq; the chain continues without a gap.
+        assert_eq!(audit.record(event(3)).await.unwrap().seq, 2);
+        assert!(audit.is_healthy());
+        assert_eq!(app.get("/readyz").await.status(), 200);
+        let report = audit::verify_store(&app.state.db, &[*audit.public_key()], &|_| {})
+            .await
+            .unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.events, 2);
+        app.stop().await;
+    }
+);
 
 both_backends!(concurrent_records_share_commits, async |app: TestApp| {
     let tasks: Vec<_> = (1..=200)
@@ -252,78 +344,114 @@ async fn export(app: &TestApp, filter: AuditFilter, format: ExportFormat) -> Str
     String::from_utf8(out).unwrap()
 }
 
-both_backends!(exported_ndjson_verifies_offline_and_edits_are_named, async |app: TestApp| {
-    let key = chain_of_25(&app).await;
-    let text = export(&app, AuditFilter::default(), ExportFormat::Ndjson).await;
-    let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
-    assert!(report.is_intact(), "{report}");
-    assert_eq!((report.events, report.checkpoints), (25, 3));
-    // Editing one line breaks it, naming the seq.
-    let edited: String = text
-        .lines()
-        .map(|l| {
-            if l.contains("\"seq\":7,") && l.contains("\"type\":\"event\"") {
-                l.replace("\"actor\":\"svc\"", "\"actor\":\"someone-else\"")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    assert_ne!(edited.trim(), text.trim());
-    let report = audit::verify_ndjson(edited.as_bytes(), &[key], &|_| {}).unwrap();
-    let p = report.problem.unwrap();
-    assert_eq!((p.kind, p.seq), (ProblemKind::Modified, 7));
-    // A filtered export verifies what it holds.
-    let one = AuditFilter { customer: Some(7), ..AuditFilter::default() };
-    let text = export(&app, one, ExportFormat::Ndjson).await;
-    let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
-    assert!(report.is_intact(), "{report}");
-    assert_eq!(report.events, 1);
-    let csv = export(&app, AuditFilter::default(), ExportFormat::Csv).await;
-    assert_eq!(csv.lines().count(), 26);
-    assert!(csv.starts_with("instance,seq,occurred_at"));
-});
+both_backends!(
+    exported_ndjson_verifies_offline_and_edits_are_named,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        let text = export(&app, AuditFilter::default(), ExportFormat::Ndjson).await;
+        let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!((report.events, report.checkpoints), (25, 3));
+        // Editing one line breaks it, naming the seq.
+        let edited: String = text
+            .lines()
+            .map(|l| {
+                if l.contains("\"seq\":7,") && l.contains("\"type\":\"event\"") {
+                    l.replace("\"actor\":\"svc\"", "\"actor\":\"someone-else\"")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(edited.trim(), text.trim());
+        let report = audit::verify_ndjson(edited.as_bytes(), &[key], &|_| {}).unwrap();
+        let p = report.problem.unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Modified, 7));
+        // A filtered export verifies what it holds.
+        let one = AuditFilter {
+            customer: Some(7),
+            ..AuditFilter::default()
+        };
+        let text = export(&app, one, ExportFormat::Ndjson).await;
+        let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.events, 1);
+        let csv = export(&app, AuditFilter::default(), ExportFormat::Csv).await;
+        assert_eq!(csv.lines().count(), 26);
+        assert!(csv.starts_with("instance,seq,occurred_at"));
+    }
+);
 
-both_backends!(query_filters_and_pages_newest_first, async |app: TestApp| {
-    let (w, _) = writer(&app).await;
-    for i in 1..=25 {
-        if i == 20 {
-            app.clock.advance_secs(60);
+both_backends!(
+    query_filters_and_pages_newest_first,
+    async |app: TestApp| {
+        let (w, _) = writer(&app).await;
+        for i in 1..=25 {
+            if i == 20 {
+                app.clock.advance_secs(60);
+            }
+            w.record(event(i)).await.unwrap();
         }
-        w.record(event(i)).await.unwrap();
-    }
-    let denied = AuditEvent::auth_failed("req-x", "/v1/customers", "expired");
-    w.record(denied).await.unwrap();
-    w.shutdown().await;
-    let db = &app.state.db;
-    let mut cursor = None;
-    let mut seen = Vec::new();
-    loop {
-        let page = audit::query(db, &AuditFilter::default(), cursor.as_deref(), 10).await.unwrap();
-        seen.extend(page.events.iter().map(|e| e.seq));
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
+        let denied = AuditEvent::auth_failed("req-x", "/v1/customers", "expired");
+        w.record(denied).await.unwrap();
+        w.shutdown().await;
+        let db = &app.state.db;
+        let mut cursor = None;
+        let mut seen = Vec::new();
+        loop {
+            let page = audit::query(db, &AuditFilter::default(), cursor.as_deref(), 10)
+                .await
+                .unwrap();
+            seen.extend(page.events.iter().map(|e| e.seq));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
         }
+        assert_eq!(seen, (1..=26).rev().collect::<Vec<_>>());
+        let by_customer = AuditFilter {
+            customer: Some(7),
+            ..AuditFilter::default()
+        };
+        let page = audit::query(db, &by_customer, None, 10).await.unwrap();
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.events[0].event.customers, vec![7]);
+        let denied = AuditFilter {
+            decision: Some(audit::Decision::Deny),
+            actor: Some("anonymous".into()),
+            status: Some(401),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            audit::query(db, &denied, None, 10)
+                .await
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+        let from = app.state.clock.now_micros() - 30_000_000;
+        let recent = AuditFilter {
+            from: Some(from),
+            action: Some(Action::CustomerRead),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            audit::query(db, &recent, None, 100)
+                .await
+                .unwrap()
+                .events
+                .len(),
+            6
+        );
+        assert!(
+            audit::query(db, &AuditFilter::default(), Some("garbage"), 10)
+                .await
+                .is_err()
+        );
     }
-    assert_eq!(seen, (1..=26).rev().collect::<Vec<_>>());
-    let by_customer = AuditFilter { customer: Some(7), ..AuditFilter::default() };
-    let page = audit::query(db, &by_customer, None, 10).await.unwrap();
-    assert_eq!(page.events.len(), 1);
-    assert_eq!(page.events[0].event.customers, vec![7]);
-    let denied = AuditFilter {
-        decision: Some(audit::Decision::Deny),
-        actor: Some("anonymous".into()),
-        status: Some(401),
-        ..AuditFilter::default()
-    };
-    assert_eq!(audit::query(db, &denied, None, 10).await.unwrap().events.len(), 1);
-    let from = app.state.clock.now_micros() - 30_000_000;
-    let recent = AuditFilter { from: Some(from), action: Some(Action::CustomerRead), ..AuditFilter::default() };
-    assert_eq!(audit::query(db, &recent, None, 100).await.unwrap().events.len(), 6);
-    assert!(audit::query(db, &AuditFilter::default(), Some("garbage"), 10).await.is_err());
-});
+);
 
 both_backends!(pruning_keeps_the_rest_verifiable, async |app: TestApp| {
     let signer = Signer::ephemeral().unwrap();
@@ -338,17 +466,27 @@ both_backends!(pruning_keeps_the_rest_verifiable, async |app: TestApp| {
         w.record(event(i)).await.unwrap();
     }
     let now = app.state.clock.now_micros();
-    let report = audit::prune(&app.state.db, &signer, cutoff, now).await.unwrap();
+    let report = audit::prune(&app.state.db, &signer, cutoff, now)
+        .await
+        .unwrap();
     assert_eq!(report.removed, 12);
     assert_eq!(report.anchors, vec![(CHAIN.to_owned(), 12)]);
     w.record(event(21)).await.unwrap();
     w.shutdown().await;
     let keys = [key, wkey, *app.state.audit.public_key()];
-    let verified = audit::verify_store(&app.state.db, &keys, &|_| {}).await.unwrap();
+    let verified = audit::verify_store(&app.state.db, &keys, &|_| {})
+        .await
+        .unwrap();
     assert!(verified.is_intact(), "{verified}");
     assert_eq!(verified.events, 9);
     // Without the anchoring checkpoint the missing prefix is a deletion.
-    exec(&app, "DELETE FROM audit_checkpoints WHERE instance = 't' AND seq = 12").await;
-    let verified = audit::verify_store(&app.state.db, &keys, &|_| {}).await.unwrap();
+    exec(
+        &app,
+        "DELETE FROM audit_checkpoints WHERE instance = 't' AND seq = 12",
+    )
+    .await;
+    let verified = audit::verify_store(&app.state.db, &keys, &|_| {})
+        .await
+        .unwrap();
     assert_problem(&verified, ProblemKind::Deleted, 12);
 });

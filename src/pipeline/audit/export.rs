@@ -89,7 +89,11 @@ struct Where {
 impl Where {
     /// Appends `AND condition`, numbering each `?` in it as the next `$n`.
     fn and(&mut self, condition: &str, values: Vec<Bind>) {
-        self.sql.push_str(if self.sql.is_empty() { " WHERE " } else { " AND " });
+        self.sql.push_str(if self.sql.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        });
         let mut n = self.binds.len();
         for (i, part) in condition.split('?').enumerate() {
             if i > 0 {
@@ -142,7 +146,10 @@ impl Where {
     }
 }
 
-fn bind_all<'q>(mut q: Query<'q, Any, AnyArguments<'q>>, binds: Vec<Bind>) -> Query<'q, Any, AnyArguments<'q>> {
+fn bind_all<'q>(
+    mut q: Query<'q, Any, AnyArguments<'q>>,
+    binds: Vec<Bind>,
+) -> Query<'q, Any, AnyArguments<'q>> {
     for b in binds {
         q = match b {
             Bind::Int(v) => q.bind(v),
@@ -162,12 +169,16 @@ fn columns_of(alias: &str) -> String {
 
 /// Opaque cursor: base64url of `v1:<occurred_at>:<seq>:<instance>`.
 fn encode_cursor(e: &StoredEvent) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("v1:{}:{}:{}", e.event.occurred_at, e.seq, e.instance))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "v1:{}:{}:{}",
+        e.event.occurred_at, e.seq, e.instance
+    ))
 }
 
 fn decode_cursor(c: &str) -> Option<(i64, i64, String)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let mut parts = text.splitn(4, ':');
     if parts.next()? != "v1" {
@@ -229,7 +240,11 @@ pub async fn query(
     }
     let more = events.len() > usize::try_from(limit).unwrap_or(usize::MAX);
     events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_cursor = if more { events.last().map(encode_cursor) } else { None };
+    let next_cursor = if more {
+        events.last().map(encode_cursor)
+    } else {
+        None
+    };
     Ok(Page {
         events,
         next_cursor,
@@ -310,7 +325,11 @@ const EXPORT_PAGE: i64 = 1000;
 enum Stage {
     Header,
     Instances,
-    Chain { instances: Vec<String>, checkpoints_done: bool, after: i64 },
+    Chain {
+        instances: Vec<String>,
+        checkpoints_done: bool,
+        after: i64,
+    },
     Done,
 }
 
@@ -346,9 +365,17 @@ pub fn export_stream(
                             instances.retain(|i| i == only);
                         }
                         instances.reverse(); // popped from the back
-                        stage = Stage::Chain { instances, checkpoints_done: false, after: 0 };
+                        stage = Stage::Chain {
+                            instances,
+                            checkpoints_done: false,
+                            after: 0,
+                        };
                     }
-                    Stage::Chain { mut instances, checkpoints_done, after } => {
+                    Stage::Chain {
+                        mut instances,
+                        checkpoints_done,
+                        after,
+                    } => {
                         let Some(instance) = instances.last().cloned() else {
                             stage = Stage::Done;
                             continue;
@@ -362,7 +389,11 @@ pub fn export_stream(
                                     ))?);
                                 }
                             }
-                            let next = Stage::Chain { instances, checkpoints_done: true, after: 0 };
+                            let next = Stage::Chain {
+                                instances,
+                                checkpoints_done: true,
+                                after: 0,
+                            };
                             if out.is_empty() {
                                 stage = next;
                                 continue;
@@ -372,7 +403,11 @@ pub fn export_stream(
                         let rows = export_page(&db, &filter, &instance, after).await?;
                         let Some(last) = rows.last().map(ReadRow::seq) else {
                             instances.pop();
-                            stage = Stage::Chain { instances, checkpoints_done: false, after: 0 };
+                            stage = Stage::Chain {
+                                instances,
+                                checkpoints_done: false,
+                                after: 0,
+                            };
                             continue;
                         };
                         let mut out = Vec::new();
@@ -390,7 +425,11 @@ pub fn export_stream(
                                 (ReadRow::Bad { .. }, ExportFormat::Csv) => {}
                             }
                         }
-                        let next = Stage::Chain { instances, checkpoints_done: true, after: last };
+                        let next = Stage::Chain {
+                            instances,
+                            checkpoints_done: true,
+                            after: last,
+                        };
                         return Ok(Some((Bytes::from(out), next)));
                     }
                     Stage::Done => return Ok(None),
@@ -416,7 +455,9 @@ async fn export_page(
         columns_of("e"),
         w.sql
     );
-    let rows = bind_all(sqlx::query(&sql), w.binds).fetch_all(&db.pool).await?;
+    let rows = bind_all(sqlx::query(&sql), w.binds)
+        .fetch_all(&db.pool)
+        .await?;
     Ok(rows.iter().map(store::decode).collect())
 }
 
@@ -427,8 +468,22 @@ fn ndjson(line: &Line) -> anyhow::Result<Vec<u8>> {
 }
 
 const CSV_COLUMNS: [&str; 17] = [
-    "instance", "seq", "occurred_at", "request_id", "actor", "roles", "action", "resource",
-    "customers", "purpose", "decision", "reason", "fields", "status", "records", "prev_hash",
+    "instance",
+    "seq",
+    "occurred_at",
+    "request_id",
+    "actor",
+    "roles",
+    "action",
+    "resource",
+    "customers",
+    "purpose",
+    "decision",
+    "reason",
+    "fields",
+    "status",
+    "records",
+    "prev_hash",
     "hash",
 ];
 
@@ -450,7 +505,11 @@ fn csv_row(s: &StoredEvent) -> anyhow::Result<Vec<u8>> {
         e.roles.join(" "),
         e.action.as_str().to_owned(),
         e.resource.clone(),
-        e.customers.iter().map(i64::to_string).collect::<Vec<_>>().join(" "),
+        e.customers
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
         e.purpose.clone().unwrap_or_default(),
         e.decision.as_str().to_owned(),
         e.reason.clone(),

@@ -44,7 +44,11 @@ pub struct Checkpoint {
 pub fn checkpoint_message(instance: &str, seq: i64, hash: &Hash, signed_at: i64) -> Vec<u8> {
     let mut m = Vec::with_capacity(CHECKPOINT_TAG.len() + instance.len() + 52);
     m.extend_from_slice(CHECKPOINT_TAG);
-    m.extend_from_slice(&u32::try_from(instance.len()).unwrap_or(u32::MAX).to_be_bytes());
+    m.extend_from_slice(
+        &u32::try_from(instance.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     m.extend_from_slice(instance.as_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(hash);
@@ -213,7 +217,10 @@ impl PublicKey {
 /// Decodes a PEM block with `label`, or returns the bytes as DER.
 fn pem_or_der(bytes: &[u8], label: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let begin = format!("-----BEGIN {label}-----");
-    let Some(text) = std::str::from_utf8(bytes).ok().filter(|t| t.contains(&begin)) else {
+    let Some(text) = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.contains(&begin))
+    else {
         return Ok(Zeroizing::new(bytes.to_vec()));
     };
     let body: Zeroizing<String> = Zeroizing::new(
@@ -238,7 +245,10 @@ fn check_private(path: &Path) -> anyhow::Result<()> {
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        anyhow::bail!("readable by group or others (mode {:o}); run chmod 600", mode & 0o777);
+        anyhow::bail!(
+            "readable by group or others (mode {:o}); run chmod 600",
+            mode & 0o777
+        );
     }
     Ok(())
 }

@@ -33,7 +33,9 @@ pub struct StoredEvent {
 impl StoredEvent {
     /// Whether the stored hash is the hash of the stored content.
     pub fn self_consistent(&self) -> bool {
-        self.event.chain_hash(&self.instance, self.seq, &self.prev_hash) == self.hash
+        self.event
+            .chain_hash(&self.instance, self.seq, &self.prev_hash)
+            == self.hash
     }
 }
 
@@ -113,12 +115,16 @@ pub async fn insert_batch(db: &Db, rows: &[StoredEvent]) -> anyhow::Result<()> {
     }
     let links: Vec<(&str, i64, i64)> = rows
         .iter()
-        .flat_map(|r| r.event.customers.iter().map(|c| (r.instance.as_str(), r.seq, *c)))
+        .flat_map(|r| {
+            r.event
+                .customers
+                .iter()
+                .map(|c| (r.instance.as_str(), r.seq, *c))
+        })
         .collect();
     for chunk in links.chunks(300) {
-        let mut sql = String::from(
-            "INSERT INTO audit_event_customers (instance, seq, customer_id) VALUES ",
-        );
+        let mut sql =
+            String::from("INSERT INTO audit_event_customers (instance, seq, customer_id) VALUES ");
         push_placeholders(&mut sql, chunk.len(), 3);
         let mut q = sqlx::query(&sql);
         for (instance, seq, customer) in chunk {
@@ -275,16 +281,18 @@ pub async fn checkpoints(db: &Db, instance: &str) -> anyhow::Result<Vec<Checkpoi
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(instance, seq, hash, signed_at, key_id, signature)| Checkpoint {
-            instance,
-            seq,
-            // A wrong-length hash cannot match any event; zeros make the
-            // verifier report it rather than failing to load.
-            hash: to_hash(&hash).unwrap_or(GENESIS),
-            signed_at,
-            key_id,
-            signature,
-        })
+        .map(
+            |(instance, seq, hash, signed_at, key_id, signature)| Checkpoint {
+                instance,
+                seq,
+                // A wrong-length hash cannot match any event; zeros make the
+                // verifier report it rather than failing to load.
+                hash: to_hash(&hash).unwrap_or(GENESIS),
+                signed_at,
+                key_id,
+                signature,
+            },
+        )
         .collect())
 }
 

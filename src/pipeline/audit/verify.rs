@@ -318,7 +318,10 @@ impl<'k> ChainCheck<'k> {
             return Err(self.problem(
                 cp.seq,
                 ProblemKind::BadSignature,
-                format!("checkpoint signed by key {}, which was not given", cp.key_id),
+                format!(
+                    "checkpoint signed by key {}, which was not given",
+                    cp.key_id
+                ),
             ));
         };
         if !key.verify(cp) {
@@ -433,7 +436,10 @@ impl<'k> ChainCheck<'k> {
                 ),
             );
         }
-        let ahead = self.buffer.iter().any(|b| matches!(b, ReadRow::Ok(b) if b.hash == r.prev_hash));
+        let ahead = self
+            .buffer
+            .iter()
+            .any(|b| matches!(b, ReadRow::Ok(b) if b.hash == r.prev_hash));
         if ahead || self.recent.contains(&r.prev_hash) {
             return self.problem(
                 r.seq,

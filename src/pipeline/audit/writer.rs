@@ -336,7 +336,9 @@ impl Task {
         if seq <= self.last_checkpoint {
             return;
         }
-        let cp = self.signer.sign(&self.options.instance, seq, hash, self.clock.now_micros());
+        let cp = self
+            .signer
+            .sign(&self.options.instance, seq, hash, self.clock.now_micros());
         match store::insert_checkpoint(&self.db, &cp).await {
             Ok(()) => {
                 self.last_checkpoint = seq;
