@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
+use crate::pipeline::audit::{AuditWriter, Signer, WriterOptions};
 use crate::state::{metrics_handle, AppState, Inner};
 
 pub struct Application {
@@ -36,11 +37,21 @@ impl Application {
             .await
             .with_context(|| format!("server.listen: cannot bind {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let signer = Signer::from_config(&config)?;
+        let audit = AuditWriter::start(
+            db.clone(),
+            clock.clone(),
+            signer,
+            WriterOptions::from_config(&config),
+        )
+        .await
+        .context("audit trail: cannot load this instance's chain")?;
         let state = AppState::new(Inner {
             config,
             db,
             clock,
             metrics: metrics_handle(),
+            audit,
         });
         Ok(Self {
             listener,
@@ -92,6 +103,8 @@ impl Application {
             result = serve => result.context("server error")?,
             () = drain_deadline => tracing::warn!("grace period over; dropping remaining requests"),
         }
+        // Commit queued audit events and sign the head before the pool goes.
+        self.state.audit.shutdown().await;
         self.state.db.pool.close().await;
         tracing::info!("stopped");
         Ok(())

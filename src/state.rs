@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::Db;
+use crate::pipeline::audit::AuditWriter;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -16,6 +17,8 @@ pub struct Inner {
     pub db: Db,
     pub clock: SharedClock,
     pub metrics: PrometheusHandle,
+    /// This instance's audit chain writer; `record` before data leaves.
+    pub audit: AuditWriter,
 }
 
 impl std::ops::Deref for AppState {

@@ -1,6 +1,8 @@
 //! The `custodian` command line: one subcommand per operator task. Each
 //! subcommand loads the same layered configuration as the server.
 
+pub mod audit;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +36,8 @@ pub enum Command {
     Demo(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Audit trail: public key, verify, tail, prune.
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -82,6 +86,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit(cmd) => audit::run(config, cmd).await,
     }
 }
 

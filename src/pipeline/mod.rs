@@ -4,6 +4,7 @@
 //! ```text
 //! limits → authenticate → purpose → authorize → consent → store → sanitize → audit
 //! ```
+pub mod audit;
 pub mod authenticate;
 pub mod authorize;
 pub mod consent;

@@ -2,4 +2,5 @@
 
 mod helpers;
 
+mod audit;
 mod health;
