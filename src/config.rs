@@ -5,6 +5,7 @@
 //! validation error names the setting, so a typo fails at start instead of
 //! being silently ignored.
 
+use crate::pipeline::authenticate::AuthConfig;
 use crate::secret::SecretString;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -47,6 +48,25 @@ pub struct Config {
     pub log: LogConfig,
     pub crypto: CryptoConfig,
     pub audit: AuditConfig,
+    pub auth: AuthConfig,
+    pub policy: PolicyConfig,
+    /// Largest page a list route returns.
+    pub max_page_size: u32,
+}
+
+/// How policy changes propagate between instances.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// How often each instance checks the stored policy revision (PostgreSQL
+    /// instances are also notified at once through LISTEN/NOTIFY).
+    pub reload_poll_ms: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { reload_poll_ms: 500 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -135,6 +155,9 @@ impl Default for Config {
             log: LogConfig::default(),
             crypto: CryptoConfig::default(),
             audit: AuditConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
+            max_page_size: 1000,
         }
     }
 }
@@ -294,6 +317,20 @@ impl Config {
             );
         }
         self.audit.validate(self.mode)?;
+        if self.policy.reload_poll_ms == 0 {
+            return err("policy.reload_poll_ms: must be greater than 0");
+        }
+        if self.max_page_size == 0 {
+            return err("max_page_size: must be greater than 0");
+        }
+        if self.mode == Mode::Production
+            && (self.auth.dev_hs256_secret.is_some() || self.auth.dev_hs256_secret_file.is_some())
+        {
+            return err("auth.dev_hs256_secret: development tokens are not allowed in production mode");
+        }
+        if self.mode == Mode::Production && self.auth.public_keys_file.is_none() {
+            return err("auth.public_keys_file: production mode needs public verification keys");
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod authenticate;
 pub mod authorize;
 pub mod consent;
+pub mod gate;
 pub mod limits;
 pub mod purpose;
 pub mod sanitize;

@@ -152,6 +152,10 @@ pub enum Reason {
     Auth(String),
     /// An admin or system reason (`retention`, `operator`).
     Admin(String),
+    /// The request was refused for its input (`purpose_missing`, `invalid_input`).
+    Input(String),
+    /// The request was allowed but failed (`not_found`, `integrity_failure`).
+    Outcome(String),
 }
 
 impl Reason {
@@ -161,6 +165,8 @@ impl Reason {
             Reason::Consent(s) => format!("consent:{s}"),
             Reason::Auth(s) => format!("auth:{s}"),
             Reason::Admin(s) => format!("admin:{s}"),
+            Reason::Input(s) => format!("input:{s}"),
+            Reason::Outcome(s) => format!("outcome:{s}"),
         }
     }
 }

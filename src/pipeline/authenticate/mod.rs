@@ -20,6 +20,7 @@ mod config;
 mod dev;
 mod failure;
 mod keys;
+pub mod setup;
 mod token;
 
 #[cfg(test)]

@@ -42,23 +42,34 @@ pub async fn bootstrap(
             .with_context(|| format!("policy_dir: cannot read {}", csv_path.display()))?;
         let compiled = validate(&model, &csv, purposes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", csv_path.display()))?;
-        revision = policy_store::replace(db, compiled.rules(), compiled.version(), "bootstrap", now).await?;
-        tracing::info!(revision, rules = compiled.rules().len(), "seeded policy from policy_dir");
+        revision =
+            policy_store::replace(db, compiled.rules(), compiled.version(), "bootstrap", now)
+                .await?;
+        tracing::info!(
+            revision,
+            rules = compiled.rules().len(),
+            "seeded policy from policy_dir"
+        );
         return Ok((Authorizer::new(compiled), revision));
     }
     let rules = policy_store::load(db).await?;
     let model_for_compile = model.clone();
-    let compiled = tokio::task::spawn_blocking(move || CompiledPolicy::compile(&model_for_compile, rules))
-        .await
-        .context("policy compile task")?
-        .context("the stored policy does not compile")?;
+    let compiled =
+        tokio::task::spawn_blocking(move || CompiledPolicy::compile(&model_for_compile, rules))
+            .await
+            .context("policy compile task")?
+            .context("the stored policy does not compile")?;
     Ok((Authorizer::new(compiled), revision))
 }
 
 /// Parses, checks and compiles a policy file without touching anything:
 /// every line must parse, every object/action must be in the vocabulary and
 /// every purpose in the catalog, so a typo cannot silently grant or revoke.
-pub fn validate(model: &str, csv: &str, purposes: &PurposeCatalog) -> Result<CompiledPolicy, PolicyChangeError> {
+pub fn validate(
+    model: &str,
+    csv: &str,
+    purposes: &PurposeCatalog,
+) -> Result<CompiledPolicy, PolicyChangeError> {
     let rules: Vec<PolicyRule> = parse_policy_csv(csv).map_err(invalid)?;
     if let Some(rule) = vocabulary::unknown_vocabulary(&rules).first() {
         return Err(PolicyChangeError::Invalid(format!(
@@ -67,7 +78,10 @@ pub fn validate(model: &str, csv: &str, purposes: &PurposeCatalog) -> Result<Com
         )));
     }
     let compiled = CompiledPolicy::compile(model, rules).map_err(invalid)?;
-    if let Some(rule) = compiled.rules_with_unknown_purpose(|p| purposes.contains(p)).first() {
+    if let Some(rule) = compiled
+        .rules_with_unknown_purpose(|p| purposes.contains(p))
+        .first()
+    {
         return Err(PolicyChangeError::Invalid(format!(
             "rule `{}` names a purpose that is not in purposes.toml",
             rule.to_csv_line()
@@ -102,7 +116,12 @@ pub async fn change(
 }
 
 /// Watches the stored revision and reloads the policy when it moves.
-pub fn spawn_watcher(db: Db, authorizer: Arc<Authorizer>, mut revision: i64, poll: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_watcher(
+    db: Db,
+    authorizer: Arc<Authorizer>,
+    mut revision: i64,
+    poll: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut listener = match db.backend {
             Backend::Postgres => listen(&db).await,
@@ -140,7 +159,11 @@ async fn listen(db: &Db) -> Option<sqlx::postgres::PgListener> {
     Some(l)
 }
 
-async fn reload_if_changed(db: &Db, authorizer: &Arc<Authorizer>, seen: i64) -> anyhow::Result<Option<i64>> {
+async fn reload_if_changed(
+    db: &Db,
+    authorizer: &Arc<Authorizer>,
+    seen: i64,
+) -> anyhow::Result<Option<i64>> {
     let current = policy_store::revision(db).await?;
     if current == seen {
         return Ok(None);
