@@ -296,3 +296,73 @@ impl<'a> Gate<'a> {
         outcome
     }
 }
+
+impl Gate<'_> {
+    /// Stage 7 for customer rows: each field in the strongest treatment the
+    /// caller may have, decrypting only what leaves in clear or masked. A
+    /// ciphertext that does not open at its place fails the whole request
+    /// (`integrity_failure`): never a partial or someone else's record.
+    pub fn sanitize_customers(
+        &mut self,
+        rows: &[crate::db::customers::StoredCustomer],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ApiError> {
+        use super::authorize::vocabulary::CUSTOMER_FIELDS;
+        use super::sanitize::{sanitize_record, RecordInput, SanitizeContext, SanitizeError};
+        use crate::crypto::CryptoError;
+
+        let view = self.field_view("customer", CUSTOMER_FIELDS);
+        let view: Vec<(&str, Treatment)> = view
+            .fields
+            .iter()
+            .map(|g| (g.field.as_str(), g.treatment))
+            .collect();
+        let ctx = SanitizeContext {
+            catalog: &self.state.catalog,
+            pseudonymizer: self.state.vault.pseudonymizer(),
+            purpose: &self.caller.purpose,
+            resource: "customer",
+        };
+        let keyring = self.state.vault.keyring();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut returned: Vec<(String, Treatment)> = Vec::new();
+        for row in rows {
+            let fields = super::sanitize::customer_fields(row);
+            let input = RecordInput {
+                record_id: row.id,
+                customer_key: Some(&row.external_id),
+                fields: &fields,
+            };
+            let dek = || match (&row.kek_version, &row.wrapped_dek) {
+                (Some(v), Some(w)) => keyring.unwrap_dek(
+                    u32::try_from(*v).map_err(|_| CryptoError::Integrity)?,
+                    w,
+                    row.id,
+                ),
+                _ => Err(CryptoError::Integrity),
+            };
+            match sanitize_record(&ctx, &view, &input, dek) {
+                Ok(s) => {
+                    for r in s.returned {
+                        if !returned.contains(&r) {
+                            returned.push(r);
+                        }
+                    }
+                    out.push(s.fields);
+                }
+                Err(SanitizeError::Integrity { field }) => {
+                    tracing::error!(customer = row.id, field = %field, "ciphertext failed its integrity check");
+                    self.touch([row.id]);
+                    return Err(ApiError::Integrity);
+                }
+                Err(SanitizeError::Key(e)) => {
+                    tracing::error!(customer = row.id, error = %e, "customer data key unavailable");
+                    self.touch([row.id]);
+                    return Err(ApiError::Integrity);
+                }
+                Err(e) => return Err(ApiError::internal(anyhow::anyhow!("sanitize customer {}: {e}", row.id))),
+            }
+        }
+        self.returned(returned, out.len() as u64);
+        Ok(out)
+    }
+}
