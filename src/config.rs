@@ -65,7 +65,9 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { reload_poll_ms: 500 }
+        Self {
+            reload_poll_ms: 500,
+        }
     }
 }
 
@@ -326,7 +328,9 @@ impl Config {
         if self.mode == Mode::Production
             && (self.auth.dev_hs256_secret.is_some() || self.auth.dev_hs256_secret_file.is_some())
         {
-            return err("auth.dev_hs256_secret: development tokens are not allowed in production mode");
+            return err(
+                "auth.dev_hs256_secret: development tokens are not allowed in production mode",
+            );
         }
         if self.mode == Mode::Production && self.auth.public_keys_file.is_none() {
             return err("auth.public_keys_file: production mode needs public verification keys");

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+use crate::catalog::FieldCatalog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::db::Db;
-use crate::catalog::FieldCatalog;
 use crate::crypto::Vault;
+use crate::db::Db;
 use crate::pipeline::audit::{AuditWriter, Signer, WriterOptions};
 use crate::pipeline::authenticate;
 use crate::pipeline::authorize::sync;

@@ -4,11 +4,11 @@
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 
+use crate::catalog::FieldCatalog;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::db::Db;
-use crate::catalog::FieldCatalog;
 use crate::crypto::Vault;
+use crate::db::Db;
 use crate::pipeline::audit::AuditWriter;
 use crate::pipeline::authenticate::Authenticator;
 use crate::pipeline::authorize::Authorizer;

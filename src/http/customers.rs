@@ -70,19 +70,38 @@ async fn list_customers(
         let limit = i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
         let rows = match (&q.email, &q.phone) {
             (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request("invalid_query", "use either email or phone, not both"))
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "use either email or phone, not both",
+                ))
             }
             (Some(email), None) => {
-                blind_lookup(&state, &mut gate, BlindField::Email, BlindColumn::Email, email, limit).await?
+                blind_lookup(
+                    &state,
+                    &mut gate,
+                    BlindField::Email,
+                    BlindColumn::Email,
+                    email,
+                    limit,
+                )
+                .await?
             }
             (None, Some(phone)) => {
-                blind_lookup(&state, &mut gate, BlindField::Phone, BlindColumn::Phone, phone, limit).await?
+                blind_lookup(
+                    &state,
+                    &mut gate,
+                    BlindField::Phone,
+                    BlindColumn::Phone,
+                    phone,
+                    limit,
+                )
+                .await?
             }
             (None, None) => {
                 let after = match &q.after {
-                    Some(c) => c
-                        .parse::<i64>()
-                        .map_err(|_| ApiError::bad_request("invalid_query", "after: not a cursor"))?,
+                    Some(c) => c.parse::<i64>().map_err(|_| {
+                        ApiError::bad_request("invalid_query", "after: not a cursor")
+                    })?,
                     None => 0,
                 };
                 customers::list_page(&state.db, after, limit, q.country.as_deref()).await?
@@ -118,7 +137,9 @@ async fn blind_lookup(
     // Searching by a direct identifier reveals whether it exists: only roles
     // that may see that field in clear may search by it.
     if !gate.also_allowed(&format!("customer.{}", field.name()), "read_clear") {
-        return Err(ApiError::forbidden("your role may not search by this field"));
+        return Err(ApiError::forbidden(
+            "your role may not search by this field",
+        ));
     }
     let Some(index) = state.vault.blind_index(field, value) else {
         return Ok(Vec::new());
@@ -202,12 +223,28 @@ async fn create_customer(
             profile: Profile {
                 email: c.email.as_deref().map(validate::email).transpose()?,
                 phone: c.phone.as_deref().map(validate::phone).transpose()?,
-                name: c.name.as_deref().map(|v| validate::text("name", v, 200)).transpose()?,
+                name: c
+                    .name
+                    .as_deref()
+                    .map(|v| validate::text("name", v, 200))
+                    .transpose()?,
                 birth_date: c.birth_date.as_deref().map(validate::date).transpose()?,
-                postcode: c.postcode.as_deref().map(|v| validate::text("postcode", v, 16)).transpose()?,
+                postcode: c
+                    .postcode
+                    .as_deref()
+                    .map(|v| validate::text("postcode", v, 16))
+                    .transpose()?,
             },
-            city: c.city.as_deref().map(|v| validate::text("city", v, 100)).transpose()?,
-            country: c.country.as_deref().map(|v| validate::text("country", v, 64)).transpose()?,
+            city: c
+                .city
+                .as_deref()
+                .map(|v| validate::text("city", v, 100))
+                .transpose()?,
+            country: c
+                .country
+                .as_deref()
+                .map(|v| validate::text("country", v, 64))
+                .transpose()?,
             external_id: c.external_id,
             signup_at,
         };
@@ -216,7 +253,9 @@ async fn create_customer(
             .await
             .map_err(ApiError::Internal)?;
         if created == 0 {
-            return Err(ApiError::Conflict("a customer with this external_id already exists".into()));
+            return Err(ApiError::Conflict(
+                "a customer with this external_id already exists".into(),
+            ));
         }
         tx.commit().await?;
         if let Some(id) = customers::id_of(&state.db, &new.external_id).await? {

@@ -49,7 +49,9 @@ fn map_rejection(rejection: &JsonRejection) -> ApiError {
                 .unwrap_or(detail);
             ApiError::unprocessable(format!("invalid body: {}", truncate(&detail, 200)))
         }
-        JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("malformed_json", "the body is not valid JSON"),
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::bad_request("malformed_json", "the body is not valid JSON")
+        }
         JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
             "unsupported_media_type",
             "expected Content-Type: application/json",

@@ -28,7 +28,10 @@ pub fn email(v: &str) -> Result<String, ApiError> {
     let v = v.trim();
     let valid = v.len() <= 254
         && v.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
         })
         && !v.chars().any(|c| c.is_whitespace() || c.is_control());
     if !valid {
@@ -44,14 +47,18 @@ pub fn phone(v: &str) -> Result<String, ApiError> {
         && v.chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'));
     if !valid {
-        return Err(bad("phone", "not a phone number (6-15 digits, + - ( ) . and spaces)"));
+        return Err(bad(
+            "phone",
+            "not a phone number (6-15 digits, + - ( ) . and spaces)",
+        ));
     }
     Ok(v.to_owned())
 }
 
 pub fn date(v: &str) -> Result<String, ApiError> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
-    time::Date::parse(v.trim(), &format).map_err(|_| bad("birth_date", "must be a date YYYY-MM-DD"))?;
+    time::Date::parse(v.trim(), &format)
+        .map_err(|_| bad("birth_date", "must be a date YYYY-MM-DD"))?;
     Ok(v.trim().to_owned())
 }
 
@@ -59,14 +66,18 @@ pub fn date(v: &str) -> Result<String, ApiError> {
 pub fn text(field: &str, v: &str, max_chars: usize) -> Result<String, ApiError> {
     let v = v.trim();
     if v.is_empty() || v.chars().count() > max_chars || v.chars().any(char::is_control) {
-        return Err(bad(field, &format!("must be 1-{max_chars} characters without control characters")));
+        return Err(bad(
+            field,
+            &format!("must be 1-{max_chars} characters without control characters"),
+        ));
     }
     Ok(v.to_owned())
 }
 
 /// An RFC 3339 timestamp, not more than five minutes in the future.
 pub fn timestamp(field: &str, v: &str, now: i64) -> Result<i64, ApiError> {
-    let t = crate::clock::parse_rfc3339(v).ok_or_else(|| bad(field, "must be an RFC 3339 timestamp"))?;
+    let t = crate::clock::parse_rfc3339(v)
+        .ok_or_else(|| bad(field, "must be an RFC 3339 timestamp"))?;
     if t > now + 300_000_000 {
         return Err(bad(field, "must not be in the future"));
     }

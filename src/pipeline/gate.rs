@@ -64,11 +64,18 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (request_id, route) = request_meta(parts);
-        let header = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        match state.authenticator.authenticate(header, state.clock.now_secs()) {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match state
+            .authenticator
+            .authenticate(header, state.clock.now_secs())
+        {
             Ok(principal) => {
                 if !state.limits.allow_principal(&principal.sub) {
-                    metrics::counter!("custodian_rate_limited_total", "kind" => "principal").increment(1);
+                    metrics::counter!("custodian_rate_limited_total", "kind" => "principal")
+                        .increment(1);
                     return Err(ApiError::RateLimited);
                 }
                 Ok(Self {
@@ -78,7 +85,8 @@ impl FromRequestParts<AppState> for Authenticated {
                 })
             }
             Err(failure) => {
-                metrics::counter!("custodian_auth_failures_total", "reason" => failure.code()).increment(1);
+                metrics::counter!("custodian_auth_failures_total", "reason" => failure.code())
+                    .increment(1);
                 let ip = parts
                     .extensions
                     .get::<ConnectInfo<SocketAddr>>()
@@ -88,7 +96,8 @@ impl FromRequestParts<AppState> for Authenticated {
                 // trail and starve real requests.
                 if let Some(ip) = ip {
                     if !state.limits.allow_failed_auth(ip) {
-                        metrics::counter!("custodian_rate_limited_total", "kind" => "failed_auth").increment(1);
+                        metrics::counter!("custodian_rate_limited_total", "kind" => "failed_auth")
+                            .increment(1);
                         return Err(ApiError::RateLimited);
                     }
                 }
@@ -123,10 +132,14 @@ impl FromRequestParts<AppState> for Caller {
                     PurposeError::Missing => "purpose_missing",
                     PurposeError::Unknown => "purpose_unknown",
                 };
-                let event = AuditEvent::builder(&auth.principal, Action::Other("request".into()), auth.route)
-                    .request_id(auth.request_id)
-                    .deny(Reason::Input(code.to_owned()), 400)
-                    .build();
+                let event = AuditEvent::builder(
+                    &auth.principal,
+                    Action::Other("request".into()),
+                    auth.route,
+                )
+                .request_id(auth.request_id)
+                .deny(Reason::Input(code.to_owned()), 400)
+                .build();
                 state.audit.record(event).await?;
                 Err(ApiError::bad_request(code, e.to_string()))
             }
@@ -151,7 +164,12 @@ pub struct Gate<'a> {
 }
 
 impl<'a> Gate<'a> {
-    pub fn new(state: &'a AppState, caller: &'a Caller, object: &'static str, act: &'static str) -> Self {
+    pub fn new(
+        state: &'a AppState,
+        caller: &'a Caller,
+        object: &'static str,
+        act: &'static str,
+    ) -> Self {
         Self {
             state,
             caller,
@@ -187,21 +205,32 @@ impl<'a> Gate<'a> {
             self.rule = decision.rule;
             Ok(())
         } else {
-            Err(ApiError::forbidden("the policy does not allow this for your role and purpose"))
+            Err(ApiError::forbidden(
+                "the policy does not allow this for your role and purpose",
+            ))
         }
     }
 
     /// A further permission the operation needs (e.g. a field-level action).
     pub fn also_allowed(&self, object: &str, act: &str) -> bool {
         self.policy
-            .decide(&self.caller.principal.roles, object, act, &self.caller.purpose)
+            .decide(
+                &self.caller.principal.roles,
+                object,
+                act,
+                &self.caller.purpose,
+            )
             .allowed
     }
 
     /// The strongest treatment per field this caller may have.
     pub fn field_view(&self, resource: &str, fields: &[&str]) -> FieldView {
-        self.policy
-            .field_view(&self.caller.principal.roles, resource, fields, &self.caller.purpose)
+        self.policy.field_view(
+            &self.caller.principal.roles,
+            resource,
+            fields,
+            &self.caller.purpose,
+        )
     }
 
     /// Notes customers this request touches (for the audit event).
@@ -240,12 +269,23 @@ impl<'a> Gate<'a> {
         let ok = super::consent::consenting(&self.state.db, self.caller.purpose.as_str(), ids)
             .await
             .map_err(ApiError::Internal)?;
-        self.consent = Some(if ok.len() == ids.len() { "granted" } else { "missing" }.to_owned());
+        self.consent = Some(
+            if ok.len() == ids.len() {
+                "granted"
+            } else {
+                "missing"
+            }
+            .to_owned(),
+        );
         Ok(ok)
     }
 
     /// Records what leaves: fields with their treatment and the record count.
-    pub fn returned(&mut self, fields: impl IntoIterator<Item = (String, Treatment)>, records: u64) {
+    pub fn returned(
+        &mut self,
+        fields: impl IntoIterator<Item = (String, Treatment)>,
+        records: u64,
+    ) {
         for (name, treatment) in fields {
             if !self.fields.iter().any(|(n, _)| *n == name) {
                 self.fields.push((name, treatment));
@@ -262,11 +302,19 @@ impl<'a> Gate<'a> {
     /// outcome leave only once the event is durable.
     pub async fn finish<T>(self, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
         let action = Action::parse(&format!("{}.{}", self.object, self.act));
-        let builder: Builder = AuditEvent::builder(&self.caller.principal, action, self.caller.route.clone())
-            .request_id(self.caller.request_id.clone())
-            .purpose(&self.caller.purpose)
-            .customers(self.customers.iter().copied());
-        let policy_reason = || Reason::Policy(self.rule.as_deref().unwrap_or("no matching rule").to_owned());
+        let builder: Builder =
+            AuditEvent::builder(&self.caller.principal, action, self.caller.route.clone())
+                .request_id(self.caller.request_id.clone())
+                .purpose(&self.caller.purpose)
+                .customers(self.customers.iter().copied());
+        let policy_reason = || {
+            Reason::Policy(
+                self.rule
+                    .as_deref()
+                    .unwrap_or("no matching rule")
+                    .to_owned(),
+            )
+        };
         let event = match &outcome {
             Ok(_) => builder
                 .fields(self.fields.clone())
@@ -275,14 +323,17 @@ impl<'a> Gate<'a> {
             Err(e) => {
                 let status = e.status().as_u16();
                 let reason = match e {
-                    ApiError::Forbidden { code: "consent_required", .. } => {
-                        Reason::Consent(self.consent.clone().unwrap_or_else(|| "missing".to_owned()))
-                    }
+                    ApiError::Forbidden {
+                        code: "consent_required",
+                        ..
+                    } => Reason::Consent(
+                        self.consent.clone().unwrap_or_else(|| "missing".to_owned()),
+                    ),
                     ApiError::Forbidden { .. } => policy_reason(),
                     ApiError::BadRequest { code, .. } => Reason::Input((*code).to_owned()),
-                    ApiError::Unprocessable(_) | ApiError::Conflict(_) | ApiError::PayloadTooLarge => {
-                        Reason::Input(e.code().to_owned())
-                    }
+                    ApiError::Unprocessable(_)
+                    | ApiError::Conflict(_)
+                    | ApiError::PayloadTooLarge => Reason::Input(e.code().to_owned()),
                     other => Reason::Outcome(other.code().to_owned()),
                 };
                 if self.rule.is_some() && matches!(e, ApiError::NotFound) {
@@ -359,7 +410,12 @@ impl Gate<'_> {
                     self.touch([row.id]);
                     return Err(ApiError::Integrity);
                 }
-                Err(e) => return Err(ApiError::internal(anyhow::anyhow!("sanitize customer {}: {e}", row.id))),
+                Err(e) => {
+                    return Err(ApiError::internal(anyhow::anyhow!(
+                        "sanitize customer {}: {e}",
+                        row.id
+                    )))
+                }
             }
         }
         self.returned(returned, out.len() as u64);

@@ -3,4 +3,5 @@
 mod helpers;
 
 mod audit;
+mod customers;
 mod health;

@@ -54,7 +54,8 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
     ring::rand::SystemRandom::new()
         .fill(bytes.as_mut())
         .map_err(|_| anyhow::anyhow!("system random number generator failed"))?;
-    let text = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
+    let text =
+        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
