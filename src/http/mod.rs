@@ -2,6 +2,7 @@
 //! assembled here with the cross-cutting layers. Handlers are thin: they
 //! extract, call pipeline stages in order, and return.
 
+pub mod consents;
 pub mod customers;
 pub mod extract;
 pub mod health;
@@ -97,4 +98,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(customers::router())
+        .merge(consents::router())
 }

@@ -3,5 +3,6 @@
 mod helpers;
 
 mod audit;
+mod consents;
 mod customers;
 mod health;
