@@ -17,7 +17,10 @@ async fn seed(db: &Db) {
         let mut sql = String::from(
             "INSERT INTO customers (id, external_id, signup_at, created_at, updated_at) VALUES ",
         );
-        let values: Vec<String> = chunk.iter().map(|i| format!("({i}, 'B{i}', 0, 0, 0)")).collect();
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("({i}, 'B{i}', 0, 0, 0)"))
+            .collect();
         sql.push_str(&values.join(","));
         sqlx::query(&sql).execute(&mut *tx).await.unwrap();
         // Two to three events per customer: grant, sometimes withdraw, sometimes re-grant.
@@ -26,14 +29,22 @@ async fn seed(db: &Db) {
         );
         let mut values = Vec::new();
         for i in chunk {
-            values.push(format!("('a{i}', {i}, 'email_marketing', 1, 1, 1, 'import', 'bench')"));
+            values.push(format!(
+                "('a{i}', {i}, 'email_marketing', 1, 1, 1, 'import', 'bench')"
+            ));
             if i % 3 == 0 {
-                values.push(format!("('b{i}', {i}, 'email_marketing', 0, 2, 2, 'import', 'bench')"));
+                values.push(format!(
+                    "('b{i}', {i}, 'email_marketing', 0, 2, 2, 'import', 'bench')"
+                ));
             }
             if i % 9 == 0 {
-                values.push(format!("('c{i}', {i}, 'email_marketing', 1, 3, 3, 'import', 'bench')"));
+                values.push(format!(
+                    "('c{i}', {i}, 'email_marketing', 1, 3, 3, 'import', 'bench')"
+                ));
             }
-            values.push(format!("('d{i}', {i}, 'personalization', 1, 1, 1, 'import', 'bench')"));
+            values.push(format!(
+                "('d{i}', {i}, 'personalization', 1, 1, 1, 'import', 'bench')"
+            ));
         }
         sql.push_str(&values.join(","));
         sqlx::query(&sql).execute(&mut *tx).await.unwrap();
@@ -62,7 +73,10 @@ fn bench(c: &mut Criterion) {
         rt.block_on(async {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
         });
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
         let db = rt.block_on(open(Some(format!("{base}/{name}")), dir.path()));
@@ -73,7 +87,9 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("consent_{name}"));
         group.bench_function("bulk_1000_page", |b| {
             b.to_async(&rt).iter(|| async {
-                let ok = consent::consenting(db, "email_marketing", &page).await.unwrap();
+                let ok = consent::consenting(db, "email_marketing", &page)
+                    .await
+                    .unwrap();
                 assert!(ok.len() > 600 && ok.len() < 1000);
             })
         });
@@ -82,7 +98,10 @@ fn bench(c: &mut Criterion) {
             b.to_async(&rt).iter(|| async {
                 let mut n = 0;
                 for id in &page {
-                    n += consent::consenting(db, "email_marketing", &[*id]).await.unwrap().len();
+                    n += consent::consenting(db, "email_marketing", &[*id])
+                        .await
+                        .unwrap()
+                        .len();
                 }
                 assert!(n > 600);
             })
