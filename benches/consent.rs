@@ -53,8 +53,10 @@ async fn seed(db: &Db) {
 }
 
 async fn open(url: Option<String>, dir: &std::path::Path) -> Db {
-    let mut config = Config::default();
-    config.data_dir = dir.to_path_buf();
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     if let Some(url) = url {
         config.database.url = url;
     }
