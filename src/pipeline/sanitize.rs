@@ -662,4 +662,3 @@ mod tests {
         assert!(!format!("{f:?}").contains("jane"));
     }
 }
-
