@@ -3,9 +3,10 @@
 //! The ledger (`consent_events`) is append-only: a grant or a withdrawal is a
 //! new row, nothing is ever updated or deleted through this module, and the
 //! current state of a (customer, purpose) pair is its latest event, ordered
-//! by when it happened and then by when it was recorded. Every look-up here is
-//! bulk: a page of a thousand customers costs one query, never one per
-//! customer.
+//! by when it happened and then by when it was recorded. A trigger keeps
+//! `consent_state` (the current state per customer and purpose) in step with
+//! every insert, so look-ups are indexed probes; every look-up here is bulk:
+//! a page of a thousand customers costs one query, never one per customer.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -18,16 +19,15 @@ use crate::db::Db;
 /// Bound parameters per statement stay far below SQLite's limit.
 const CHUNK: usize = 900;
 
-/// The SQL that selects the customer ids whose latest event for purpose `$1`
-/// is a grant. Used inline by list routes and analytics so consent filtering
-/// happens inside the database, in the same query as the data.
-pub const CONSENTING_CUSTOMERS_SQL: &str = "SELECT customer_id FROM (\
-     SELECT customer_id, granted, ROW_NUMBER() OVER (\
-         PARTITION BY customer_id ORDER BY occurred_at DESC, id DESC) AS rn \
-     FROM consent_events WHERE purpose = $1) latest \
-     WHERE rn = 1 AND granted = 1";
+/// The SQL that selects the customer ids whose current state for purpose
+/// `$1` is a grant. Used inline by list routes and analytics so consent
+/// filtering happens inside the database, in the same query as the data.
+pub const CONSENTING_CUSTOMERS_SQL: &str =
+    "SELECT customer_id FROM consent_state WHERE purpose = $1 AND granted = 1";
 
-/// Returns which of `customer_ids` currently consent to `purpose`.
+/// Returns which of `customer_ids` currently consent to `purpose`: one
+/// indexed query per 900 ids against `consent_state`, the current state a
+/// trigger derives from the ledger on every insert.
 pub async fn consenting(
     db: &Db,
     purpose: &str,
@@ -35,14 +35,22 @@ pub async fn consenting(
 ) -> anyhow::Result<HashSet<i64>> {
     let mut out = HashSet::with_capacity(customer_ids.len());
     for chunk in customer_ids.chunks(CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        // SQLite resolves numbered placeholders by a linear scan each, so
+        // long lists use anonymous ones there.
+        let list = match db.backend {
+            crate::db::Backend::Sqlite => vec!["?"; chunk.len()].join(","),
+            crate::db::Backend::Postgres => (0..chunk.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let first = match db.backend {
+            crate::db::Backend::Sqlite => "?",
+            crate::db::Backend::Postgres => "$1",
+        };
         let sql = format!(
-            "SELECT customer_id FROM (\
-                 SELECT customer_id, granted, ROW_NUMBER() OVER (\
-                     PARTITION BY customer_id ORDER BY occurred_at DESC, id DESC) AS rn \
-                 FROM consent_events WHERE purpose = $1 AND customer_id IN ({})) latest \
-             WHERE rn = 1 AND granted = 1",
-            placeholders.join(",")
+            "SELECT customer_id FROM consent_state \
+             WHERE purpose = {first} AND granted = 1 AND customer_id IN ({list})"
         );
         let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(purpose);
         for id in chunk {

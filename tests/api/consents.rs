@@ -263,3 +263,39 @@ both_backends!(
         assert_eq!(r.status(), 401);
     }
 );
+
+both_backends!(
+    state_follows_the_latest_event_not_the_latest_recorded,
+    async |app: TestApp| {
+        customer(&app, "K6").await;
+        let r = record(&app, "ingest_service", "data_ingestion", "K6",
+        json!([{"purpose": "email_marketing", "granted": false, "source": "web_form", "occurred_at": "2026-03-01T00:00:00Z"}])).await;
+        assert_eq!(r.status(), 201);
+        // A grant that happened earlier but arrives later does not override the withdrawal.
+        let r = record(&app, "ingest_service", "data_ingestion", "K6",
+        json!([{"purpose": "email_marketing", "granted": true, "source": "import", "occurred_at": "2026-01-01T00:00:00Z"}])).await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(crm_read(&app, "K6").await.status(), 403);
+    }
+);
+
+both_backends!(
+    the_database_refuses_to_rewrite_a_consent_event,
+    async |app: TestApp| {
+        customer(&app, "K7").await;
+        let r = record(
+            &app,
+            "ingest_service",
+            "data_ingestion",
+            "K7",
+            json!([{"purpose": "email_marketing", "granted": false, "source": "web_form"}]),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let edited = sqlx::query("UPDATE consent_events SET granted = 1")
+            .execute(&app.state.db.pool)
+            .await;
+        assert!(edited.is_err(), "append-only trigger must refuse updates");
+        assert_eq!(crm_read(&app, "K7").await.status(), 403);
+    }
+);
