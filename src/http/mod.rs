@@ -5,7 +5,9 @@
 pub mod customers;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod middleware;
+pub mod pseudonyms;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -97,4 +99,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(customers::router())
+        .merge(keys::router())
+        .merge(pseudonyms::router())
 }

@@ -3,5 +3,7 @@
 mod helpers;
 
 mod audit;
+mod crypto;
 mod customers;
 mod health;
+mod keys;
