@@ -46,7 +46,10 @@ pub async fn run(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd.command {
         KeysSub::Status => {
             let status = rotation::status(&db, clock.now_micros()).await?;
-            println!("{:>7}  {:<8}  {:>10}  {:<20}  {:<20}  created", "version", "status", "data_keys", "rotation_started", "rotation_finished");
+            println!(
+                "{:>7}  {:<8}  {:>10}  {:<20}  {:<20}  created",
+                "version", "status", "data_keys", "rotation_started", "rotation_finished"
+            );
             for v in &status.versions {
                 println!(
                     "{:>7}  {:<8}  {:>10}  {:<20}  {:<20}  {}",
@@ -64,7 +67,9 @@ pub async fn run(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        KeysSub::Rotate { resume, batch_size } => rotate(config, db, clock, resume, batch_size).await,
+        KeysSub::Rotate { resume, batch_size } => {
+            rotate(config, db, clock, resume, batch_size).await
+        }
     }
 }
 
@@ -99,7 +104,10 @@ async fn rotate(
         if job.resumed { "resuming" } else { "started" },
         job.version
     );
-    let start_left = rotation::status(&db, clock.now_micros()).await?.rotation.remaining;
+    let start_left = rotation::status(&db, clock.now_micros())
+        .await?
+        .rotation
+        .remaining;
     let bar = ProgressBar::new(start_left);
     if let Ok(style) = ProgressStyle::with_template(
         "{spinner} re-wrapping [{bar:40}] {pos}/{len} data keys ({per_sec}, eta {eta})",
@@ -119,7 +127,10 @@ async fn rotate(
         .request_id(uuid::Uuid::new_v4().to_string());
     let event = match &result {
         Ok(report) => base.records(report.rewrapped).allow(
-            Reason::Admin(format!("rotation to key version {} finished", report.version)),
+            Reason::Admin(format!(
+                "rotation to key version {} finished",
+                report.version
+            )),
             200,
         ),
         Err(_) => base.deny(Reason::Outcome("rotation_interrupted".to_owned()), 500),

@@ -323,7 +323,7 @@ pub async fn status(db: &Db, now: i64) -> anyhow::Result<KeyStatus> {
         let owner: Option<String> = row.try_get(5)?;
         let heartbeat: Option<i64> = row.try_get(6)?;
         let v = version_u32(version)?;
-        if status == "active" || active.is_none_or(|(a, _)| a < v) {
+        if status == "active" || active.map_or(true, |(a, _)| a < v) {
             let live = owner.is_some() && heartbeat.is_some_and(|h| h >= now - LEASE_MICROS);
             active = Some((v, live));
         }
@@ -343,9 +343,11 @@ pub async fn status(db: &Db, now: i64) -> anyhow::Result<KeyStatus> {
     let (target, live) = active.unwrap_or((1, false));
     let left = remaining(db, i64::from(target)).await?;
     let open = left > 0
-        || versions
-            .iter()
-            .any(|v| v.version == target && v.rotation_started_at.is_some() && v.rotation_finished_at.is_none());
+        || versions.iter().any(|v| {
+            v.version == target
+                && v.rotation_started_at.is_some()
+                && v.rotation_finished_at.is_none()
+        });
     let state = match (open, live) {
         (_, true) => "running",
         (true, false) => "interrupted",
@@ -373,13 +375,16 @@ pub fn spawn_background(weak: crate::state::WeakState) {
             if let Err(e) = state.vault.refresh(&state.db).await {
                 tracing::warn!(error = %e, "key versions: refresh failed");
             }
-            if last_resume_check.is_none_or(|t| t.elapsed() >= RESUME_EVERY) {
+            if last_resume_check.map_or(true, |t| t.elapsed() >= RESUME_EVERY) {
                 last_resume_check = Some(tokio::time::Instant::now());
                 let owner = owner_id(&state.config.instance());
                 let now = state.clock.now_micros();
                 match start(&state.vault, &state.db, owner, now, true).await {
                     Ok(Some(job)) => {
-                        tracing::warn!(version = job.version, "resuming an interrupted key rotation");
+                        tracing::warn!(
+                            version = job.version,
+                            "resuming an interrupted key rotation"
+                        );
                         run_audited(state.clone(), job, DEFAULT_BATCH).await;
                     }
                     Ok(None) | Err(RotationError::InProgress) => {}
@@ -398,14 +403,29 @@ pub fn spawn_background(weak: crate::state::WeakState) {
 /// (or failure) in the audit trail as a system `key.rotate` event.
 pub async fn run_audited(state: crate::state::AppState, job: Started, batch: i64) {
     use crate::pipeline::audit::{Action, AuditEvent, Reason};
-    let result = run(&state.vault, &state.db, &state.clock, &job, batch, &|_, _| {}).await;
+    let result = run(
+        &state.vault,
+        &state.db,
+        &state.clock,
+        &job,
+        batch,
+        &|_, _| {},
+    )
+    .await;
     let base = AuditEvent::system("system:key-rotation", Action::KeyRotate, "keys")
         .request_id(uuid::Uuid::new_v4().to_string());
     let event = match &result {
         Ok(report) => {
-            tracing::info!(version = report.version, rewrapped = report.rewrapped, "key rotation finished");
+            tracing::info!(
+                version = report.version,
+                rewrapped = report.rewrapped,
+                "key rotation finished"
+            );
             base.records(report.rewrapped).allow(
-                Reason::Admin(format!("rotation to key version {} finished", report.version)),
+                Reason::Admin(format!(
+                    "rotation to key version {} finished",
+                    report.version
+                )),
                 200,
             )
         }

@@ -99,10 +99,7 @@ async fn resolve_pseudonym(
             {
                 gate.touch([id]);
                 gate.returned(
-                    [(
-                        "external_id".to_owned(),
-                        crate::domain::Treatment::Clear,
-                    )],
+                    [("external_id".to_owned(), crate::domain::Treatment::Clear)],
                     1,
                 );
                 return Ok(Json(Resolved {
