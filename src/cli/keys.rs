@@ -46,13 +46,17 @@ pub async fn run(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd.command {
         KeysSub::Status => {
             let status = rotation::status(&db, clock.now_micros()).await?;
+            if status.versions.is_empty() {
+                println!("no key versions yet: the first `serve` records version 1");
+                return Ok(());
+            }
             println!(
-                "{:>7}  {:<8}  {:>10}  {:<20}  {:<20}  created",
+                "{:>7}  {:<8}  {:>10}  {:<27}  {:<27}  created",
                 "version", "status", "data_keys", "rotation_started", "rotation_finished"
             );
             for v in &status.versions {
                 println!(
-                    "{:>7}  {:<8}  {:>10}  {:<20}  {:<20}  {}",
+                    "{:>7}  {:<8}  {:>10}  {:<27}  {:<27}  {}",
                     v.version,
                     v.status,
                     v.data_keys,
