@@ -2,6 +2,7 @@
 //! subcommand loads the same layered configuration as the server.
 
 pub mod audit;
+pub mod keys;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +39,8 @@ pub enum Command {
     Migrate,
     /// Audit trail: public key, verify, tail, prune.
     Audit(audit::AuditCommand),
+    /// Keys: status, rotate (resumable).
+    Keys(keys::KeysCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -87,6 +90,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(cmd) => audit::run(config, cmd).await,
+        Command::Keys(cmd) => keys::run(config, cmd).await,
     }
 }
 

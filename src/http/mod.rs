@@ -6,7 +6,9 @@ pub mod consents;
 pub mod customers;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod middleware;
+pub mod pseudonyms;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -121,4 +123,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(customers::router())
         .merge(consents::router())
+        .merge(keys::router())
+        .merge(pseudonyms::router())
 }

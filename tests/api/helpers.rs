@@ -38,6 +38,7 @@ pub fn pg_admin_url() -> Option<String> {
 
 /// A test configuration: ephemeral port, fresh data directory, the shipped
 /// policies, limits high enough not to disturb tests.
+#[allow(clippy::field_reassign_with_default)] // reads as a list of test settings
 pub fn test_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_path_buf(),

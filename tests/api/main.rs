@@ -5,5 +5,7 @@ mod helpers;
 mod audit;
 mod cli;
 mod consents;
+mod crypto;
 mod customers;
 mod health;
+mod keys;

@@ -42,8 +42,8 @@ impl StoredEvent {
 /// A row as read back, or why its content cannot be decoded (tampering
 /// with a JSON column, a hash of the wrong length).
 #[derive(Debug)]
-// Rows are read one at a time while streaming, so the size difference
-// costs nothing worth a heap allocation per row.
+// `Bad` is rare; boxing `Ok` would cost an allocation per row on the
+// verification hot path.
 #[allow(clippy::large_enum_variant)]
 pub enum ReadRow {
     Ok(StoredEvent),
@@ -272,6 +272,9 @@ pub(crate) async fn insert_checkpoint_tx(
     Ok(())
 }
 
+/// `(instance, seq, hash, signed_at, key_id, signature)`.
+type CheckpointRow = (String, i64, Vec<u8>, i64, String, Vec<u8>);
+
 /// All checkpoints of `instance` in seq order (one per thousand events or
 /// minute, so few enough to hold).
 pub async fn checkpoints(db: &Db, instance: &str) -> anyhow::Result<Vec<Checkpoint>> {
@@ -308,8 +311,6 @@ impl ReadRow {
     }
 }
 
-/// (instance, seq, hash, signed_at, key_id, signature) of a checkpoint row.
-type CheckpointRow = (String, i64, Vec<u8>, i64, String, Vec<u8>);
 
 #[cfg(test)]
 mod tests {
