@@ -2,6 +2,8 @@
 //! subcommand loads the same layered configuration as the server.
 
 pub mod audit;
+pub mod policy;
+pub mod token;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +40,10 @@ pub enum Command {
     Migrate,
     /// Audit trail: public key, verify, tail, prune.
     Audit(audit::AuditCommand),
+    /// Access policy: import, export, check a decision, who can.
+    Policy(policy::PolicyCommand),
+    /// Mint a development token (dev HS256 secret only).
+    Token(token::TokenArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -87,6 +93,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(cmd) => audit::run(config, cmd).await,
+        Command::Policy(cmd) => policy::run(config, cmd).await,
+        Command::Token(args) => token::run(&config, &args),
     }
 }
 

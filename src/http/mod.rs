@@ -6,6 +6,7 @@ pub mod customers;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod policies;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -97,4 +98,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(customers::router())
+        .merge(policies::router())
 }

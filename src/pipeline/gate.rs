@@ -161,6 +161,8 @@ pub struct Gate<'a> {
     fields: Vec<(String, Treatment)>,
     records: u64,
     status: StatusCode,
+    /// Audit action when `object.act` is not the right name for it.
+    audit_action: Option<Action>,
 }
 
 impl<'a> Gate<'a> {
@@ -182,7 +184,14 @@ impl<'a> Gate<'a> {
             fields: Vec::new(),
             records: 0,
             status: StatusCode::OK,
+            audit_action: None,
         }
+    }
+
+    /// Records the request under `action` instead of `object.act` (e.g.
+    /// `policy.change` for a policy write, as the CLI records it).
+    pub fn audit_as(&mut self, action: Action) {
+        self.audit_action = Some(action);
     }
 
     pub fn caller(&self) -> &Caller {
@@ -301,7 +310,10 @@ impl<'a> Gate<'a> {
     /// Stage 8: records the one audit event of this request and lets the
     /// outcome leave only once the event is durable.
     pub async fn finish<T>(self, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
-        let action = Action::parse(&format!("{}.{}", self.object, self.act));
+        let action = self
+            .audit_action
+            .clone()
+            .unwrap_or_else(|| Action::parse(&format!("{}.{}", self.object, self.act)));
         let builder: Builder =
             AuditEvent::builder(&self.caller.principal, action, self.caller.route.clone())
                 .request_id(self.caller.request_id.clone())
