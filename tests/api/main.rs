@@ -3,5 +3,6 @@
 mod helpers;
 
 mod audit;
+mod authn;
 mod customers;
 mod health;
