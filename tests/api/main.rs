@@ -6,3 +6,4 @@ mod audit;
 mod authn;
 mod customers;
 mod health;
+mod policy;
