@@ -601,7 +601,7 @@ both_backends!(cli_policy_and_token, async |app: TestApp| {
             "--role",
             "support_agent",
             "--ttl",
-            "10m",
+            "365d",
         ],
     )
     .await;
