@@ -404,6 +404,8 @@ fn describe(error: figment::Error) -> String {
 }
 
 #[cfg(test)]
+// figment::Jail returns its own large error type; tests only.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

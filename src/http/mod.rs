@@ -2,6 +2,7 @@
 //! assembled here with the cross-cutting layers. Handlers are thin: they
 //! extract, call pipeline stages in order, and return.
 
+pub mod consents;
 pub mod customers;
 pub mod extract;
 pub mod health;
@@ -31,11 +32,33 @@ use crate::state::AppState;
             `Authorization: Bearer <JWT>` and `X-Purpose: <purpose id>`. Errors are \
             `{\"error\": {\"code\", \"message\"}}`; every response carries `x-request-id`."
     ),
+    modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "customers", description = "Governed customer reads and writes"),
+        (name = "consents", description = "Purposes and the consent ledger"),
     )
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme the data routes reference.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Builds the complete application: routes plus layers.
 ///
@@ -98,5 +121,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(customers::router())
+        .merge(consents::router())
         .merge(policies::router())
 }

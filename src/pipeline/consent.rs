@@ -109,3 +109,90 @@ pub fn current_state(history: &[ConsentEvent]) -> Vec<&ConsentEvent> {
     }
     latest.into_values().collect()
 }
+
+/// One change to record.
+#[derive(Clone, Debug)]
+pub struct ConsentChange {
+    pub purpose: String,
+    pub granted: bool,
+    pub occurred_at: i64,
+    pub source: String,
+    pub evidence: Option<String>,
+}
+
+/// What a grant or withdrawal returns: enough for the customer or an
+/// auditor to find the event in the ledger later and check that the
+/// evidence they hold is the evidence recorded.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Receipt {
+    pub receipt_id: String,
+    /// The customer's pseudonym under the consent's purpose.
+    pub customer_pseudonym: String,
+    pub purpose: String,
+    pub granted: bool,
+    /// RFC 3339.
+    pub occurred_at: String,
+    /// RFC 3339.
+    pub recorded_at: String,
+    /// Hex SHA-256 of the evidence text, if evidence was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence_sha256: Option<String>,
+}
+
+/// Appends a batch of changes for one customer in one transaction: either
+/// every event is recorded or none is.
+pub async fn append(
+    db: &Db,
+    customer_id: i64,
+    changes: &[ConsentChange],
+    actor: &str,
+    now: i64,
+) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+    let mut tx = db.pool.begin().await?;
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        let receipt_id = format!("cr_{}", uuid::Uuid::new_v4().simple());
+        let hash = c.evidence.as_ref().map(|e| {
+            ring::digest::digest(&ring::digest::SHA256, e.as_bytes())
+                .as_ref()
+                .to_vec()
+        });
+        sqlx::query(
+            "INSERT INTO consent_events (receipt_id, customer_id, purpose, granted, occurred_at, \
+             recorded_at, source, evidence, evidence_hash, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&receipt_id)
+        .bind(customer_id)
+        .bind(&c.purpose)
+        .bind(i64::from(c.granted))
+        .bind(c.occurred_at)
+        .bind(now)
+        .bind(&c.source)
+        .bind(&c.evidence)
+        .bind(&hash)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await
+        .context("appending consent event")?;
+        out.push((receipt_id, hash));
+    }
+    tx.commit().await.context("committing consent batch")?;
+    Ok(out)
+}
+
+/// A ledger event by receipt id, with its customer's internal id.
+pub async fn by_receipt(db: &Db, receipt_id: &str) -> anyhow::Result<Option<(i64, ConsentEvent)>> {
+    let row = sqlx::query(
+        "SELECT customer_id, receipt_id, purpose, granted, occurred_at, recorded_at, source, \
+         evidence, evidence_hash, actor FROM consent_events WHERE receipt_id = $1",
+    )
+    .bind(receipt_id)
+    .fetch_optional(&db.pool)
+    .await
+    .context("consent receipt look-up")?;
+    match row {
+        Some(row) => Ok(Some((row.try_get("customer_id")?, event_from_row(&row)?))),
+        None => Ok(None),
+    }
+}

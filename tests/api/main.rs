@@ -4,6 +4,8 @@ mod helpers;
 
 mod audit;
 mod authn;
+mod cli;
+mod consents;
 mod customers;
 mod health;
 mod policy;
