@@ -3,6 +3,8 @@
 
 pub mod audit;
 pub mod keys;
+pub mod policy;
+pub mod token;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +43,10 @@ pub enum Command {
     Audit(audit::AuditCommand),
     /// Keys: status, rotate (resumable).
     Keys(keys::KeysCommand),
+    /// Access policy: import, export, check a decision, who can.
+    Policy(policy::PolicyCommand),
+    /// Mint a development token (dev HS256 secret only).
+    Token(token::TokenArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -91,6 +97,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Keys(cmd) => keys::run(config, cmd).await,
+        Command::Policy(cmd) => policy::run(config, cmd).await,
+        Command::Token(args) => token::run(&config, &args),
     }
 }
 

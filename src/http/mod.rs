@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod middleware;
+pub mod policies;
 pub mod pseudonyms;
 pub mod validate;
 
@@ -125,4 +126,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(consents::router())
         .merge(keys::router())
         .merge(pseudonyms::router())
+        .merge(policies::router())
 }

@@ -3,9 +3,11 @@
 mod helpers;
 
 mod audit;
+mod authn;
 mod cli;
 mod consents;
 mod crypto;
 mod customers;
 mod health;
 mod keys;
+mod policy;

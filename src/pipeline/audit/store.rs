@@ -311,7 +311,6 @@ impl ReadRow {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #[test]
