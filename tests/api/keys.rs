@@ -349,8 +349,14 @@ both_backends!(
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 202);
-        assert_eq!(r.json::<Value>().await.unwrap()["resumed"], true);
+        // The other instance's own start-up check may already be resuming
+        // the rotation (then 409: one rotation at a time); either way it
+        // completes.
+        match r.status().as_u16() {
+            202 => assert_eq!(r.json::<Value>().await.unwrap()["resumed"], true),
+            409 => {}
+            other => panic!("unexpected status {other}"),
+        }
         wait_idle(&other).await;
         assert_eq!(key_versions(&app).await, vec![2; 3]);
         other.stop().await;
