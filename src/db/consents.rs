@@ -4,7 +4,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::bulk::{rows_per_statement, values_clause};
+use super::bulk::{Placeholders, rows_per_statement, values_clause};
 
 /// One grant or withdrawal, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,13 +30,14 @@ pub async fn insert_many(
     events: &[NewConsentEvent],
     recorded_at: i64,
 ) -> anyhow::Result<u64> {
+    let style = Placeholders::of(&**tx);
     let mut created = 0;
     for chunk in events.chunks(rows_per_statement(10)) {
         let sql = format!(
             "INSERT INTO consent_events (receipt_id, customer_id, purpose, granted, occurred_at, \
              recorded_at, source, evidence, evidence_hash, actor) VALUES {} \
              ON CONFLICT (receipt_id) DO NOTHING",
-            values_clause(chunk.len(), 10)
+            values_clause(style, chunk.len(), 10)
         );
         let mut q = sqlx::query(&sql);
         for e in chunk {

@@ -2,7 +2,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::bulk::{rows_per_statement, values_clause};
+use super::bulk::{Placeholders, rows_per_statement, values_clause};
 
 /// One browsing event. `kind` is one of view, search, add_to_cart, purchase,
 /// click (the schema checks it).
@@ -22,12 +22,13 @@ pub async fn insert_many(
     events: &[NewEvent],
     ingested_at: i64,
 ) -> anyhow::Result<u64> {
+    let style = Placeholders::of(&**tx);
     let mut created = 0;
     for chunk in events.chunks(rows_per_statement(7)) {
         let sql = format!(
             "INSERT INTO events (event_uid, customer_id, kind, product_id, channel, occurred_at, \
              ingested_at) VALUES {} ON CONFLICT (event_uid) DO NOTHING",
-            values_clause(chunk.len(), 7)
+            values_clause(style, chunk.len(), 7)
         );
         let mut q = sqlx::query(&sql);
         for e in chunk {

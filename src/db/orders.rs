@@ -4,7 +4,7 @@
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
-use super::bulk::{list_placeholders, rows_per_statement, values_clause};
+use super::bulk::{Placeholders, list_placeholders, rows_per_statement, values_clause};
 
 /// `kind` of an order row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,13 +55,14 @@ pub async fn insert_many(
     orders: &[NewOrder],
     now: i64,
 ) -> anyhow::Result<HashMap<String, i64>> {
+    let style = Placeholders::of(&**tx);
     let mut created = HashMap::with_capacity(orders.len());
     for chunk in orders.chunks(rows_per_statement(9)) {
         let sql = format!(
             "INSERT INTO orders (external_id, customer_id, kind, return_of, placed_at, country, \
              total_cents, source, created_at) VALUES {} \
              ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id",
-            values_clause(chunk.len(), 9)
+            values_clause(style, chunk.len(), 9)
         );
         let mut q = sqlx::query(&sql);
         for o in chunk {
@@ -88,11 +89,12 @@ pub async fn ids_by_external(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
+    let style = Placeholders::of(&**tx);
     let mut ids = HashMap::with_capacity(external_ids.len());
     for chunk in external_ids.chunks(rows_per_statement(1)) {
         let sql = format!(
             "SELECT id, external_id FROM orders WHERE external_id IN ({})",
-            list_placeholders(chunk.len())
+            list_placeholders(style, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for s in chunk {
@@ -111,12 +113,13 @@ pub async fn insert_lines(
     tx: &mut Transaction<'_, Any>,
     lines: &[NewOrderLine],
 ) -> anyhow::Result<u64> {
+    let style = Placeholders::of(&**tx);
     let mut created = 0;
     for chunk in lines.chunks(rows_per_statement(5)) {
         let sql = format!(
             "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price_cents) \
              VALUES {} ON CONFLICT (order_id, line_no) DO NOTHING",
-            values_clause(chunk.len(), 5)
+            values_clause(style, chunk.len(), 5)
         );
         let mut q = sqlx::query(&sql);
         for l in chunk {

@@ -3,7 +3,7 @@
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
-use super::bulk::{list_placeholders, rows_per_statement, values_clause};
+use super::bulk::{Placeholders, list_placeholders, rows_per_statement, values_clause};
 
 /// A product to create unless its SKU already exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,12 +22,13 @@ pub async fn insert_many(
     products: &[NewProduct],
     now: i64,
 ) -> anyhow::Result<u64> {
+    let style = Placeholders::of(&**tx);
     let mut created = 0;
     for chunk in products.chunks(rows_per_statement(5)) {
         let sql = format!(
             "INSERT INTO products (sku, name, category, price_cents, created_at) VALUES {} \
              ON CONFLICT (sku) DO NOTHING",
-            values_clause(chunk.len(), 5)
+            values_clause(style, chunk.len(), 5)
         );
         let mut q = sqlx::query(&sql);
         for p in chunk {
@@ -48,11 +49,12 @@ pub async fn ids_by_sku(
     tx: &mut Transaction<'_, Any>,
     skus: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
+    let style = Placeholders::of(&**tx);
     let mut ids = HashMap::with_capacity(skus.len());
     for chunk in skus.chunks(rows_per_statement(1)) {
         let sql = format!(
             "SELECT id, sku FROM products WHERE sku IN ({})",
-            list_placeholders(chunk.len())
+            list_placeholders(style, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for s in chunk {

@@ -6,7 +6,7 @@
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
-use crate::db::bulk::{list_placeholders, rows_per_statement, values_clause};
+use crate::db::bulk::{Placeholders, list_placeholders, rows_per_statement, values_clause};
 use crate::db::customers::{store_sealed, NewCustomer, ProfileSealer};
 
 /// Rows created by [`insert_customers`].
@@ -25,12 +25,13 @@ pub async fn insert_customers(
     customers: &[NewCustomer],
     now: i64,
 ) -> anyhow::Result<CustomersCreated> {
+    let style = Placeholders::of(&**tx);
     let mut out = CustomersCreated::default();
     for chunk in customers.chunks(rows_per_statement(6)) {
         let sql = format!(
             "INSERT INTO customers (external_id, city, country, signup_at, created_at, updated_at) \
              VALUES {} ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id",
-            values_clause(chunk.len(), 6)
+            values_clause(style, chunk.len(), 6)
         );
         let mut q = sqlx::query(&sql);
         for c in chunk {
@@ -64,11 +65,12 @@ pub async fn customer_ids(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
+    let style = Placeholders::of(&**tx);
     let mut ids = HashMap::with_capacity(external_ids.len());
     for chunk in external_ids.chunks(rows_per_statement(1)) {
         let sql = format!(
             "SELECT id, external_id FROM customers WHERE external_id IN ({})",
-            list_placeholders(chunk.len())
+            list_placeholders(style, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for s in chunk {
