@@ -58,21 +58,75 @@ const COUNTRIES: &[(&str, u32)] = &[
 
 /// Categories: (id, product nouns, price range in cents).
 const CATEGORIES: &[(&str, &[&str], (i64, i64))] = &[
-    ("home_decor", &["Cushion", "Vase", "Photo Frame", "Wall Clock", "Mirror"], (900, 6_000)),
-    ("kitchen", &["Mug", "Teapot", "Cake Tin", "Apron", "Serving Bowl"], (400, 3_500)),
-    ("candles_lighting", &["Candle", "Lantern", "T-Light Holder", "Fairy Lights"], (300, 4_500)),
-    ("bags", &["Tote Bag", "Shopper", "Lunch Bag", "Purse"], (500, 4_000)),
-    ("stationery", &["Notebook", "Greeting Card", "Gift Wrap", "Pencil Set"], (150, 1_500)),
-    ("toys_games", &["Jigsaw", "Wooden Train", "Rag Doll", "Card Game"], (600, 5_000)),
-    ("garden", &["Plant Pot", "Bird Feeder", "Watering Can", "Doormat"], (700, 6_500)),
-    ("christmas", &["Bauble", "Advent Calendar", "Wreath", "Stocking"], (300, 4_000)),
-    ("party", &["Bunting", "Napkins", "Cake Cases", "Balloons"], (200, 1_200)),
-    ("jewellery_accessories", &["Necklace", "Bracelet", "Scarf", "Umbrella"], (800, 7_000)),
+    (
+        "home_decor",
+        &["Cushion", "Vase", "Photo Frame", "Wall Clock", "Mirror"],
+        (900, 6_000),
+    ),
+    (
+        "kitchen",
+        &["Mug", "Teapot", "Cake Tin", "Apron", "Serving Bowl"],
+        (400, 3_500),
+    ),
+    (
+        "candles_lighting",
+        &["Candle", "Lantern", "T-Light Holder", "Fairy Lights"],
+        (300, 4_500),
+    ),
+    (
+        "bags",
+        &["Tote Bag", "Shopper", "Lunch Bag", "Purse"],
+        (500, 4_000),
+    ),
+    (
+        "stationery",
+        &["Notebook", "Greeting Card", "Gift Wrap", "Pencil Set"],
+        (150, 1_500),
+    ),
+    (
+        "toys_games",
+        &["Jigsaw", "Wooden Train", "Rag Doll", "Card Game"],
+        (600, 5_000),
+    ),
+    (
+        "garden",
+        &["Plant Pot", "Bird Feeder", "Watering Can", "Doormat"],
+        (700, 6_500),
+    ),
+    (
+        "christmas",
+        &["Bauble", "Advent Calendar", "Wreath", "Stocking"],
+        (300, 4_000),
+    ),
+    (
+        "party",
+        &["Bunting", "Napkins", "Cake Cases", "Balloons"],
+        (200, 1_200),
+    ),
+    (
+        "jewellery_accessories",
+        &["Necklace", "Bracelet", "Scarf", "Umbrella"],
+        (800, 7_000),
+    ),
 ];
 
 const ADJECTIVES: &[&str] = &[
-    "Vintage", "Rustic", "Pastel", "Retro", "Scandi", "Floral", "Polka Dot", "Striped", "Botanical",
-    "Enamel", "Linen", "Ceramic", "Glass", "Woodland", "Nautical", "Gingham",
+    "Vintage",
+    "Rustic",
+    "Pastel",
+    "Retro",
+    "Scandi",
+    "Floral",
+    "Polka Dot",
+    "Striped",
+    "Botanical",
+    "Enamel",
+    "Linen",
+    "Ceramic",
+    "Glass",
+    "Woodland",
+    "Nautical",
+    "Gingham",
 ];
 
 /// How big a shop to generate.
@@ -170,7 +224,11 @@ pub async fn load_demo(
     let consents_gen = gen_consents(&mut rng, &customers);
 
     let mut summary = DemoSummary::default();
-    let mut tx = db.pool.begin().await.context("cannot start a transaction")?;
+    let mut tx = db
+        .pool
+        .begin()
+        .await
+        .context("cannot start a transaction")?;
     let created = insert_customers(&mut tx, Some(sealer), &customers, now).await?;
     summary.customers = created.created;
     let external: Vec<&str> = customers.iter().map(|c| c.external_id.as_str()).collect();
@@ -194,7 +252,10 @@ pub async fn load_demo(
 
     // Orders first, then returns (which point at them).
     let mut order_index: HashMap<String, i64> = HashMap::new();
-    for (kind, list) in [(OrderKind::Order, &orders_gen), (OrderKind::Return, &returns_gen)] {
+    for (kind, list) in [
+        (OrderKind::Order, &orders_gen),
+        (OrderKind::Return, &returns_gen),
+    ] {
         let mut rows = Vec::with_capacity(list.len());
         for o in list {
             let mut total = 0i64;
@@ -228,7 +289,9 @@ pub async fn load_demo(
         }
         let mut lines = Vec::new();
         for o in list {
-            let Some(&order_id) = created.get(&o.external_id) else { continue };
+            let Some(&order_id) = created.get(&o.external_id) else {
+                continue;
+            };
             for (n, (p, q)) in o.lines.iter().enumerate() {
                 let (product_id, price) = product(*p)?;
                 lines.push(NewOrderLine {
@@ -324,7 +387,8 @@ fn gen_products(rng: &mut ChaCha8Rng, n: usize) -> Vec<NewProduct> {
             let adjective = ADJECTIVES.choose(rng).copied().unwrap_or("Classic");
             let noun = nouns.choose(rng).copied().unwrap_or("Item");
             // Shop prices end in 49 or 99 cents.
-            let price = rng.gen_range(lo / 100..hi / 100) * 100 + if rng.gen_bool(0.5) { 49 } else { 99 };
+            let price =
+                rng.gen_range(lo / 100..hi / 100) * 100 + if rng.gen_bool(0.5) { 49 } else { 99 };
             NewProduct {
                 sku: format!("DEMO-{i:04}"),
                 name: format!("{adjective} {noun}"),
@@ -355,7 +419,11 @@ fn gen_orders(
         while lines.len() < n_lines {
             let p = skewed(rng, size.products);
             if lines.iter().all(|(q, _)| *q != p) {
-                let quantity = if rng.gen_bool(0.8) { 1 } else { rng.gen_range(2..=4) };
+                let quantity = if rng.gen_bool(0.8) {
+                    1
+                } else {
+                    rng.gen_range(2..=4)
+                };
                 lines.push((p, quantity));
             }
         }
@@ -382,7 +450,14 @@ fn gen_orders(
     (orders, returns)
 }
 
-type GenEvent = (String, Option<usize>, &'static str, Option<usize>, &'static str, i64);
+type GenEvent = (
+    String,
+    Option<usize>,
+    &'static str,
+    Option<usize>,
+    &'static str,
+    i64,
+);
 
 fn gen_events(rng: &mut ChaCha8Rng, size: DemoSize) -> Vec<GenEvent> {
     const KINDS: &[(&str, u32)] = &[
@@ -404,28 +479,49 @@ fn gen_events(rng: &mut ChaCha8Rng, size: DemoSize) -> Vec<GenEvent> {
             let product = (kind != "search").then(|| skewed(rng, size.products));
             let channel = static_str(weighted(rng, CHANNELS), CHANNELS);
             let at = DEMO_NOW - rng.gen_range(0..365 * DAY);
-            (format!("demo-e{i:07}"), customer, kind, product, channel, at)
+            (
+                format!("demo-e{i:07}"),
+                customer,
+                kind,
+                product,
+                channel,
+                at,
+            )
         })
         .collect()
 }
 
 /// The `'static` spelling of a value drawn from a static table.
 fn static_str(value: &str, table: &'static [(&'static str, u32)]) -> &'static str {
-    table.iter().find(|(v, _)| *v == value).map_or("view", |(v, _)| v)
+    table
+        .iter()
+        .find(|(v, _)| *v == value)
+        .map_or("view", |(v, _)| v)
 }
 
 fn gen_consents(rng: &mut ChaCha8Rng, customers: &[NewCustomer]) -> Vec<(usize, NewConsentEvent)> {
     const SOURCES: &[(&str, u32)] = &[("web_form", 60), ("crm", 25), ("import", 15)];
-    const NOTICES: &[&str] = &["privacy notice v2.0", "privacy notice v2.1", "privacy notice v3.0"];
+    const NOTICES: &[&str] = &[
+        "privacy notice v2.0",
+        "privacy notice v2.1",
+        "privacy notice v3.0",
+    ];
     let mut out = Vec::new();
     for (ci, c) in customers.iter().enumerate() {
         for (pi, (purpose, grant_share, withdraw_share)) in PURPOSES.iter().enumerate() {
             let source = weighted(rng, SOURCES).to_owned();
-            let notice = NOTICES.choose(rng).copied().unwrap_or("privacy notice v3.0");
+            let notice = NOTICES
+                .choose(rng)
+                .copied()
+                .unwrap_or("privacy notice v3.0");
             let event = |n: usize, granted: bool, at: i64, source: &str| {
                 let evidence = format!(
                     "{notice}; purpose {purpose}; {}",
-                    if granted { "opt-in checkbox ticked" } else { "opt-out recorded" }
+                    if granted {
+                        "opt-in checkbox ticked"
+                    } else {
+                        "opt-out recorded"
+                    }
                 );
                 let hash = ring::digest::digest(&ring::digest::SHA256, evidence.as_bytes());
                 (

@@ -77,15 +77,10 @@ async fn online_retail(config: Config, args: OnlineRetailArgs) -> anyhow::Result
         Some(bar) => bar,
         None => &NoProgress,
     };
-    let summary: ImportSummary = crate::import::import_online_retail(
-        &db,
-        sealer.as_deref(),
-        reader,
-        &opts,
-        progress,
-    )
-    .await
-    .with_context(|| format!("import of {} failed", args.file.display()))?;
+    let summary: ImportSummary =
+        crate::import::import_online_retail(&db, sealer.as_deref(), reader, &opts, progress)
+            .await
+            .with_context(|| format!("import of {} failed", args.file.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -109,10 +104,7 @@ fn progress_bar(len: u64, quiet: bool) -> Option<ProgressBar> {
 }
 
 /// The sealer that encrypts synthetic and demo profiles.
-pub async fn profile_sealer(
-    _config: &Config,
-    _db: &Db,
-) -> anyhow::Result<Box<dyn ProfileSealer>> {
+pub async fn profile_sealer(_config: &Config, _db: &Db) -> anyhow::Result<Box<dyn ProfileSealer>> {
     anyhow::bail!("field encryption is not available in this build yet")
 }
 

@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn values_clause_numbers_placeholders_row_major() {
-        assert_eq!(values_clause(Placeholders::Numbered, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(
+            values_clause(Placeholders::Numbered, 2, 2),
+            "($1, $2), ($3, $4)"
+        );
         assert_eq!(values_clause(Placeholders::Anonymous, 1, 2), "(?, ?)");
         assert_eq!(list_placeholders(Placeholders::Numbered, 3), "$1, $2, $3");
         assert_eq!(rows_per_statement(9), 1_000);

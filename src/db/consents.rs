@@ -4,7 +4,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::bulk::{Placeholders, rows_per_statement, values_clause};
+use super::bulk::{rows_per_statement, values_clause, Placeholders};
 
 /// One grant or withdrawal, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub async fn insert_many(
     events: &[NewConsentEvent],
     recorded_at: i64,
 ) -> anyhow::Result<u64> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut created = 0;
     for chunk in events.chunks(rows_per_statement(10)) {
         let sql = format!(

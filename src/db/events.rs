@@ -2,7 +2,7 @@
 
 use sqlx::{Any, Transaction};
 
-use super::bulk::{Placeholders, rows_per_statement, values_clause};
+use super::bulk::{rows_per_statement, values_clause, Placeholders};
 
 /// One browsing event. `kind` is one of view, search, add_to_cart, purchase,
 /// click (the schema checks it).
@@ -22,7 +22,7 @@ pub async fn insert_many(
     events: &[NewEvent],
     ingested_at: i64,
 ) -> anyhow::Result<u64> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut created = 0;
     for chunk in events.chunks(rows_per_statement(7)) {
         let sql = format!(

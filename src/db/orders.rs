@@ -4,7 +4,7 @@
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
-use super::bulk::{Placeholders, list_placeholders, rows_per_statement, values_clause};
+use super::bulk::{list_placeholders, rows_per_statement, values_clause, Placeholders};
 
 /// `kind` of an order row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub async fn insert_many(
     orders: &[NewOrder],
     now: i64,
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut created = HashMap::with_capacity(orders.len());
     for chunk in orders.chunks(rows_per_statement(9)) {
         let sql = format!(
@@ -89,7 +89,7 @@ pub async fn ids_by_external(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut ids = HashMap::with_capacity(external_ids.len());
     for chunk in external_ids.chunks(rows_per_statement(1)) {
         let sql = format!(
@@ -113,7 +113,7 @@ pub async fn insert_lines(
     tx: &mut Transaction<'_, Any>,
     lines: &[NewOrderLine],
 ) -> anyhow::Result<u64> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut created = 0;
     for chunk in lines.chunks(rows_per_statement(5)) {
         let sql = format!(

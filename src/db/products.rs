@@ -3,7 +3,7 @@
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
-use super::bulk::{Placeholders, list_placeholders, rows_per_statement, values_clause};
+use super::bulk::{list_placeholders, rows_per_statement, values_clause, Placeholders};
 
 /// A product to create unless its SKU already exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub async fn insert_many(
     products: &[NewProduct],
     now: i64,
 ) -> anyhow::Result<u64> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut created = 0;
     for chunk in products.chunks(rows_per_statement(5)) {
         let sql = format!(
@@ -49,7 +49,7 @@ pub async fn ids_by_sku(
     tx: &mut Transaction<'_, Any>,
     skus: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut ids = HashMap::with_capacity(skus.len());
     for chunk in skus.chunks(rows_per_statement(1)) {
         let sql = format!(

@@ -225,9 +225,8 @@ impl ImportSummary {
 
 impl fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let row = |f: &mut fmt::Formatter<'_>, label: &str, n: u64| {
-            writeln!(f, "  {label:<42} {n:>10}")
-        };
+        let row =
+            |f: &mut fmt::Formatter<'_>, label: &str, n: u64| writeln!(f, "  {label:<42} {n:>10}");
         writeln!(
             f,
             "import finished: {} rows in {:.1} s ({:.0} rows/s)",
@@ -238,7 +237,11 @@ impl fmt::Display for ImportSummary {
         writeln!(f, "rows")?;
         row(f, "read", self.rows_read)?;
         row(f, "imported as order lines", self.order_lines_created)?;
-        row(f, "already present (earlier run)", self.lines_already_present)?;
+        row(
+            f,
+            "already present (earlier run)",
+            self.lines_already_present,
+        )?;
         row(f, "skipped", self.skipped_total())?;
         writeln!(f, "invoices")?;
         row(f, "read", self.invoices_read)?;
@@ -246,9 +249,21 @@ impl fmt::Display for ImportSummary {
         row(f, "returns created", self.returns_created)?;
         row(f, "  linked to their order", self.returns_linked)?;
         row(f, "  unlinked (no matching order)", self.returns_unlinked)?;
-        row(f, "guest orders created (no customer)", self.guest_orders_created)?;
-        row(f, "already present (earlier run)", self.orders_already_present)?;
-        row(f, "without any valid line", self.invoices_without_valid_lines)?;
+        row(
+            f,
+            "guest orders created (no customer)",
+            self.guest_orders_created,
+        )?;
+        row(
+            f,
+            "already present (earlier run)",
+            self.orders_already_present,
+        )?;
+        row(
+            f,
+            "without any valid line",
+            self.invoices_without_valid_lines,
+        )?;
         writeln!(f, "customers and products")?;
         row(f, "customers created", self.customers_created)?;
         row(f, "profiles synthesized and sealed", self.profiles_sealed)?;

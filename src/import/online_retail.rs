@@ -55,21 +55,126 @@ pub const SOURCE: &str = "online_retail";
 /// Postage, fees and manual adjustments (non-merchandise stock codes) are
 /// `service`.
 pub const CATEGORY_KEYWORDS: &[(&str, &[&str])] = &[
-    ("christmas", &["CHRISTMAS", "XMAS", "ADVENT", "SANTA", "REINDEER", "SNOWFLAKE"]),
-    ("party", &["PARTY", "BIRTHDAY", "BUNTING", "BALLOON", "CAKE CASES", "NAPKINS"]),
+    (
+        "christmas",
+        &[
+            "CHRISTMAS",
+            "XMAS",
+            "ADVENT",
+            "SANTA",
+            "REINDEER",
+            "SNOWFLAKE",
+        ],
+    ),
+    (
+        "party",
+        &[
+            "PARTY",
+            "BIRTHDAY",
+            "BUNTING",
+            "BALLOON",
+            "CAKE CASES",
+            "NAPKINS",
+        ],
+    ),
     ("bags", &["BAG", "TOTE", "PURSE", "SHOPPER"]),
-    ("candles_lighting", &["CANDLE", "T-LIGHT", "TEALIGHT", "LANTERN", "LAMP", "LIGHT", "NIGHTLIGHT"]),
-    ("kitchen", &["MUG", "CUP", "PLATE", "BOWL", "TEA", "JUG", "BAKING", "LUNCH BOX", "BOTTLE", "JAR", "TIN", "SPOON", "APRON", "TRAY", "CAKE"]),
-    ("stationery", &["CARD", "WRAP", "PAPER", "NOTEBOOK", "PEN", "PENCIL", "STICKER", "TAPE", "ENVELOPE", "CALENDAR"]),
-    ("toys_games", &["TOY", "GAME", "DOLL", "PUZZLE", "JIGSAW", "SPACEBOY", "DOLLY"]),
-    ("garden", &["GARDEN", "PLANT", "FLOWER POT", "WATERING", "BIRD", "DOORMAT"]),
-    ("jewellery_accessories", &["NECKLACE", "BRACELET", "EARRINGS", "RING", "HAIR", "UMBRELLA", "SCARF"]),
-    ("home_decor", &["HEART", "FRAME", "CLOCK", "SIGN", "MIRROR", "CUSHION", "HOOK", "HANGER", "DECORATION", "ORNAMENT", "VASE", "BOX", "DRAWER", "HOLDER"]),
+    (
+        "candles_lighting",
+        &[
+            "CANDLE",
+            "T-LIGHT",
+            "TEALIGHT",
+            "LANTERN",
+            "LAMP",
+            "LIGHT",
+            "NIGHTLIGHT",
+        ],
+    ),
+    (
+        "kitchen",
+        &[
+            "MUG",
+            "CUP",
+            "PLATE",
+            "BOWL",
+            "TEA",
+            "JUG",
+            "BAKING",
+            "LUNCH BOX",
+            "BOTTLE",
+            "JAR",
+            "TIN",
+            "SPOON",
+            "APRON",
+            "TRAY",
+            "CAKE",
+        ],
+    ),
+    (
+        "stationery",
+        &[
+            "CARD", "WRAP", "PAPER", "NOTEBOOK", "PEN", "PENCIL", "STICKER", "TAPE", "ENVELOPE",
+            "CALENDAR",
+        ],
+    ),
+    (
+        "toys_games",
+        &[
+            "TOY", "GAME", "DOLL", "PUZZLE", "JIGSAW", "SPACEBOY", "DOLLY",
+        ],
+    ),
+    (
+        "garden",
+        &[
+            "GARDEN",
+            "PLANT",
+            "FLOWER POT",
+            "WATERING",
+            "BIRD",
+            "DOORMAT",
+        ],
+    ),
+    (
+        "jewellery_accessories",
+        &[
+            "NECKLACE", "BRACELET", "EARRINGS", "RING", "HAIR", "UMBRELLA", "SCARF",
+        ],
+    ),
+    (
+        "home_decor",
+        &[
+            "HEART",
+            "FRAME",
+            "CLOCK",
+            "SIGN",
+            "MIRROR",
+            "CUSHION",
+            "HOOK",
+            "HANGER",
+            "DECORATION",
+            "ORNAMENT",
+            "VASE",
+            "BOX",
+            "DRAWER",
+            "HOLDER",
+        ],
+    ),
 ];
 
 /// Stock codes that are not merchandise: postage, fees, manual adjustments.
 const SERVICE_CODES: &[&str] = &[
-    "POST", "DOT", "M", "m", "C2", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS",
+    "POST",
+    "DOT",
+    "M",
+    "m",
+    "C2",
+    "D",
+    "S",
+    "B",
+    "BANK CHARGES",
+    "AMAZONFEE",
+    "CRUK",
+    "PADS",
 ];
 
 /// The category of a product, from its stock code and description.
@@ -347,7 +452,11 @@ async fn flush(
         return Ok(());
     }
     let now = opts.now;
-    let mut tx = db.pool.begin().await.context("cannot start a transaction")?;
+    let mut tx = db
+        .pool
+        .begin()
+        .await
+        .context("cannot start a transaction")?;
 
     // Products: the first line seen (in file order) names and prices a SKU.
     let mut products_new: Vec<NewProduct> = Vec::new();
@@ -370,7 +479,9 @@ async fn flush(
     let mut customers_new: Vec<NewCustomer> = Vec::new();
     let mut customer_seen: HashSet<&str> = HashSet::new();
     for inv in &invoices {
-        let Some(external_id) = inv.customer.as_deref() else { continue };
+        let Some(external_id) = inv.customer.as_deref() else {
+            continue;
+        };
         if !customer_seen.insert(external_id) {
             continue;
         }
@@ -519,7 +630,12 @@ pub fn parse_invoice_date(s: &str) -> Option<i64> {
         u8::try_from(second).ok()?,
     )
     .ok()?;
-    Some(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp() * 1_000_000)
+    Some(
+        time::PrimitiveDateTime::new(date, clock)
+            .assume_utc()
+            .unix_timestamp()
+            * 1_000_000,
+    )
 }
 
 #[cfg(test)]
@@ -548,7 +664,10 @@ mod tests {
 
     #[test]
     fn categories_follow_the_keyword_table() {
-        assert_eq!(category_of("85123A", "WHITE HANGING HEART T-LIGHT HOLDER"), "candles_lighting");
+        assert_eq!(
+            category_of("85123A", "WHITE HANGING HEART T-LIGHT HOLDER"),
+            "candles_lighting"
+        );
         assert_eq!(category_of("1", "CHRISTMAS CANDLE"), "christmas");
         assert_eq!(category_of("2", "JUMBO BAG RED RETROSPOT"), "bags");
         assert_eq!(category_of("POST", "POSTAGE"), "service");

@@ -6,7 +6,7 @@
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
-use crate::db::bulk::{Placeholders, list_placeholders, rows_per_statement, values_clause};
+use crate::db::bulk::{list_placeholders, rows_per_statement, values_clause, Placeholders};
 use crate::db::customers::{store_sealed, NewCustomer, ProfileSealer};
 
 /// Rows created by [`insert_customers`].
@@ -25,7 +25,7 @@ pub async fn insert_customers(
     customers: &[NewCustomer],
     now: i64,
 ) -> anyhow::Result<CustomersCreated> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut out = CustomersCreated::default();
     for chunk in customers.chunks(rows_per_statement(6)) {
         let sql = format!(
@@ -51,7 +51,9 @@ pub async fn insert_customers(
         for row in rows {
             let id: i64 = row.try_get(0)?;
             let external: String = row.try_get(1)?;
-            let Some(c) = by_external.get(external.as_str()) else { continue };
+            let Some(c) = by_external.get(external.as_str()) else {
+                continue;
+            };
             let sealed = sealer.seal(id, &c.profile)?;
             store_sealed(tx, id, &sealed, now).await?;
             out.sealed += 1;
@@ -65,7 +67,7 @@ pub async fn customer_ids(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let style = Placeholders::of(&**tx);
+    let style = Placeholders::of(tx);
     let mut ids = HashMap::with_capacity(external_ids.len());
     for chunk in external_ids.chunks(rows_per_statement(1)) {
         let sql = format!(

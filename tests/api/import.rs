@@ -35,7 +35,10 @@ struct TestSealer;
 
 impl ProfileSealer for TestSealer {
     fn seal(&self, customer_id: i64, p: &Profile) -> anyhow::Result<SealedProfile> {
-        let ct = |v: &Option<String>| v.as_ref().map(|s| format!("sealed:{customer_id}:{}", s.len()).into_bytes());
+        let ct = |v: &Option<String>| {
+            v.as_ref()
+                .map(|s| format!("sealed:{customer_id}:{}", s.len()).into_bytes())
+        };
         Ok(SealedProfile {
             email_ct: ct(&p.email),
             email_bidx: ct(&p.email),
@@ -83,7 +86,15 @@ async fn count(db: &Db, sql: &str) -> i64 {
 
 async fn table_counts(db: &Db) -> Vec<i64> {
     let mut out = Vec::new();
-    for t in ["customers", "products", "orders", "order_lines", "events", "consent_events", "data_keys"] {
+    for t in [
+        "customers",
+        "products",
+        "orders",
+        "order_lines",
+        "events",
+        "consent_events",
+        "data_keys",
+    ] {
         out.push(count(db, &format!("SELECT COUNT(*) FROM {t}")).await);
     }
     out
@@ -97,72 +108,100 @@ fn assert_rows_add_up(s: &ImportSummary) {
     );
 }
 
-both_backends!(online_retail_counts_every_row_by_reason, async |app: TestApp| {
-    let db = &app.state.db;
-    // Batches of 3 invoices: the linked return is in a later batch than its order.
-    let s = import(db, None, &opts(GuestPolicy::Keep, 3)).await;
-    assert_eq!(s.rows_read, 13);
-    assert_eq!(s.invoices_read, 8);
-    assert_eq!(s.invoices_without_valid_lines, 1);
-    assert_eq!(s.orders_created, 5);
-    assert_eq!(s.returns_created, 2);
-    assert_eq!(s.returns_linked, 1);
-    assert_eq!(s.returns_unlinked, 1);
-    assert_eq!(s.guest_orders_created, 1);
-    assert_eq!(s.order_lines_created, 8);
-    assert_eq!(s.orders_already_present, 0);
-    assert_eq!(s.customers_created, 3);
-    assert_eq!(s.products_created, 7);
-    assert_eq!(s.profiles_sealed, 0);
-    assert_eq!(s.skipped(SkipReason::NonPositivePrice), 1);
-    assert_eq!(s.skipped(SkipReason::BadDate), 1);
-    assert_eq!(s.skipped(SkipReason::WrongColumnCount), 1);
-    assert_eq!(s.skipped(SkipReason::NonPositiveQuantity), 1);
-    assert_eq!(s.skipped(SkipReason::BadNumber), 1);
-    assert_eq!(s.skipped_total(), 5);
-    assert_eq!(s.transformed(TransformReason::GuestKept), 1);
-    assert_eq!(s.transformed(TransformReason::CancellationAsReturn), 2);
-    assert_rows_add_up(&s);
-    assert_eq!(table_counts(db).await, vec![3, 7, 7, 8, 0, 0, 0]);
+both_backends!(
+    online_retail_counts_every_row_by_reason,
+    async |app: TestApp| {
+        let db = &app.state.db;
+        // Batches of 3 invoices: the linked return is in a later batch than its order.
+        let s = import(db, None, &opts(GuestPolicy::Keep, 3)).await;
+        assert_eq!(s.rows_read, 13);
+        assert_eq!(s.invoices_read, 8);
+        assert_eq!(s.invoices_without_valid_lines, 1);
+        assert_eq!(s.orders_created, 5);
+        assert_eq!(s.returns_created, 2);
+        assert_eq!(s.returns_linked, 1);
+        assert_eq!(s.returns_unlinked, 1);
+        assert_eq!(s.guest_orders_created, 1);
+        assert_eq!(s.order_lines_created, 8);
+        assert_eq!(s.orders_already_present, 0);
+        assert_eq!(s.customers_created, 3);
+        assert_eq!(s.products_created, 7);
+        assert_eq!(s.profiles_sealed, 0);
+        assert_eq!(s.skipped(SkipReason::NonPositivePrice), 1);
+        assert_eq!(s.skipped(SkipReason::BadDate), 1);
+        assert_eq!(s.skipped(SkipReason::WrongColumnCount), 1);
+        assert_eq!(s.skipped(SkipReason::NonPositiveQuantity), 1);
+        assert_eq!(s.skipped(SkipReason::BadNumber), 1);
+        assert_eq!(s.skipped_total(), 5);
+        assert_eq!(s.transformed(TransformReason::GuestKept), 1);
+        assert_eq!(s.transformed(TransformReason::CancellationAsReturn), 2);
+        assert_rows_add_up(&s);
+        assert_eq!(table_counts(db).await, vec![3, 7, 7, 8, 0, 0, 0]);
 
-    // The return points at the order it returns; the guest order has no customer.
-    let linked: String = sqlx::query_scalar(
-        "SELECT o.external_id FROM orders r JOIN orders o ON o.id = r.return_of \
+        // The return points at the order it returns; the guest order has no customer.
+        let linked: String = sqlx::query_scalar(
+            "SELECT o.external_id FROM orders r JOIN orders o ON o.id = r.return_of \
          WHERE r.external_id = 'C536379' AND r.kind = 'return'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(linked, "536365");
-    assert_eq!(count(db, "SELECT COUNT(*) FROM orders WHERE customer_id IS NULL").await, 1);
-    // Totals in cents, returns negative; line_no is the row's position in its invoice.
-    assert_eq!(count(db, "SELECT total_cents FROM orders WHERE external_id = '536365'").await, 6 * 255 + 6 * 339);
-    assert_eq!(count(db, "SELECT total_cents FROM orders WHERE external_id = 'C536379'").await, -2 * 339);
-    assert_eq!(
-        count(db, "SELECT l.line_no FROM order_lines l JOIN orders o ON o.id = l.order_id WHERE o.external_id = '536381'").await,
-        2
-    );
-    assert_eq!(count(db, "SELECT signup_at FROM customers WHERE external_id = '17850'").await, 1_291_191_960_000_000);
-    let category: String = sqlx::query_scalar("SELECT category FROM products WHERE sku = '85123A'")
+        )
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    assert_eq!(category, "candles_lighting");
+        assert_eq!(linked, "536365");
+        assert_eq!(
+            count(db, "SELECT COUNT(*) FROM orders WHERE customer_id IS NULL").await,
+            1
+        );
+        // Totals in cents, returns negative; line_no is the row's position in its invoice.
+        assert_eq!(
+            count(
+                db,
+                "SELECT total_cents FROM orders WHERE external_id = '536365'"
+            )
+            .await,
+            6 * 255 + 6 * 339
+        );
+        assert_eq!(
+            count(
+                db,
+                "SELECT total_cents FROM orders WHERE external_id = 'C536379'"
+            )
+            .await,
+            -2 * 339
+        );
+        assert_eq!(
+        count(db, "SELECT l.line_no FROM order_lines l JOIN orders o ON o.id = l.order_id WHERE o.external_id = '536381'").await,
+        2
+    );
+        assert_eq!(
+            count(
+                db,
+                "SELECT signup_at FROM customers WHERE external_id = '17850'"
+            )
+            .await,
+            1_291_191_960_000_000
+        );
+        let category: String =
+            sqlx::query_scalar("SELECT category FROM products WHERE sku = '85123A'")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(category, "candles_lighting");
 
-    // Importing again adds nothing and says so.
-    let again = import(db, None, &opts(GuestPolicy::Keep, 500)).await;
-    assert_eq!(again.orders_created + again.returns_created, 0);
-    assert_eq!(again.orders_already_present, 7);
-    assert_eq!(again.lines_already_present, 8);
-    assert_eq!(again.order_lines_created, 0);
-    assert_eq!(again.customers_created + again.products_created, 0);
-    assert_eq!(again.skipped, s.skipped);
-    assert_rows_add_up(&again);
-    assert_eq!(table_counts(db).await, vec![3, 7, 7, 8, 0, 0, 0]);
-    let text = again.to_string();
-    assert!(text.contains("already present (earlier run)"), "{text}");
-    assert!(text.contains("non-positive price"), "{text}");
-});
+        // Importing again adds nothing and says so.
+        let again = import(db, None, &opts(GuestPolicy::Keep, 500)).await;
+        assert_eq!(again.orders_created + again.returns_created, 0);
+        assert_eq!(again.orders_already_present, 7);
+        assert_eq!(again.lines_already_present, 8);
+        assert_eq!(again.order_lines_created, 0);
+        assert_eq!(again.customers_created + again.products_created, 0);
+        assert_eq!(again.skipped, s.skipped);
+        assert_rows_add_up(&again);
+        assert_eq!(table_counts(db).await, vec![3, 7, 7, 8, 0, 0, 0]);
+        let text = again.to_string();
+        assert!(text.contains("already present (earlier run)"), "{text}");
+        assert!(text.contains("non-positive price"), "{text}");
+    }
+);
 
 both_backends!(online_retail_can_skip_guests, async |app: TestApp| {
     let db = &app.state.db;
@@ -175,74 +214,113 @@ both_backends!(online_retail_can_skip_guests, async |app: TestApp| {
     assert_eq!(s.order_lines_created, 7);
     assert_eq!(s.transformed(TransformReason::GuestKept), 0);
     assert_rows_add_up(&s);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM orders WHERE customer_id IS NULL").await, 0);
+    assert_eq!(
+        count(db, "SELECT COUNT(*) FROM orders WHERE customer_id IS NULL").await,
+        0
+    );
 });
 
-both_backends!(online_retail_synthesizes_sealed_profiles, async |app: TestApp| {
-    let db = &app.state.db;
-    let sealer = test_sealer(db).await;
-    let mut o = opts(GuestPolicy::Keep, 500);
-    o.synthesize_profiles = true;
-    let s = import(db, Some(&sealer), &o).await;
-    assert_eq!(s.profiles_sealed, 3);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM customers WHERE email_ct IS NOT NULL AND city IS NOT NULL").await, 3);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM data_keys").await, 3);
-    // Without a sealer, synthesizing is refused before anything is written.
-    let err = import_online_retail(db, None, CSV.as_bytes(), &o, &NoProgress).await;
-    assert!(err.is_err());
-});
+both_backends!(
+    online_retail_synthesizes_sealed_profiles,
+    async |app: TestApp| {
+        let db = &app.state.db;
+        let sealer = test_sealer(db).await;
+        let mut o = opts(GuestPolicy::Keep, 500);
+        o.synthesize_profiles = true;
+        let s = import(db, Some(&sealer), &o).await;
+        assert_eq!(s.profiles_sealed, 3);
+        assert_eq!(
+            count(
+                db,
+                "SELECT COUNT(*) FROM customers WHERE email_ct IS NOT NULL AND city IS NOT NULL"
+            )
+            .await,
+            3
+        );
+        assert_eq!(count(db, "SELECT COUNT(*) FROM data_keys").await, 3);
+        // Without a sealer, synthesizing is refused before anything is written.
+        let err = import_online_retail(db, None, CSV.as_bytes(), &o, &NoProgress).await;
+        assert!(err.is_err());
+    }
+);
 
-both_backends!(online_retail_refuses_a_foreign_header, async |app: TestApp| {
-    let csv = "a,b,c\n1,2,3\n";
-    let err = import_online_retail(&app.state.db, None, csv.as_bytes(), &opts(GuestPolicy::Keep, 10), &NoProgress)
+both_backends!(
+    online_retail_refuses_a_foreign_header,
+    async |app: TestApp| {
+        let csv = "a,b,c\n1,2,3\n";
+        let err = import_online_retail(
+            &app.state.db,
+            None,
+            csv.as_bytes(),
+            &opts(GuestPolicy::Keep, 10),
+            &NoProgress,
+        )
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("expected header"), "{err}");
-});
+        assert!(err.to_string().contains("expected header"), "{err}");
+    }
+);
 
 fn without_time(mut s: DemoSummary) -> DemoSummary {
     s.elapsed_ms = 0;
     s
 }
 
-both_backends!(demo_shop_is_deterministic_and_idempotent, async |app: TestApp| {
-    let db = &app.state.db;
-    let sealer = test_sealer(db).await;
-    let first = without_time(load_demo(db, &sealer, 7, DemoSize::SMALL).await.unwrap());
-    assert_eq!(first.customers, 120);
-    assert_eq!(first.products, 30);
-    assert_eq!(first.orders, 400);
-    assert_eq!(first.events, 1_000);
-    assert!(first.returns > 0 && first.consent_events > 0, "{first}");
-    let counts = table_counts(db).await;
-    assert_eq!(counts.first(), Some(&120));
-    assert_eq!(count(db, "SELECT COUNT(*) FROM customers WHERE email_ct IS NULL").await, 0);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM orders WHERE kind = 'return' AND return_of IS NULL").await, 0);
-    let purposes = count(db, "SELECT COUNT(DISTINCT purpose) FROM consent_events").await;
-    assert_eq!(purposes, 4);
+both_backends!(
+    demo_shop_is_deterministic_and_idempotent,
+    async |app: TestApp| {
+        let db = &app.state.db;
+        let sealer = test_sealer(db).await;
+        let first = without_time(load_demo(db, &sealer, 7, DemoSize::SMALL).await.unwrap());
+        assert_eq!(first.customers, 120);
+        assert_eq!(first.products, 30);
+        assert_eq!(first.orders, 400);
+        assert_eq!(first.events, 1_000);
+        assert!(first.returns > 0 && first.consent_events > 0, "{first}");
+        let counts = table_counts(db).await;
+        assert_eq!(counts.first(), Some(&120));
+        assert_eq!(
+            count(db, "SELECT COUNT(*) FROM customers WHERE email_ct IS NULL").await,
+            0
+        );
+        assert_eq!(
+            count(
+                db,
+                "SELECT COUNT(*) FROM orders WHERE kind = 'return' AND return_of IS NULL"
+            )
+            .await,
+            0
+        );
+        let purposes = count(db, "SELECT COUNT(DISTINCT purpose) FROM consent_events").await;
+        assert_eq!(purposes, 4);
 
-    // Loading again adds nothing.
-    let second = without_time(load_demo(db, &sealer, 7, DemoSize::SMALL).await.unwrap());
-    assert_eq!(second, DemoSummary::default());
-    assert_eq!(table_counts(db).await, counts);
+        // Loading again adds nothing.
+        let second = without_time(load_demo(db, &sealer, 7, DemoSize::SMALL).await.unwrap());
+        assert_eq!(second, DemoSummary::default());
+        assert_eq!(table_counts(db).await, counts);
 
-    // Another database, same seed: the same shop.
-    let other = spawn_app(app.backend).await.unwrap();
-    let other_db = &other.state.db;
-    let sealer = test_sealer(other_db).await;
-    let third = without_time(load_demo(other_db, &sealer, 7, DemoSize::SMALL).await.unwrap());
-    assert_eq!(third, first);
-    assert_eq!(table_counts(other_db).await, counts);
-    for sql in [
-        "SELECT CAST(SUM(total_cents) AS BIGINT) FROM orders",
-        "SELECT CAST(SUM(quantity * unit_price_cents) AS BIGINT) FROM order_lines",
-        "SELECT CAST(SUM(granted) AS BIGINT) FROM consent_events",
-        "SELECT CAST(SUM(occurred_at % 1000003) AS BIGINT) FROM events",
-    ] {
-        assert_eq!(count(db, sql).await, count(other_db, sql).await, "{sql}");
+        // Another database, same seed: the same shop.
+        let other = spawn_app(app.backend).await.unwrap();
+        let other_db = &other.state.db;
+        let sealer = test_sealer(other_db).await;
+        let third = without_time(
+            load_demo(other_db, &sealer, 7, DemoSize::SMALL)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(third, first);
+        assert_eq!(table_counts(other_db).await, counts);
+        for sql in [
+            "SELECT CAST(SUM(total_cents) AS BIGINT) FROM orders",
+            "SELECT CAST(SUM(quantity * unit_price_cents) AS BIGINT) FROM order_lines",
+            "SELECT CAST(SUM(granted) AS BIGINT) FROM consent_events",
+            "SELECT CAST(SUM(occurred_at % 1000003) AS BIGINT) FROM events",
+        ] {
+            assert_eq!(count(db, sql).await, count(other_db, sql).await, "{sql}");
+        }
+        other.stop().await;
     }
-    other.stop().await;
-});
+);
 
 #[test]
 fn cli_missing_file_is_one_error_line() {
@@ -257,7 +335,10 @@ fn cli_missing_file_is_one_error_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].starts_with("error: cannot open no-such-file.csv"), "{stderr}");
+    assert!(
+        lines[0].starts_with("error: cannot open no-such-file.csv"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -273,7 +354,11 @@ fn cli_imports_a_file_and_prints_the_summary() {
         .env_remove("DATABASE_URL")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["orders_created"], 5);
     assert_eq!(summary["skipped"]["non_positive_price"], 1);
