@@ -5,6 +5,7 @@
 //! validation error names the setting, so a typo fails at start instead of
 //! being silently ignored.
 
+use crate::pipeline::authenticate::AuthConfig;
 use crate::secret::SecretString;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -46,6 +47,28 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub log: LogConfig,
     pub crypto: CryptoConfig,
+    pub audit: AuditConfig,
+    pub auth: AuthConfig,
+    pub policy: PolicyConfig,
+    /// Largest page a list route returns.
+    pub max_page_size: u32,
+}
+
+/// How policy changes propagate between instances.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// How often each instance checks the stored policy revision (PostgreSQL
+    /// instances are also notified at once through LISTEN/NOTIFY).
+    pub reload_poll_ms: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            reload_poll_ms: 500,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,6 +112,39 @@ pub struct CryptoConfig {
     pub master_key_file: Option<PathBuf>,
 }
 
+/// The audit trail (see `pipeline::audit`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Ed25519 PKCS#8 key that signs checkpoints; refused when readable by
+    /// group or others. Required in production; development generates
+    /// `data_dir/audit-signing.pk8`.
+    pub signing_key_file: Option<PathBuf>,
+    /// Sign a checkpoint after this many events...
+    pub checkpoint_every_events: u64,
+    /// ...or after this many seconds with unsigned events, whichever first.
+    pub checkpoint_interval_secs: u64,
+    /// Events waiting for the writer; a full queue fails requests closed (503).
+    pub queue_capacity: usize,
+    /// Most events committed in one transaction (group commit).
+    pub max_batch: usize,
+    /// `custodian audit prune` without `--before` removes events older than this.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            signing_key_file: None,
+            checkpoint_every_events: 1000,
+            checkpoint_interval_secs: 60,
+            queue_capacity: 10_000,
+            max_batch: 512,
+            retention_days: 365,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -100,6 +156,10 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
             crypto: CryptoConfig::default(),
+            audit: AuditConfig::default(),
+            auth: AuthConfig::default(),
+            policy: PolicyConfig::default(),
+            max_page_size: 1000,
         }
     }
 }
@@ -258,6 +318,23 @@ impl Config {
                 "crypto.master_key_file: production mode needs a master key (CUSTODIAN_MASTER_KEY or crypto.master_key_file)",
             );
         }
+        self.audit.validate(self.mode)?;
+        if self.policy.reload_poll_ms == 0 {
+            return err("policy.reload_poll_ms: must be greater than 0");
+        }
+        if self.max_page_size == 0 {
+            return err("max_page_size: must be greater than 0");
+        }
+        if self.mode == Mode::Production
+            && (self.auth.dev_hs256_secret.is_some() || self.auth.dev_hs256_secret_file.is_some())
+        {
+            return err(
+                "auth.dev_hs256_secret: development tokens are not allowed in production mode",
+            );
+        }
+        if self.mode == Mode::Production && self.auth.public_keys_file.is_none() {
+            return err("auth.public_keys_file: production mode needs public verification keys");
+        }
         Ok(())
     }
 
@@ -283,6 +360,31 @@ impl Config {
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "custodian".to_owned())
+    }
+}
+
+impl AuditConfig {
+    fn validate(&self, mode: Mode) -> Result<(), ConfigError> {
+        let err = |s: &str| Err(ConfigError(s.to_owned()));
+        if self.checkpoint_every_events == 0 {
+            return err("audit.checkpoint_every_events: must be greater than 0");
+        }
+        if self.checkpoint_interval_secs == 0 {
+            return err("audit.checkpoint_interval_secs: must be greater than 0");
+        }
+        if self.queue_capacity == 0 {
+            return err("audit.queue_capacity: must be greater than 0");
+        }
+        if !(1..=4096).contains(&self.max_batch) {
+            return err("audit.max_batch: must be between 1 and 4096");
+        }
+        if self.retention_days == 0 {
+            return err("audit.retention_days: must be greater than 0");
+        }
+        if mode == Mode::Production && self.signing_key_file.is_none() {
+            return err("audit.signing_key_file: production mode needs an audit signing key (Ed25519 PKCS#8)");
+        }
+        Ok(())
     }
 }
 
@@ -351,6 +453,22 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().0.contains("master key"));
+    }
+
+    #[test]
+    fn production_without_audit_key_is_refused() {
+        let mut c = Config {
+            mode: Mode::Production,
+            ..Config::default()
+        };
+        c.crypto.master_key_file = Some("/k".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("audit.signing_key_file"));
+        c.audit.signing_key_file = Some("/a".into());
+        c.validate().unwrap();
     }
 
     #[test]

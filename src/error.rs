@@ -47,6 +47,10 @@ pub enum ApiError {
     AuditUnavailable,
     #[error("service unavailable")]
     Unavailable,
+    /// 500: a stored record failed its integrity check (a ciphertext moved,
+    /// swapped or altered). Nothing of the record is returned.
+    #[error("integrity failure")]
+    Integrity,
     /// 500: a bug or an infrastructure failure. The cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -97,7 +101,7 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Integrity => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -113,6 +117,7 @@ impl ApiError {
             Self::AuditUnavailable => "audit_unavailable",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
+            Self::Integrity => "integrity_failure",
         }
     }
 
@@ -124,6 +129,10 @@ impl ApiError {
                 "the audit trail cannot record this request; no data was returned".into()
             }
             Self::Internal(_) => "internal error".into(),
+            Self::Integrity => {
+                "a stored record failed its integrity check and was not returned; the event is audited"
+                    .into()
+            }
             other => other.to_string().into(),
         }
     }

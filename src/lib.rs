@@ -24,15 +24,18 @@
     )
 )]
 
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
 pub mod import;
+pub mod pipeline;
 pub mod secret;
 pub mod startup;
 pub mod state;

@@ -12,9 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+use crate::catalog::FieldCatalog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::crypto::Vault;
 use crate::db::Db;
+use crate::pipeline::audit::{AuditWriter, Signer, WriterOptions};
+use crate::pipeline::authenticate;
+use crate::pipeline::authorize::sync;
+use crate::pipeline::limits::RateLimits;
+use crate::pipeline::purpose::PurposeCatalog;
 use crate::state::{metrics_handle, AppState, Inner};
 
 pub struct Application {
@@ -36,11 +43,60 @@ impl Application {
             .await
             .with_context(|| format!("server.listen: cannot bind {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let signer = Signer::from_config(&config)?;
+        let audit = AuditWriter::start(
+            db.clone(),
+            clock.clone(),
+            signer,
+            WriterOptions::from_config(&config),
+        )
+        .await
+        .context("audit trail: cannot load this instance's chain")?;
+        let purposes_path = config.policy_dir.join("purposes.toml");
+        let purposes = PurposeCatalog::load(&purposes_path)
+            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
+        let fields_path = config.policy_dir.join("fields.toml");
+        let catalog = FieldCatalog::load(&fields_path)
+            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", fields_path.display()))?;
+        let authenticator = authenticate::setup::build(&config)?;
+        let (authorizer, revision) =
+            sync::bootstrap(&db, &config.policy_dir, &purposes, clock.now_micros()).await?;
+        let authorizer = Arc::new(authorizer);
+        let purpose_ids: Vec<_> = purposes.all().iter().map(|p| p.id.clone()).collect();
+        let vault = Vault::open(&config, &db, &purpose_ids).await?;
+        sync::spawn_watcher(
+            db.clone(),
+            Arc::clone(&authorizer),
+            revision,
+            Duration::from_millis(config.policy.reload_poll_ms),
+        );
+        let limits = RateLimits::new(
+            config.server.rate_limit_per_second,
+            config.server.rate_limit_burst,
+        );
         let state = AppState::new(Inner {
             config,
             db,
             clock,
             metrics: metrics_handle(),
+            audit,
+            authenticator,
+            authorizer,
+            purposes,
+            catalog,
+            vault,
+            limits,
+        });
+        let weak = state.downgrade();
+        tokio::spawn(async move {
+            // Keeps rate-limiter memory bounded by forgetting idle callers.
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                match weak.upgrade() {
+                    Some(state) => state.limits.shrink(),
+                    None => return,
+                }
+            }
         });
         Ok(Self {
             listener,
@@ -92,6 +148,8 @@ impl Application {
             result = serve => result.context("server error")?,
             () = drain_deadline => tracing::warn!("grace period over; dropping remaining requests"),
         }
+        // Commit queued audit events and sign the head before the pool goes.
+        self.state.audit.shutdown().await;
         self.state.db.pool.close().await;
         tracing::info!("stopped");
         Ok(())

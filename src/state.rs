@@ -4,9 +4,16 @@
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 
+use crate::catalog::FieldCatalog;
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::crypto::Vault;
 use crate::db::Db;
+use crate::pipeline::audit::AuditWriter;
+use crate::pipeline::authenticate::Authenticator;
+use crate::pipeline::authorize::Authorizer;
+use crate::pipeline::limits::RateLimits;
+use crate::pipeline::purpose::PurposeCatalog;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -16,6 +23,15 @@ pub struct Inner {
     pub db: Db,
     pub clock: SharedClock,
     pub metrics: PrometheusHandle,
+    /// This instance's audit chain writer; `record` before data leaves.
+    pub audit: AuditWriter,
+    pub authenticator: Authenticator,
+    /// The policy in force (lock-free reads; swapped on reload).
+    pub authorizer: Arc<Authorizer>,
+    pub purposes: PurposeCatalog,
+    pub catalog: FieldCatalog,
+    pub vault: Vault,
+    pub limits: RateLimits,
 }
 
 impl std::ops::Deref for AppState {
@@ -28,6 +44,19 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(inner: Inner) -> Self {
         Self(Arc::new(inner))
+    }
+
+    /// A handle that does not keep the state alive (for background tasks).
+    pub fn downgrade(&self) -> WeakState {
+        WeakState(Arc::downgrade(&self.0))
+    }
+}
+
+pub struct WeakState(std::sync::Weak<Inner>);
+
+impl WeakState {
+    pub fn upgrade(&self) -> Option<AppState> {
+        self.0.upgrade().map(AppState)
     }
 }
 

@@ -114,10 +114,12 @@ CREATE TABLE consent_events (
 CREATE INDEX consent_current ON consent_events (customer_id, purpose, id);
 CREATE INDEX consent_purpose ON consent_events (purpose, customer_id, id);
 
--- Hash-chained audit trail, one chain per gateway instance.
+-- Hash-chained audit trail, one chain per gateway instance (see
+-- src/pipeline/audit/mod.rs for the canonical encoding each hash covers).
+-- roles, customers and fields are JSON arrays; decision is 'allow' or 'deny'.
 CREATE TABLE audit_events (
     instance        TEXT    NOT NULL,
-    seq             BIGINT  NOT NULL,
+    seq             BIGINT  NOT NULL CHECK (seq >= 1),
     occurred_at     BIGINT  NOT NULL,
     request_id      TEXT    NOT NULL,
     actor           TEXT    NOT NULL,
@@ -135,9 +137,23 @@ CREATE TABLE audit_events (
     hash            BLOB    NOT NULL,
     PRIMARY KEY (instance, seq)
 );
-CREATE INDEX audit_events_time ON audit_events (occurred_at);
+-- Newest-first paging of GET /v1/audit uses (occurred_at, instance, seq).
+CREATE INDEX audit_events_time ON audit_events (occurred_at, instance, seq);
 CREATE INDEX audit_events_actor ON audit_events (actor, occurred_at);
 
+-- Derived index of audit_events.customers (which the chain covers), for the
+-- customer filter. Written in the same transaction as the event; not
+-- authoritative and not verified.
+CREATE TABLE audit_event_customers (
+    instance        TEXT    NOT NULL,
+    seq             BIGINT  NOT NULL,
+    customer_id     BIGINT  NOT NULL,
+    PRIMARY KEY (instance, seq, customer_id)
+);
+CREATE INDEX audit_event_customers_customer ON audit_event_customers (customer_id);
+
+-- Ed25519-signed chain heads. A checkpoint also anchors what remains after
+-- retention pruning removed the events before it.
 CREATE TABLE audit_checkpoints (
     instance        TEXT    NOT NULL,
     seq             BIGINT  NOT NULL,

@@ -8,9 +8,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use crate::config::Config;
+use crate::crypto::Vault;
 use crate::db::customers::ProfileSealer;
 use crate::db::Db;
 use crate::import::{GuestPolicy, ImportOptions, ImportSummary, NoProgress, Progress};
+use crate::pipeline::purpose::PurposeCatalog;
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
@@ -103,17 +105,21 @@ fn progress_bar(len: u64, quiet: bool) -> Option<ProgressBar> {
     Some(bar)
 }
 
-/// The sealer that encrypts synthetic and demo profiles.
-pub async fn profile_sealer(_config: &Config, _db: &Db) -> anyhow::Result<Box<dyn ProfileSealer>> {
-    anyhow::bail!("field encryption is not available in this build yet")
+/// The sealer that encrypts synthetic profiles: the gateway's vault, opened
+/// with the same master key and purpose catalog as `serve`.
+pub async fn profile_sealer(config: &Config, db: &Db) -> anyhow::Result<Box<dyn ProfileSealer>> {
+    let path = config.policy_dir.join("purposes.toml");
+    let purposes = PurposeCatalog::load(&path)
+        .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", path.display()))?;
+    let ids: Vec<_> = purposes.all().iter().map(|p| p.id.clone()).collect();
+    Ok(Box::new(Vault::open(config, db, &ids).await?))
 }
 
 /// Loads the demo shop into the application's store (for `serve --demo`).
 pub async fn load_demo_shop(state: &crate::state::AppState) -> anyhow::Result<()> {
-    let sealer = profile_sealer(&state.config, &state.db).await?;
     let summary = crate::demo::load_demo(
         &state.db,
-        sealer.as_ref(),
+        &state.vault,
         crate::demo::DEFAULT_SEED,
         crate::demo::DemoSize::DEFAULT,
     )

@@ -1,6 +1,8 @@
 //! The `custodian` command line: one subcommand per operator task. Each
 //! subcommand loads the same layered configuration as the server.
 
+pub mod audit;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -38,6 +40,8 @@ pub enum Command {
     Migrate,
     /// Import a data set (see `custodian import --help`).
     Import(import::ImportArgs),
+    /// Audit trail: public key, verify, tail, prune.
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -87,6 +91,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit(cmd) => audit::run(config, cmd).await,
     }
 }
 

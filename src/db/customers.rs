@@ -121,3 +121,125 @@ pub async fn store_sealed(
     .await?;
     Ok(())
 }
+
+/// A customer row as stored: plain columns, ciphertexts, and the wrapped
+/// data key needed to open them.
+#[derive(Clone, Debug)]
+pub struct StoredCustomer {
+    pub id: i64,
+    pub external_id: String,
+    pub email_ct: Option<Vec<u8>>,
+    pub phone_ct: Option<Vec<u8>>,
+    pub name_ct: Option<Vec<u8>>,
+    pub birth_date_ct: Option<Vec<u8>>,
+    pub postcode_ct: Option<Vec<u8>>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub signup_at: i64,
+    pub erased_at: Option<i64>,
+    pub kek_version: Option<i64>,
+    pub wrapped_dek: Option<Vec<u8>>,
+}
+
+const SELECT_STORED: &str = "SELECT c.id, c.external_id, c.email_ct, c.phone_ct, c.name_ct, \
+     c.birth_date_ct, c.postcode_ct, c.city, c.country, c.signup_at, c.erased_at, \
+     k.kek_version, k.wrapped_dek \
+     FROM customers c LEFT JOIN data_keys k ON k.customer_id = c.id";
+
+fn stored_from_row(row: &sqlx::any::AnyRow) -> Result<StoredCustomer, sqlx::Error> {
+    use sqlx::Row;
+    Ok(StoredCustomer {
+        id: row.try_get("id")?,
+        external_id: row.try_get("external_id")?,
+        email_ct: row.try_get("email_ct")?,
+        phone_ct: row.try_get("phone_ct")?,
+        name_ct: row.try_get("name_ct")?,
+        birth_date_ct: row.try_get("birth_date_ct")?,
+        postcode_ct: row.try_get("postcode_ct")?,
+        city: row.try_get("city")?,
+        country: row.try_get("country")?,
+        signup_at: row.try_get("signup_at")?,
+        erased_at: row.try_get("erased_at")?,
+        kek_version: row.try_get("kek_version")?,
+        wrapped_dek: row.try_get("wrapped_dek")?,
+    })
+}
+
+pub async fn get_by_external_id(
+    db: &crate::db::Db,
+    external_id: &str,
+) -> Result<Option<StoredCustomer>, sqlx::Error> {
+    let row = sqlx::query(&format!("{SELECT_STORED} WHERE c.external_id = $1"))
+        .bind(external_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    row.as_ref().map(stored_from_row).transpose()
+}
+
+/// Which blind-indexed column to search.
+#[derive(Clone, Copy, Debug)]
+pub enum BlindColumn {
+    Email,
+    Phone,
+}
+
+/// Equality look-up on an encrypted field through its blind index.
+pub async fn find_by_blind_index(
+    db: &crate::db::Db,
+    column: BlindColumn,
+    index: &[u8],
+    limit: i64,
+) -> Result<Vec<StoredCustomer>, sqlx::Error> {
+    let col = match column {
+        BlindColumn::Email => "email_bidx",
+        BlindColumn::Phone => "phone_bidx",
+    };
+    let rows = sqlx::query(&format!(
+        "{SELECT_STORED} WHERE c.{col} = $1 ORDER BY c.id LIMIT $2"
+    ))
+    .bind(index)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter().map(stored_from_row).collect()
+}
+
+/// A page of customers in id order, after `after_id`, optionally in one
+/// country.
+pub async fn list_page(
+    db: &crate::db::Db,
+    after_id: i64,
+    limit: i64,
+    country: Option<&str>,
+) -> Result<Vec<StoredCustomer>, sqlx::Error> {
+    let rows = match country {
+        Some(country) => {
+            sqlx::query(&format!(
+                "{SELECT_STORED} WHERE c.id > $1 AND c.country = $2 ORDER BY c.id LIMIT $3"
+            ))
+            .bind(after_id)
+            .bind(country)
+            .bind(limit)
+            .fetch_all(&db.pool)
+            .await?
+        }
+        None => {
+            sqlx::query(&format!(
+                "{SELECT_STORED} WHERE c.id > $1 ORDER BY c.id LIMIT $2"
+            ))
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&db.pool)
+            .await?
+        }
+    };
+    rows.iter().map(stored_from_row).collect()
+}
+
+/// Internal id of a customer by external id.
+pub async fn id_of(db: &crate::db::Db, external_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM customers WHERE external_id = $1")
+        .bind(external_id)
+        .fetch_optional(&db.pool)
+        .await
+}

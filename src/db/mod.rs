@@ -20,6 +20,7 @@ pub mod consents;
 pub mod customers;
 pub mod events;
 pub mod orders;
+pub mod policy_store;
 pub mod products;
 
 use crate::config::{redact_url, Config};

@@ -43,6 +43,13 @@ async fn healthz() -> Json<Health> {
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, (StatusCode, Json<Health>)> {
     match state.db.ready().await {
+        Ok(()) if !state.audit.is_healthy() => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unready",
+                reason: Some("audit trail cannot record".to_owned()),
+            }),
+        )),
         Ok(()) => Ok(Json(Health {
             status: "ok",
             reason: None,

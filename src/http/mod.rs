@@ -2,8 +2,11 @@
 //! assembled here with the cross-cutting layers. Handlers are thin: they
 //! extract, call pipeline stages in order, and return.
 
+pub mod customers;
+pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
@@ -91,5 +94,7 @@ pub fn app(state: AppState) -> Router {
 /// Every documented route. Routes are added through `utoipa_axum::routes!`,
 /// so a route cannot exist without its OpenAPI entry.
 pub fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::router())
+        .merge(customers::router())
 }

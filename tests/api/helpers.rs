@@ -224,3 +224,59 @@ pub async fn error_code(response: reqwest::Response) -> String {
         .expect("error.code present")
         .to_owned()
 }
+
+impl TestApp {
+    /// Mints a development token for `roles`, valid for an hour of app time.
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.state
+            .authenticator
+            .mint_dev_token(
+                sub,
+                &roles,
+                std::time::Duration::from_secs(3600),
+                custodian::clock::Clock::now_secs(&self.clock),
+            )
+            .unwrap()
+    }
+
+    /// A request builder with a bearer token for `role` and a purpose.
+    pub fn as_role(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        role: &str,
+        purpose: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(self.token(&format!("{role}-user"), &[role]))
+            .header("x-purpose", purpose)
+    }
+
+    /// Creates a customer through the API as the ingest service.
+    pub async fn create_customer(&self, body: serde_json::Value) -> reqwest::Response {
+        self.as_role(
+            reqwest::Method::POST,
+            "/v1/customers",
+            "ingest_service",
+            "data_ingestion",
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// Audit events of this instance, oldest first, straight from the store.
+    pub async fn audit_rows(&self) -> Vec<(String, String, String, i64, String)> {
+        use sqlx::Row;
+        sqlx::query("SELECT actor, action, decision, status, reason FROM audit_events ORDER BY seq")
+            .fetch_all(&self.state.db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect()
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::both_backends;
 use crate::helpers::*;
-use custodian::db::customers::{Profile, ProfileSealer, SealedProfile};
+use custodian::db::customers::ProfileSealer;
 use custodian::db::Db;
 use custodian::demo::{load_demo, DemoSize, DemoSummary};
 use custodian::import::{
@@ -28,42 +28,6 @@ C536380,99999,UNKNOWN THING,-1,2010-12-01 09:45:00,1.00,13047.0,United Kingdom
 536381,22961,JAM MAKING SET PRINTED,x,2010-12-01 09:50:00,1.45,12583.0,France
 536381,22326,ROUND SNACK BOXES SET OF4 WOODLAND,24,2010-12-01 09:50:00,2.95,12583.0,France
 ";
-
-/// Stands in for the crypto layer: marks values as "sealed" without
-/// encrypting them (the importer only needs the trait).
-struct TestSealer;
-
-impl ProfileSealer for TestSealer {
-    fn seal(&self, customer_id: i64, p: &Profile) -> anyhow::Result<SealedProfile> {
-        let ct = |v: &Option<String>| {
-            v.as_ref()
-                .map(|s| format!("sealed:{customer_id}:{}", s.len()).into_bytes())
-        };
-        Ok(SealedProfile {
-            email_ct: ct(&p.email),
-            email_bidx: ct(&p.email),
-            phone_ct: ct(&p.phone),
-            phone_bidx: ct(&p.phone),
-            name_ct: ct(&p.name),
-            birth_date_ct: ct(&p.birth_date),
-            postcode_ct: ct(&p.postcode),
-            kek_version: 1,
-            wrapped_dek: vec![7; 40],
-        })
-    }
-}
-
-async fn test_sealer(db: &Db) -> TestSealer {
-    sqlx::query(
-        "INSERT INTO keys (version, check_value, status, created_at) VALUES (1, $1, 'active', 0) \
-         ON CONFLICT (version) DO NOTHING",
-    )
-    .bind(vec![0u8; 8])
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    TestSealer
-}
 
 fn opts(guests: GuestPolicy, batch_invoices: usize) -> ImportOptions {
     ImportOptions {
@@ -224,10 +188,9 @@ both_backends!(
     online_retail_synthesizes_sealed_profiles,
     async |app: TestApp| {
         let db = &app.state.db;
-        let sealer = test_sealer(db).await;
         let mut o = opts(GuestPolicy::Keep, 500);
         o.synthesize_profiles = true;
-        let s = import(db, Some(&sealer), &o).await;
+        let s = import(db, Some(&app.state.vault), &o).await;
         assert_eq!(s.profiles_sealed, 3);
         assert_eq!(
             count(
@@ -270,8 +233,11 @@ both_backends!(
     demo_shop_is_deterministic_and_idempotent,
     async |app: TestApp| {
         let db = &app.state.db;
-        let sealer = test_sealer(db).await;
-        let first = without_time(load_demo(db, &sealer, 7, DemoSize::SMALL).await.unwrap());
+        let first = without_time(
+            load_demo(db, &app.state.vault, 7, DemoSize::SMALL)
+                .await
+                .unwrap(),
+        );
         assert_eq!(first.customers, 120);
         assert_eq!(first.products, 30);
         assert_eq!(first.orders, 400);
@@ -295,16 +261,19 @@ both_backends!(
         assert_eq!(purposes, 4);
 
         // Loading again adds nothing.
-        let second = without_time(load_demo(db, &sealer, 7, DemoSize::SMALL).await.unwrap());
+        let second = without_time(
+            load_demo(db, &app.state.vault, 7, DemoSize::SMALL)
+                .await
+                .unwrap(),
+        );
         assert_eq!(second, DemoSummary::default());
         assert_eq!(table_counts(db).await, counts);
 
         // Another database, same seed: the same shop.
         let other = spawn_app(app.backend).await.unwrap();
         let other_db = &other.state.db;
-        let sealer = test_sealer(other_db).await;
         let third = without_time(
-            load_demo(other_db, &sealer, 7, DemoSize::SMALL)
+            load_demo(other_db, &other.state.vault, 7, DemoSize::SMALL)
                 .await
                 .unwrap(),
         );

@@ -2,5 +2,7 @@
 
 mod helpers;
 
+mod audit;
+mod customers;
 mod health;
 mod import;

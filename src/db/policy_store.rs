@@ -1,0 +1,90 @@
+//! Policy rules in the database (`casbin_rule`, the casbin adapter's shape)
+//! and their revision counter. Every gateway instance loads rules from here,
+//! so all instances enforce the same policy; a change bumps the revision, and
+//! PostgreSQL additionally sends `NOTIFY custodian_policy` so other instances
+//! reload at once instead of at their next poll.
+
+use anyhow::Context;
+use sqlx::Row;
+
+use crate::db::{Backend, Db};
+use crate::pipeline::authorize::PolicyRule;
+
+/// The PostgreSQL channel that announces policy changes.
+pub const POLICY_CHANNEL: &str = "custodian_policy";
+
+/// All rules, in insertion order.
+pub async fn load(db: &Db) -> anyhow::Result<Vec<PolicyRule>> {
+    let rows = sqlx::query("SELECT ptype, v0, v1, v2, v3, v4, v5 FROM casbin_rule ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .context("loading policy rules")?;
+    rows.iter()
+        .map(|row| {
+            let ptype: String = row.try_get(0)?;
+            let mut columns = Vec::with_capacity(6);
+            for i in 1..=6 {
+                columns.push(row.try_get::<String, _>(i)?);
+            }
+            let refs: Vec<Option<&str>> = columns.iter().map(|c| Some(c.as_str())).collect();
+            Ok(PolicyRule::from_row(&ptype, &refs))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .context("decoding policy rules")
+}
+
+/// The current revision (0 when no policy was ever stored).
+pub async fn revision(db: &Db) -> anyhow::Result<i64> {
+    let rev: Option<i64> = sqlx::query_scalar("SELECT MAX(revision) FROM policy_revisions")
+        .fetch_one(&db.pool)
+        .await
+        .context("reading policy revision")?;
+    Ok(rev.unwrap_or(0))
+}
+
+/// Replaces the whole rule set in one transaction and bumps the revision.
+/// Callers validate the rules first: a policy that does not compile never
+/// reaches this function, so the stored policy is always a working one.
+pub async fn replace(
+    db: &Db,
+    rules: &[PolicyRule],
+    sha256: &str,
+    actor: &str,
+    now: i64,
+) -> anyhow::Result<i64> {
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("DELETE FROM casbin_rule")
+        .execute(&mut *tx)
+        .await?;
+    for rule in rules {
+        let v = |i: usize| rule.values.get(i).cloned().unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO casbin_rule (ptype, v0, v1, v2, v3, v4, v5) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&rule.ptype)
+        .bind(v(0))
+        .bind(v(1))
+        .bind(v(2))
+        .bind(v(3))
+        .bind(v(4))
+        .bind(v(5))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let revision: i64 = sqlx::query_scalar(
+        "INSERT INTO policy_revisions (sha256, actor, created_at) VALUES ($1, $2, $3) RETURNING revision",
+    )
+    .bind(sha256)
+    .bind(actor)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if db.backend == Backend::Postgres {
+        // Delivered on commit, to every listening instance.
+        sqlx::query(&format!("NOTIFY {POLICY_CHANNEL}, '{revision}'"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await.context("storing policy")?;
+    Ok(revision)
+}

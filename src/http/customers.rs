@@ -1,0 +1,274 @@
+//! `/v1/customers`: governed reads (each field in the caller's treatment,
+//! consenting customers only where the purpose needs consent) and creation
+//! (personal fields sealed before they reach the store).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::crypto::BlindField;
+use crate::db::customers::{self, BlindColumn, NewCustomer, Profile};
+use crate::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::validate;
+use crate::pipeline::gate::{Caller, Gate};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_customers, create_customer))
+        .routes(routes!(get_customer))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Exact e-mail look-up (through the blind index; the table is never decrypted).
+    pub email: Option<String>,
+    /// Exact phone look-up (blind index).
+    pub phone: Option<String>,
+    /// Only customers of this country.
+    pub country: Option<String>,
+    /// Cursor from the previous page's `next_cursor`.
+    pub after: Option<String>,
+    /// Page size (default 100, at most `max_page_size`).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerPage {
+    /// Each customer with every field in the treatment the caller's role has
+    /// for the declared purpose (clear, masked, pseudonym); other fields absent.
+    #[schema(value_type = Vec<Object>)]
+    pub customers: Vec<Map<String, Value>>,
+    /// Customers of this page left out because they have not consented to the purpose.
+    pub left_out_without_consent: u64,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// List or look up customers.
+#[utoipa::path(get, path = "/v1/customers", tag = "customers",
+    params(ListQuery, ("X-Purpose" = String, Header, description = "Purpose id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CustomerPage), (status = 400), (status = 401), (status = 403), (status = 503)))]
+async fn list_customers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<CustomerPage>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, "customer", "read");
+    let outcome = async {
+        gate.authorize()?;
+        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
+        let rows = match (&q.email, &q.phone) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "use either email or phone, not both",
+                ))
+            }
+            (Some(email), None) => {
+                blind_lookup(
+                    &state,
+                    &mut gate,
+                    BlindField::Email,
+                    BlindColumn::Email,
+                    email,
+                    limit,
+                )
+                .await?
+            }
+            (None, Some(phone)) => {
+                blind_lookup(
+                    &state,
+                    &mut gate,
+                    BlindField::Phone,
+                    BlindColumn::Phone,
+                    phone,
+                    limit,
+                )
+                .await?
+            }
+            (None, None) => {
+                let after = match &q.after {
+                    Some(c) => c.parse::<i64>().map_err(|_| {
+                        ApiError::bad_request("invalid_query", "after: not a cursor")
+                    })?,
+                    None => 0,
+                };
+                customers::list_page(&state.db, after, limit, q.country.as_deref()).await?
+            }
+        };
+        let next_cursor = (rows.len() as i64 == limit && q.email.is_none() && q.phone.is_none())
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let ok = gate.consenting(&ids).await?;
+        let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
+        let left_out = (ids.len() - kept.len()) as u64;
+        gate.touch(kept.iter().map(|r| r.id));
+        let customers = gate.sanitize_customers(&kept)?;
+        Ok(Json(CustomerPage {
+            customers,
+            left_out_without_consent: left_out,
+            next_cursor,
+        }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+async fn blind_lookup(
+    state: &AppState,
+    gate: &mut Gate<'_>,
+    field: BlindField,
+    column: BlindColumn,
+    value: &str,
+    limit: i64,
+) -> Result<Vec<customers::StoredCustomer>, ApiError> {
+    // Searching by a direct identifier reveals whether it exists: only roles
+    // that may see that field in clear may search by it.
+    if !gate.also_allowed(&format!("customer.{}", field.name()), "read_clear") {
+        return Err(ApiError::forbidden(
+            "your role may not search by this field",
+        ));
+    }
+    let Some(index) = state.vault.blind_index(field, value) else {
+        return Ok(Vec::new());
+    };
+    Ok(customers::find_by_blind_index(&state.db, column, &index, limit).await?)
+}
+
+/// Read one customer by the shop's customer id.
+#[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
+    params(("id" = String, Path, description = "The shop's customer id (external id)"),
+           ("X-Purpose" = String, Header, description = "Purpose id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 401), (status = 403), (status = 404), (status = 503)))]
+async fn get_customer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Map<String, Value>>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, "customer", "read");
+    let outcome = async {
+        gate.authorize()?;
+        let row = customers::get_by_external_id(&state.db, &id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        gate.touch([row.id]);
+        gate.require_consent(row.id).await?;
+        let mut page = gate.sanitize_customers(std::slice::from_ref(&row))?;
+        page.pop().map(Json).ok_or(ApiError::NotFound)
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// A customer to create. Personal fields are encrypted before storage.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCustomer {
+    /// The shop's customer id: 1-64 characters of `A-Za-z0-9._-`.
+    pub external_id: String,
+    pub email: Option<String>,
+    /// International format, e.g. `+44 20 7946 0958`.
+    pub phone: Option<String>,
+    pub name: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub birth_date: Option<String>,
+    pub postcode: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    /// RFC 3339; defaults to now.
+    pub signup_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    pub external_id: String,
+}
+
+/// Create a customer.
+#[utoipa::path(post, path = "/v1/customers", tag = "customers",
+    request_body = CreateCustomer,
+    params(("X-Purpose" = String, Header, description = "Purpose id")),
+    security(("bearer" = [])),
+    responses((status = 201, body = Created), (status = 401), (status = 403), (status = 409),
+               (status = 413), (status = 422), (status = 503)))]
+async fn create_customer(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<CreateCustomer>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let mut gate = Gate::new(&state, &caller, "customer", "write");
+    let outcome = async {
+        gate.authorize()?;
+        let c = body.into_inner()?;
+        validate::external_id(&c.external_id)?;
+        let now = state.clock.now_micros();
+        let signup_at = match &c.signup_at {
+            Some(s) => validate::timestamp("signup_at", s, now)?,
+            None => now,
+        };
+        let new = NewCustomer {
+            profile: Profile {
+                email: c.email.as_deref().map(validate::email).transpose()?,
+                phone: c.phone.as_deref().map(validate::phone).transpose()?,
+                name: c
+                    .name
+                    .as_deref()
+                    .map(|v| validate::text("name", v, 200))
+                    .transpose()?,
+                birth_date: c.birth_date.as_deref().map(validate::date).transpose()?,
+                postcode: c
+                    .postcode
+                    .as_deref()
+                    .map(|v| validate::text("postcode", v, 16))
+                    .transpose()?,
+            },
+            city: c
+                .city
+                .as_deref()
+                .map(|v| validate::text("city", v, 100))
+                .transpose()?,
+            country: c
+                .country
+                .as_deref()
+                .map(|v| validate::text("country", v, 64))
+                .transpose()?,
+            external_id: c.external_id,
+            signup_at,
+        };
+        let mut tx = state.db.pool.begin().await?;
+        let created = customers::insert_new(&mut tx, &state.vault, std::slice::from_ref(&new), now)
+            .await
+            .map_err(ApiError::Internal)?;
+        if created == 0 {
+            return Err(ApiError::Conflict(
+                "a customer with this external_id already exists".into(),
+            ));
+        }
+        tx.commit().await?;
+        if let Some(id) = customers::id_of(&state.db, &new.external_id).await? {
+            gate.touch([id]);
+        }
+        gate.set_status(StatusCode::CREATED);
+        Ok((
+            StatusCode::CREATED,
+            Json(Created {
+                external_id: new.external_id.clone(),
+            }),
+        ))
+    }
+    .await;
+    gate.finish(outcome).await
+}

@@ -1,0 +1,80 @@
+//! The audit stage: every decision of the gateway, allowed or denied,
+//! becomes one typed [`AuditEvent`] in a tamper-evident, per-instance hash
+//! chain with Ed25519-signed checkpoints. This module owns the event type,
+//! its canonical encoding, the fail-closed group-commit [`AuditWriter`],
+//! verification, querying/export and retention pruning.
+//!
+//! # Using it from a handler
+//!
+//! ```ignore
+//! let event = AuditEvent::builder(&principal, Action::CustomerRead, "/v1/customers/{id}")
+//!     .request_id(request_id)
+//!     .purpose(&purpose)
+//!     .customer(id)
+//!     .field("email", Treatment::Masked)
+//!     .records(1)
+//!     .allow(Reason::Policy(rule), 200)
+//!     .build();
+//! state.audit.record(event).await?; // Err → 503 audit_unavailable, no data
+//! ```
+//!
+//! # Canonical encoding (format version 1)
+//!
+//! `hash(n) = SHA-256(prev_hash || canonical(n))`, with `prev_hash` the hash
+//! of event `n-1` of the same instance, or 32 zero bytes for seq 1. The
+//! canonical encoding is binary, in this fixed order, with integers
+//! big-endian, strings as a `u32` byte length followed by their UTF-8 bytes,
+//! and lists as a `u32` element count followed by the elements:
+//!
+//! 1. `u8` version = 1;
+//! 2. string instance; `i64` seq; `i64` occurred_at (µs since the epoch);
+//! 3. string request_id; string actor; list of string roles;
+//! 4. string action code (`customer.read`, ...); string resource;
+//! 5. list of `i64` customer ids (as stored; the builder sorts and
+//!    deduplicates them);
+//! 6. purpose: `u8` 0 when absent, or `u8` 1 then the string;
+//! 7. `u8` decision (0 deny, 1 allow); string reason (`policy:…`,
+//!    `consent:…`, `auth:…`, `admin:…`);
+//! 8. list of fields, each a string name then a `u8` treatment (0 dropped,
+//!    1 pseudonym, 2 masked, 3 clear);
+//! 9. `u32` HTTP status; `u64` number of records returned.
+//!
+//! There are no floats, no maps and no optional omissions, so the encoding
+//! does not depend on JSON formatting or key order (the JSON columns are
+//! parsed back into typed values before hashing). Checkpoints sign
+//! `"custodian.audit.checkpoint.v1" || string instance || i64 seq ||
+//! hash[32] || i64 signed_at` with Ed25519.
+//!
+//! # What the trail guarantees, and what it does not
+//!
+//! A request's event is committed before its data is returned; if it
+//! cannot be, the request fails closed (503). Anyone holding the public key
+//! can detect, from the store or from an NDJSON export, any change,
+//! deletion, insertion or reordering of events up to the last signed
+//! checkpoint, and a truncation of the chain below a signed checkpoint. A
+//! hash chain has no secret: someone with write access to the database can
+//! rewrite or drop the events *after* the last checkpoint and re-hash them
+//! consistently; checkpoints (every `audit.checkpoint_every_events` events
+//! or `audit.checkpoint_interval_secs` seconds, and at shutdown) bound that
+//! window, and copying checkpoints off the database host closes it. A
+//! rewrite that re-hashes events before a checkpoint is reported at the
+//! checkpoint (`checkpoint_mismatch`), not at the first edited event. The
+//! `audit_event_customers` table is a derived index for the customer filter
+//! and is not covered by the chain. Events hold ids (subject, customer ids,
+//! field names), never personal values or tokens.
+
+pub mod event;
+pub mod export;
+pub mod key;
+pub mod prune;
+pub mod store;
+pub mod verify;
+pub mod writer;
+
+pub use event::{Action, AuditEvent, Builder, Decision, Hash, Reason, ANONYMOUS, GENESIS};
+pub use export::{export_stream, query, AuditFilter, ExportFormat, Page, QueryError};
+pub use key::{Checkpoint, PublicKey, Signer};
+pub use prune::{prune, PruneReport};
+pub use store::StoredEvent;
+pub use verify::{verify_ndjson, verify_store, Problem, ProblemKind, VerifyReport};
+pub use writer::{AuditUnavailable, AuditWriter, Receipt, WriterOptions};

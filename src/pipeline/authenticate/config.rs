@@ -1,0 +1,189 @@
+//! `[auth]` settings: issuer, audience, leeway, the algorithm allowlist,
+//! where the public keys live and the development-only HS256 secret.
+
+use super::failure::AuthConfigError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// Algorithms this gateway can verify. Anything else in the config is refused.
+pub const SUPPORTED_ALGORITHMS: [&str; 3] = ["EdDSA", "RS256", "HS256"];
+
+/// Shortest accepted HS256 secret: RFC 7518 §3.2 asks for a key at least as
+/// long as the hash output.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+pub use crate::secret::SecretString;
+
+/// The `[auth]` section of the configuration.
+#[derive(Deserialize, Serialize, Clone)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Required `iss` claim. Default `"custodian"`.
+    pub issuer: String,
+    /// Required member of the `aud` claim. Default `"custodian-api"`.
+    pub audience: String,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds. Default 30.
+    pub leeway_secs: u64,
+    /// Algorithm allowlist. Default `["EdDSA", "RS256", "HS256"]`; HS256 is
+    /// only usable when a dev secret is configured.
+    pub algorithms: Vec<String>,
+    /// Public verification keys: a JWKS JSON document (keys selected by
+    /// `kid`), or PEM with one or more `PUBLIC KEY` / `RSA PUBLIC KEY` blocks
+    /// (each gets the RFC 7638 JWK thumbprint as its `kid`).
+    pub public_keys_file: Option<PathBuf>,
+    /// HS256 secret, for development only (at least 32 bytes).
+    pub dev_hs256_secret: Option<SecretString>,
+    /// File holding the HS256 secret (trailing newline ignored); exclusive
+    /// with `dev_hs256_secret`.
+    pub dev_hs256_secret_file: Option<PathBuf>,
+    /// Longest accepted `Authorization` header value, checked before any
+    /// parsing. Default 8192.
+    pub max_token_bytes: usize,
+    /// Verified tokens remembered until they expire; 0 disables the cache.
+    /// Default 100 000.
+    pub cache_capacity: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "custodian".to_owned(),
+            audience: "custodian-api".to_owned(),
+            leeway_secs: 30,
+            algorithms: SUPPORTED_ALGORITHMS
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect(),
+            public_keys_file: None,
+            dev_hs256_secret: None,
+            dev_hs256_secret_file: None,
+            max_token_bytes: 8192,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("algorithms", &self.algorithms)
+            .field("public_keys_file", &self.public_keys_file)
+            .field(
+                "dev_hs256_secret",
+                &self.dev_hs256_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("dev_hs256_secret_file", &self.dev_hs256_secret_file)
+            .field("max_token_bytes", &self.max_token_bytes)
+            .field("cache_capacity", &self.cache_capacity)
+            .finish()
+    }
+}
+
+impl AuthConfig {
+    /// Checks everything that can be checked without reading files. Errors
+    /// name the offending setting.
+    pub fn validate(&self) -> Result<(), AuthConfigError> {
+        if self.issuer.is_empty() {
+            return Err(AuthConfigError::invalid("auth.issuer", "must not be empty"));
+        }
+        if self.audience.is_empty() {
+            return Err(AuthConfigError::invalid(
+                "auth.audience",
+                "must not be empty",
+            ));
+        }
+        if self.leeway_secs > 3600 {
+            return Err(AuthConfigError::invalid(
+                "auth.leeway_secs",
+                "must be at most 3600",
+            ));
+        }
+        if self.algorithms.is_empty() {
+            return Err(AuthConfigError::invalid(
+                "auth.algorithms",
+                "must not be empty",
+            ));
+        }
+        if let Some(bad) = self
+            .algorithms
+            .iter()
+            .find(|a| !SUPPORTED_ALGORITHMS.contains(&a.as_str()))
+        {
+            return Err(AuthConfigError::invalid(
+                "auth.algorithms",
+                format!("unsupported algorithm {bad:?} (supported: EdDSA, RS256, HS256)"),
+            ));
+        }
+        if !(512..=65536).contains(&self.max_token_bytes) {
+            return Err(AuthConfigError::invalid(
+                "auth.max_token_bytes",
+                "must be between 512 and 65536",
+            ));
+        }
+        if self.dev_hs256_secret.is_some() && self.dev_hs256_secret_file.is_some() {
+            return Err(AuthConfigError::invalid(
+                "auth.dev_hs256_secret",
+                "set either dev_hs256_secret or dev_hs256_secret_file, not both",
+            ));
+        }
+        if let Some(secret) = &self.dev_hs256_secret {
+            check_secret_len("auth.dev_hs256_secret", secret)?;
+        }
+        let has_dev = self.dev_hs256_secret.is_some() || self.dev_hs256_secret_file.is_some();
+        if has_dev && !self.allows("HS256") {
+            return Err(AuthConfigError::invalid(
+                "auth.dev_hs256_secret",
+                "is set but HS256 is not in auth.algorithms",
+            ));
+        }
+        if !has_dev && self.public_keys_file.is_none() {
+            return Err(AuthConfigError::invalid(
+                "auth.public_keys_file",
+                "no verification keys configured (set auth.public_keys_file, or \
+                 auth.dev_hs256_secret for development)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn allows(&self, alg: &str) -> bool {
+        self.algorithms.iter().any(|a| a == alg)
+    }
+
+    /// The dev secret, from the inline setting or its file.
+    pub(crate) fn load_dev_secret(&self) -> Result<Option<SecretString>, AuthConfigError> {
+        if let Some(secret) = &self.dev_hs256_secret {
+            return Ok(Some(secret.clone()));
+        }
+        let Some(path) = &self.dev_hs256_secret_file else {
+            return Ok(None);
+        };
+        let setting = "auth.dev_hs256_secret_file";
+        let raw = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            AuthConfigError::Io {
+                setting,
+                path: path.display().to_string(),
+                source,
+            }
+        })?);
+        // Files written by `echo` end in a newline that is not part of the secret.
+        let secret = SecretString::new(raw.trim_end_matches(['\r', '\n']).to_owned());
+        check_secret_len(setting, &secret)?;
+        Ok(Some(secret))
+    }
+}
+
+fn check_secret_len(setting: &'static str, secret: &SecretString) -> Result<(), AuthConfigError> {
+    if secret.expose().len() < MIN_HS256_SECRET_BYTES {
+        return Err(AuthConfigError::invalid(
+            setting,
+            format!("must be at least {MIN_HS256_SECRET_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,492 @@
+//! The audit trail against a real store: tamper detection (each kind named
+//! with its seq), fail-closed writes with readiness, group commit, export
+//! with offline verification, queries, and retention pruning.
+
+use custodian::domain::Treatment;
+use custodian::pipeline::audit::{
+    self, store, Action, AuditEvent, AuditFilter, AuditUnavailable, AuditWriter, ExportFormat,
+    ProblemKind, PublicKey, Reason, Signer, StoredEvent, VerifyReport, WriterOptions,
+};
+use futures::StreamExt;
+use std::time::Duration;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+const CHAIN: &str = "t";
+
+fn event(i: i64) -> AuditEvent {
+    AuditEvent::system("svc", Action::CustomerRead, format!("/v1/customers/{i}"))
+        .request_id(format!("req-{i}"))
+        .customer(i)
+        .field("email", Treatment::Masked)
+        .field("city", Treatment::Clear)
+        .records(1)
+        .allow(
+            Reason::Policy("p, analyst, customer, read_masked".into()),
+            200,
+        )
+        .build()
+}
+
+/// A writer on chain `t` checkpointing every 10 events.
+async fn writer(app: &TestApp) -> (AuditWriter, PublicKey) {
+    let signer = Signer::ephemeral().unwrap();
+    let key = *signer.public_key();
+    let options = WriterOptions {
+        instance: CHAIN.to_owned(),
+        checkpoint_every_events: 10,
+        checkpoint_interval: Duration::from_secs(3600),
+        queue_capacity: 1000,
+        max_batch: 512,
+    };
+    let w = AuditWriter::start(
+        app.state.db.clone(),
+        app.state.clock.clone(),
+        signer,
+        options,
+    )
+    .await
+    .unwrap();
+    (w, key)
+}
+
+/// 25 events one by one (checkpoints at 10, 20, and 25 at shutdown).
+async fn chain_of_25(app: &TestApp) -> PublicKey {
+    let (w, key) = writer(app).await;
+    for i in 1..=25 {
+        let receipt = w.record(event(i)).await.unwrap();
+        assert_eq!(receipt.seq, i);
+    }
+    w.shutdown().await;
+    key
+}
+
+async fn verify(app: &TestApp, key: PublicKey) -> VerifyReport {
+    let keys = [key, *app.state.audit.public_key()];
+    audit::verify_store(&app.state.db, &keys, &|_| {})
+        .await
+        .unwrap()
+}
+
+async fn exec(app: &TestApp, sql: &str) {
+    sqlx::query(sql).execute(&app.state.db.pool).await.unwrap();
+}
+
+fn assert_problem(report: &VerifyReport, kind: ProblemKind, seq: i64) {
+    let p = report
+        .problem
+        .as_ref()
+        .unwrap_or_else(|| panic!("intact? {report}"));
+    assert_eq!(
+        (p.kind, p.seq, p.instance.as_str()),
+        (kind, seq, CHAIN),
+        "{report}"
+    );
+}
+
+async fn rows(app: &TestApp, after: i64, n: i64) -> Vec<StoredEvent> {
+    store::events_after(&app.state.db, CHAIN, after, n)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r {
+            store::ReadRow::Ok(e) => e,
+            store::ReadRow::Bad { why, .. } => panic!("{why}"),
+        })
+        .collect()
+}
+
+both_backends!(intact_chain_verifies_with_counts, async |app: TestApp| {
+    let key = chain_of_25(&app).await;
+    let report = verify(&app, key).await;
+    assert!(report.is_intact(), "{report}");
+    assert_eq!((report.events, report.checkpoints), (25, 3), "{report}");
+    assert_eq!(
+        report.to_string(),
+        "intact: 25 events, 3 checkpoints, 1 chains"
+    );
+    // A new writer continues the chain from the stored head.
+    let (w, key2) = writer(&app).await;
+    assert_eq!(w.record(event(26)).await.unwrap().seq, 26);
+    w.shutdown().await;
+    let keys = [key, key2, *app.state.audit.public_key()];
+    let report = audit::verify_store(&app.state.db, &keys, &|_| {})
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report}");
+    assert_eq!((report.events, report.checkpoints), (26, 4));
+    // The checkpoint the second key signed is refused without that key.
+    assert_problem(&verify(&app, key).await, ProblemKind::BadSignature, 26);
+});
+
+both_backends!(edited_row_is_named_modified, async |app: TestApp| {
+    let key = chain_of_25(&app).await;
+    exec(
+        &app,
+        "UPDATE audit_events SET actor = 'x' WHERE instance = 't' AND seq = 5",
+    )
+    .await;
+    assert_problem(&verify(&app, key).await, ProblemKind::Modified, 5);
+});
+
+both_backends!(deleted_row_is_named, async |app: TestApp| {
+    let key = chain_of_25(&app).await;
+    exec(
+        &app,
+        "DELETE FROM audit_events WHERE instance = 't' AND seq = 5",
+    )
+    .await;
+    assert_problem(&verify(&app, key).await, ProblemKind::Deleted, 5);
+});
+
+both_backends!(forged_insert_is_named, async |app: TestApp| {
+    let key = chain_of_25(&app).await;
+    // Make room at seq 5 (two steps: the primary key is checked per row).
+    exec(
+        &app,
+        "UPDATE audit_events SET seq = seq + 1000000 WHERE instance = 't' AND seq >= 5",
+    )
+    .await;
+    exec(
+        &app,
+        "UPDATE audit_events SET seq = seq - 999999 WHERE instance = 't' AND seq >= 1000000",
+    )
+    .await;
+    // A forger who knows the format: correct prev_hash, consistent hash.
+    let four = rows(&app, 3, 1).await.remove(0);
+    let mut forged_event = AuditEvent::system("intruder", Action::CustomerRead, "/x").build();
+    forged_event.occurred_at = four.event.occurred_at;
+    let hash = forged_event.chain_hash(CHAIN, 5, &four.hash);
+    let forged = StoredEvent {
+        instance: CHAIN.into(),
+        seq: 5,
+        event: forged_event,
+        prev_hash: four.hash,
+        hash,
+    };
+    store::insert_batch(&app.state.db, &[forged]).await.unwrap();
+    assert_problem(&verify(&app, key).await, ProblemKind::Inserted, 5);
+});
+
+both_backends!(reordered_rows_are_named, async |app: TestApp| {
+    let key = chain_of_25(&app).await;
+    let mut pair = rows(&app, 4, 2).await;
+    exec(
+        &app,
+        "DELETE FROM audit_event_customers WHERE instance = 't' AND seq IN (5, 6)",
+    )
+    .await;
+    exec(
+        &app,
+        "DELETE FROM audit_events WHERE instance = 't' AND seq IN (5, 6)",
+    )
+    .await;
+    pair.swap(0, 1);
+    pair[0].seq = 5;
+    pair[1].seq = 6;
+    store::insert_batch(&app.state.db, &pair).await.unwrap();
+    assert_problem(&verify(&app, key).await, ProblemKind::Reordered, 5);
+});
+
+both_backends!(
+    truncation_below_a_checkpoint_is_named,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        exec(
+            &app,
+            "DELETE FROM audit_events WHERE instance = 't' AND seq > 22",
+        )
+        .await;
+        let report = verify(&app, key).await;
+        assert_problem(&report, ProblemKind::Truncated, 23);
+        assert!(report.to_string().contains("seq 25"), "{report}");
+    }
+);
+
+both_backends!(bad_checkpoint_signature_is_named, async |app: TestApp| {
+    let key = chain_of_25(&app).await;
+    exec(
+        &app,
+        "UPDATE audit_checkpoints SET signed_at = signed_at + 1 WHERE instance = 't' AND seq = 10",
+    )
+    .await;
+    assert_problem(&verify(&app, key).await, ProblemKind::BadSignature, 10);
+    // And a checkpoint signed by a key the auditor does not hold.
+    let other = *Signer::ephemeral().unwrap().public_key();
+    let report = audit::verify_store(&app.state.db, &[other], &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.problem.unwrap().kind, ProblemKind::BadSignature);
+});
+
+both_backends!(
+    rewritten_chain_is_caught_at_the_checkpoint,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        // Re-hash seq 5..=25 after editing seq 5: links and hashes all agree.
+        let mut all = rows(&app, 4, 100).await;
+        all[0].event.actor = "x".into();
+        let mut prev = rows(&app, 3, 1).await[0].hash;
+        for r in &mut all {
+            r.prev_hash = prev;
+            r.hash = r.event.chain_hash(CHAIN, r.seq, &prev);
+            prev = r.hash;
+        }
+        exec(
+            &app,
+            "DELETE FROM audit_event_customers WHERE instance = 't' AND seq >= 5",
+        )
+        .await;
+        exec(
+            &app,
+            "DELETE FROM audit_events WHERE instance = 't' AND seq >= 5",
+        )
+        .await;
+        store::insert_batch(&app.state.db, &all).await.unwrap();
+        assert_problem(
+            &verify(&app, key).await,
+            ProblemKind::CheckpointMismatch,
+            10,
+        );
+    }
+);
+
+async fn refuse_audit_inserts(app: &TestApp) {
+    match app.backend {
+        Backend::Sqlite => {
+            exec(
+                app,
+                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                       BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .await
+        }
+        Backend::Postgres => {
+            exec(
+                app,
+                "CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                       $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            )
+            .await;
+            exec(
+                app,
+                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                       FOR EACH ROW EXECUTE FUNCTION audit_refuse()",
+            )
+            .await;
+        }
+    }
+}
+
+both_backends!(
+    refused_writes_fail_closed_and_recover,
+    async |app: TestApp| {
+        let audit = &app.state.audit;
+        assert_eq!(audit.record(event(1)).await.unwrap().seq, 1);
+        refuse_audit_inserts(&app).await;
+        assert_eq!(
+            audit.record(event(2)).await,
+            Err(AuditUnavailable::WriteFailed)
+        );
+        assert!(!audit.is_healthy());
+        let r = app.get("/readyz").await;
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["reason"], "audit trail cannot record");
+        let drop = match app.backend {
+            Backend::Sqlite => "DROP TRIGGER audit_refuse",
+            Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
+        };
+        exec(&app, drop).await;
+        // The failed event took no seq; the chain continues without a gap.
+        assert_eq!(audit.record(event(3)).await.unwrap().seq, 2);
+        assert!(audit.is_healthy());
+        assert_eq!(app.get("/readyz").await.status(), 200);
+        let report = audit::verify_store(&app.state.db, &[*audit.public_key()], &|_| {})
+            .await
+            .unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.events, 2);
+        app.stop().await;
+    }
+);
+
+both_backends!(concurrent_records_share_commits, async |app: TestApp| {
+    let tasks: Vec<_> = (1..=200)
+        .map(|i| {
+            let audit = app.state.audit.clone();
+            tokio::spawn(async move { audit.record(event(i)).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().unwrap().seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    let batches = app.state.audit.batches();
+    assert!(batches < 200, "{batches} transactions for 200 events");
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("custodian_audit_batches_total"), "{text}");
+    let report = audit::verify_store(&app.state.db, &[*app.state.audit.public_key()], &|_| {})
+        .await
+        .unwrap();
+    assert!(report.is_intact(), "{report}");
+});
+
+async fn export(app: &TestApp, filter: AuditFilter, format: ExportFormat) -> String {
+    let mut stream = Box::pin(audit::export_stream(app.state.db.clone(), filter, format));
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    String::from_utf8(out).unwrap()
+}
+
+both_backends!(
+    exported_ndjson_verifies_offline_and_edits_are_named,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        let text = export(&app, AuditFilter::default(), ExportFormat::Ndjson).await;
+        let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!((report.events, report.checkpoints), (25, 3));
+        // Editing one line breaks it, naming the seq.
+        let edited: String = text
+            .lines()
+            .map(|l| {
+                if l.contains("\"seq\":7,") && l.contains("\"type\":\"event\"") {
+                    l.replace("\"actor\":\"svc\"", "\"actor\":\"someone-else\"")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(edited.trim(), text.trim());
+        let report = audit::verify_ndjson(edited.as_bytes(), &[key], &|_| {}).unwrap();
+        let p = report.problem.unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Modified, 7));
+        // A filtered export verifies what it holds.
+        let one = AuditFilter {
+            customer: Some(7),
+            ..AuditFilter::default()
+        };
+        let text = export(&app, one, ExportFormat::Ndjson).await;
+        let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.events, 1);
+        let csv = export(&app, AuditFilter::default(), ExportFormat::Csv).await;
+        assert_eq!(csv.lines().count(), 26);
+        assert!(csv.starts_with("instance,seq,occurred_at"));
+    }
+);
+
+both_backends!(
+    query_filters_and_pages_newest_first,
+    async |app: TestApp| {
+        let (w, _) = writer(&app).await;
+        for i in 1..=25 {
+            if i == 20 {
+                app.clock.advance_secs(60);
+            }
+            w.record(event(i)).await.unwrap();
+        }
+        let denied = AuditEvent::auth_failed("req-x", "/v1/customers", "expired");
+        w.record(denied).await.unwrap();
+        w.shutdown().await;
+        let db = &app.state.db;
+        let mut cursor = None;
+        let mut seen = Vec::new();
+        loop {
+            let page = audit::query(db, &AuditFilter::default(), cursor.as_deref(), 10)
+                .await
+                .unwrap();
+            seen.extend(page.events.iter().map(|e| e.seq));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (1..=26).rev().collect::<Vec<_>>());
+        let by_customer = AuditFilter {
+            customer: Some(7),
+            ..AuditFilter::default()
+        };
+        let page = audit::query(db, &by_customer, None, 10).await.unwrap();
+        assert_eq!(page.events.len(), 1);
+        assert_eq!(page.events[0].event.customers, vec![7]);
+        let denied = AuditFilter {
+            decision: Some(audit::Decision::Deny),
+            actor: Some("anonymous".into()),
+            status: Some(401),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            audit::query(db, &denied, None, 10)
+                .await
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+        let from = app.state.clock.now_micros() - 30_000_000;
+        let recent = AuditFilter {
+            from: Some(from),
+            action: Some(Action::CustomerRead),
+            ..AuditFilter::default()
+        };
+        assert_eq!(
+            audit::query(db, &recent, None, 100)
+                .await
+                .unwrap()
+                .events
+                .len(),
+            6
+        );
+        assert!(
+            audit::query(db, &AuditFilter::default(), Some("garbage"), 10)
+                .await
+                .is_err()
+        );
+    }
+);
+
+both_backends!(pruning_keeps_the_rest_verifiable, async |app: TestApp| {
+    let signer = Signer::ephemeral().unwrap();
+    let key = *signer.public_key();
+    let (w, wkey) = writer(&app).await;
+    for i in 1..=12 {
+        w.record(event(i)).await.unwrap();
+    }
+    app.clock.advance_secs(10 * 86_400);
+    let cutoff = app.state.clock.now_micros() - 86_400_000_000;
+    for i in 13..=20 {
+        w.record(event(i)).await.unwrap();
+    }
+    let now = app.state.clock.now_micros();
+    let report = audit::prune(&app.state.db, &signer, cutoff, now)
+        .await
+        .unwrap();
+    assert_eq!(report.removed, 12);
+    assert_eq!(report.anchors, vec![(CHAIN.to_owned(), 12)]);
+    w.record(event(21)).await.unwrap();
+    w.shutdown().await;
+    let keys = [key, wkey, *app.state.audit.public_key()];
+    let verified = audit::verify_store(&app.state.db, &keys, &|_| {})
+        .await
+        .unwrap();
+    assert!(verified.is_intact(), "{verified}");
+    assert_eq!(verified.events, 9);
+    // Without the anchoring checkpoint the missing prefix is a deletion.
+    exec(
+        &app,
+        "DELETE FROM audit_checkpoints WHERE instance = 't' AND seq = 12",
+    )
+    .await;
+    let verified = audit::verify_store(&app.state.db, &keys, &|_| {})
+        .await
+        .unwrap();
+    assert_problem(&verified, ProblemKind::Deleted, 12);
+});

@@ -1,0 +1,114 @@
+use crate::both_backends;
+use crate::helpers::*;
+use reqwest::Method;
+use serde_json::json;
+
+fn alice() -> serde_json::Value {
+    json!({
+        "external_id": "C-1001",
+        "email": "alice.smith@example.com",
+        "phone": "+44 20 7946 0958",
+        "name": "Alice Smith",
+        "birth_date": "1984-05-17",
+        "postcode": "SW1A 1AA",
+        "city": "London",
+        "country": "United Kingdom"
+    })
+}
+
+both_backends!(
+    support_agent_sees_masked_contact_and_clear_name,
+    async |app: TestApp| {
+        assert_eq!(app.create_customer(alice()).await.status(), 201);
+        let r = app
+            .as_role(
+                Method::GET,
+                "/v1/customers/C-1001",
+                "support_agent",
+                "customer_support",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["name"], "Alice Smith");
+        let email = body["email"].as_str().unwrap();
+        assert_ne!(email, "alice.smith@example.com");
+        assert!(
+            email.ends_with("@example.com") && email.contains('*'),
+            "{email}"
+        );
+        assert!(
+            body.get("birth_date").is_none(),
+            "birth date must be dropped: {body}"
+        );
+    }
+);
+
+both_backends!(
+    duplicate_customer_is_409_and_changes_nothing,
+    async |app: TestApp| {
+        assert_eq!(app.create_customer(alice()).await.status(), 201);
+        let r = app.create_customer(alice()).await;
+        assert_eq!(r.status(), 409);
+        assert_eq!(error_code(r).await, "conflict");
+    }
+);
+
+both_backends!(
+    invalid_customer_is_422_without_echo,
+    async |app: TestApp| {
+        let mut body = alice();
+        body["email"] = json!("secret-value-not-an-email");
+        let r = app.create_customer(body).await;
+        assert_eq!(r.status(), 422);
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("secret-value"), "{text}");
+    }
+);
+
+both_backends!(
+    marketing_analyst_cannot_read_email_for_any_purpose,
+    async |app: TestApp| {
+        assert_eq!(app.create_customer(alice()).await.status(), 201);
+        for purpose in ["marketing_analytics", "customer_support", "email_marketing"] {
+            let r = app
+                .as_role(
+                    Method::GET,
+                    "/v1/customers/C-1001",
+                    "marketing_analyst",
+                    purpose,
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            assert!(!text.contains("alice"), "{purpose}: {text}");
+            assert!(status == 403 || status == 200, "{purpose}: {status}");
+        }
+    }
+);
+
+both_backends!(every_decision_is_audited, async |app: TestApp| {
+    assert_eq!(app.create_customer(alice()).await.status(), 201);
+    let r = app
+        .as_role(
+            Method::GET,
+            "/v1/customers/C-1001",
+            "ingest_service",
+            "data_ingestion",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let rows = app.audit_rows().await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].1, "customer.write");
+    assert_eq!(rows[0].2, "allow");
+    assert_eq!(rows[1].1, "customer.read");
+    assert_eq!(rows[1].2, "deny");
+    assert_eq!(rows[1].3, 403);
+});
