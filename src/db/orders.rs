@@ -135,37 +135,58 @@ pub async fn insert_lines(
     Ok(created)
 }
 
+/// How far back [`find_return_origin`] looks: the customer's most recent
+/// orders, newest first.
+pub const RETURN_LOOKBACK_ORDERS: i64 = 200;
+
 /// The order a return most plausibly returns: the same customer's most
 /// recent order (`kind = 'order'`) placed no later than the return that
-/// contains at least one of the returned products.
+/// contains at least one of the returned products, among the customer's
+/// [`RETURN_LOOKBACK_ORDERS`] latest orders.
+///
+/// Two index-driven queries and a match in memory: a single join filtering
+/// on `product_id` lets PostgreSQL pick the product index and intersect
+/// bitmaps per candidate order, which measured ~5 ms per return on the full
+/// Online Retail file (20 s of a 27 s import).
 pub async fn find_return_origin(
     tx: &mut Transaction<'_, Any>,
     customer_id: i64,
     product_ids: &[i64],
     returned_at: i64,
 ) -> anyhow::Result<Option<i64>> {
-    // Bounded IN list; a return rarely has more lines, and the first few
-    // products identify the order as well as all of them would.
-    let products = product_ids.get(..product_ids.len().min(100)).unwrap_or(&[]);
-    if products.is_empty() {
+    if product_ids.is_empty() {
+        return Ok(None);
+    }
+    let style = Placeholders::of(tx);
+    let candidates: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM orders WHERE customer_id = $1 AND kind = 'order' AND placed_at <= $2 \
+         ORDER BY placed_at DESC, id DESC LIMIT $3",
+    )
+    .bind(customer_id)
+    .bind(returned_at)
+    .bind(RETURN_LOOKBACK_ORDERS)
+    .fetch_all(&mut **tx)
+    .await?;
+    if candidates.is_empty() {
         return Ok(None);
     }
     let sql = format!(
-        "SELECT o.id FROM orders o JOIN order_lines l ON l.order_id = o.id \
-         WHERE o.customer_id = $1 AND o.kind = 'order' AND o.placed_at <= $2 \
-         AND l.product_id IN ({}) ORDER BY o.placed_at DESC, o.id DESC LIMIT 1",
-        (3..products.len() + 3)
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "SELECT order_id, product_id FROM order_lines WHERE order_id IN ({})",
+        list_placeholders(style, candidates.len())
     );
-    let mut q = sqlx::query_scalar::<_, i64>(&sql)
-        .bind(customer_id)
-        .bind(returned_at);
-    for p in products {
-        q = q.bind(*p);
+    let mut q = sqlx::query(&sql);
+    for id in &candidates {
+        q = q.bind(*id);
     }
-    Ok(q.fetch_optional(&mut **tx).await?)
+    let mut matching = std::collections::HashSet::new();
+    for row in q.fetch_all(&mut **tx).await? {
+        let product: i64 = row.try_get(1)?;
+        if product_ids.contains(&product) {
+            matching.insert(row.try_get::<i64, _>(0)?);
+        }
+    }
+    // Candidates are newest first: the first that matches wins.
+    Ok(candidates.into_iter().find(|id| matching.contains(id)))
 }
 
 /// Links a return to its original order.
