@@ -14,6 +14,8 @@ use crate::config::{Config, LogFormat};
 use crate::db::Db;
 use crate::startup::Application;
 
+pub mod import;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "custodian",
@@ -39,6 +41,8 @@ pub enum Command {
     Demo(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Import a data set (see `custodian import --help`).
+    Import(import::ImportArgs),
     /// Audit trail: public key, verify, tail, prune.
     Audit(audit::AuditCommand),
     /// Keys: status, rotate (resumable).
@@ -85,6 +89,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Demo(args) => serve(config, ServeArgs { demo: true, ..args }).await,
+        Command::Import(args) => import::run(config, args).await,
         Command::Migrate => {
             let db = Db::connect(&config).await?;
             db.migrate().await?;
@@ -107,7 +112,9 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         config.server.listen = listen;
     }
     let app = Application::build(config).await?;
-    let _ = args.demo;
+    if args.demo {
+        import::load_demo_shop(app.state()).await?;
+    }
     tracing::info!(addr = %app.addr(), backend = app.state().db.backend.name(), "custodian listening");
     app.run_until_stopped()
         .await

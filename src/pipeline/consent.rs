@@ -32,7 +32,11 @@ pub const CONSENTING_CUSTOMERS_SQL: &str =
 /// The ids travel as one bound parameter (a JSON array on SQLite, a
 /// comma-separated list cast to `bigint[]` on PostgreSQL): a statement with
 /// a thousand placeholders costs far more to bind and plan than to run.
-pub async fn consenting(db: &Db, purpose: &str, customer_ids: &[i64]) -> anyhow::Result<HashSet<i64>> {
+pub async fn consenting(
+    db: &Db,
+    purpose: &str,
+    customer_ids: &[i64],
+) -> anyhow::Result<HashSet<i64>> {
     let mut out = HashSet::with_capacity(customer_ids.len());
     let sql = match db.backend {
         crate::db::Backend::Sqlite => {
@@ -45,7 +49,11 @@ pub async fn consenting(db: &Db, purpose: &str, customer_ids: &[i64]) -> anyhow:
         }
     };
     for chunk in customer_ids.chunks(CHUNK) {
-        let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         let list = match db.backend {
             crate::db::Backend::Sqlite => format!("[{list}]"),
             crate::db::Backend::Postgres => list,

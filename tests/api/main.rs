@@ -9,5 +9,6 @@ mod consents;
 mod crypto;
 mod customers;
 mod health;
+mod import;
 mod keys;
 mod policy;
