@@ -323,7 +323,7 @@ pub async fn status(db: &Db, now: i64) -> anyhow::Result<KeyStatus> {
         let owner: Option<String> = row.try_get(5)?;
         let heartbeat: Option<i64> = row.try_get(6)?;
         let v = version_u32(version)?;
-        if status == "active" || active.map_or(true, |(a, _)| a < v) {
+        if status == "active" || active.is_none_or(|(a, _)| a < v) {
             let live = owner.is_some() && heartbeat.is_some_and(|h| h >= now - LEASE_MICROS);
             active = Some((v, live));
         }
@@ -375,7 +375,7 @@ pub fn spawn_background(weak: crate::state::WeakState) {
             if let Err(e) = state.vault.refresh(&state.db).await {
                 tracing::warn!(error = %e, "key versions: refresh failed");
             }
-            if last_resume_check.map_or(true, |t| t.elapsed() >= RESUME_EVERY) {
+            if last_resume_check.is_none_or(|t| t.elapsed() >= RESUME_EVERY) {
                 last_resume_check = Some(tokio::time::Instant::now());
                 let owner = owner_id(&state.config.instance());
                 let now = state.clock.now_micros();

@@ -246,7 +246,7 @@ impl<'a> Gate<'a> {
         self.state
             .purposes
             .get(&self.caller.purpose)
-            .map_or(true, |p| p.consent_required)
+            .is_none_or(|p| p.consent_required)
     }
 
     /// Stage 4 for one customer: 403 `consent_required` unless the customer
