@@ -202,3 +202,82 @@ pub async fn set_return_of(
         .await?;
     Ok(())
 }
+
+/// An order as the API shows it, with its lines.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    pub order_id: String,
+    /// `order` or `return`.
+    pub kind: String,
+    /// The order a return refers to, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_of: Option<String>,
+    /// RFC 3339.
+    pub placed_at: String,
+    pub country: Option<String>,
+    pub total_cents: i64,
+    pub lines: Vec<OrderLineView>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct OrderLineView {
+    pub sku: String,
+    pub product: String,
+    pub category: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// A customer's orders, newest first, at most `limit`, with their lines.
+pub async fn for_customer(
+    db: &crate::db::Db,
+    customer_id: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<OrderView>> {
+    let rows = sqlx::query(
+        "SELECT o.id, o.external_id, o.kind, r.external_id AS return_of, o.placed_at, o.country, \
+         o.total_cents FROM orders o LEFT JOIN orders r ON r.id = o.return_of \
+         WHERE o.customer_id = $1 ORDER BY o.placed_at DESC, o.id DESC LIMIT $2",
+    )
+    .bind(customer_id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut orders = Vec::with_capacity(rows.len());
+    let mut index = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        index.insert(row.try_get::<i64, _>("id")?, orders.len());
+        orders.push(OrderView {
+            order_id: row.try_get("external_id")?,
+            kind: row.try_get("kind")?,
+            return_of: row.try_get("return_of")?,
+            placed_at: crate::clock::rfc3339(row.try_get("placed_at")?),
+            country: row.try_get("country")?,
+            total_cents: row.try_get("total_cents")?,
+            lines: Vec::new(),
+        });
+    }
+    // One query for every line of the page, not one per order.
+    let lines = sqlx::query(
+        "SELECT l.order_id, p.sku, p.name, p.category, l.quantity, l.unit_price_cents \
+         FROM order_lines l JOIN products p ON p.id = l.product_id \
+         JOIN orders o ON o.id = l.order_id \
+         WHERE o.customer_id = $1 ORDER BY l.order_id, l.line_no",
+    )
+    .bind(customer_id)
+    .fetch_all(&db.pool)
+    .await?;
+    for row in &lines {
+        let order_id: i64 = row.try_get("order_id")?;
+        if let Some(order) = index.get(&order_id).and_then(|i| orders.get_mut(*i)) {
+            order.lines.push(OrderLineView {
+                sku: row.try_get("sku")?,
+                product: row.try_get("name")?,
+                category: row.try_get("category")?,
+                quantity: row.try_get("quantity")?,
+                unit_price_cents: row.try_get("unit_price_cents")?,
+            });
+        }
+    }
+    Ok(orders)
+}

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod middleware;
+pub mod orders;
 pub mod policies;
 pub mod pseudonyms;
 pub mod validate;
@@ -39,6 +40,7 @@ use crate::state::AppState;
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "customers", description = "Governed customer reads and writes"),
         (name = "consents", description = "Purposes and the consent ledger"),
+        (name = "events", description = "Batch ingestion of browsing events"),
     )
 )]
 struct ApiDoc;
@@ -124,6 +126,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(customers::router())
         .merge(consents::router())
+        .merge(orders::router())
         .merge(keys::router())
         .merge(pseudonyms::router())
         .merge(policies::router())

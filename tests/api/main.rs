@@ -11,4 +11,5 @@ mod customers;
 mod health;
 mod import;
 mod keys;
+mod orders;
 mod policy;
