@@ -101,3 +101,51 @@ mod tests {
         assert_eq!(rows_per_statement(60), 500);
     }
 }
+
+/// Tables whose rows have a unique text key besides their id.
+#[derive(Clone, Copy, Debug)]
+pub enum Keyed {
+    /// `customers.external_id`
+    Customers,
+    /// `orders.external_id`
+    Orders,
+    /// `products.sku`
+    Products,
+}
+
+impl Keyed {
+    fn select(self) -> &'static str {
+        match self {
+            Self::Customers => "SELECT id, external_id FROM customers WHERE external_id IN",
+            Self::Orders => "SELECT id, external_id FROM orders WHERE external_id IN",
+            Self::Products => "SELECT id, sku FROM products WHERE sku IN",
+        }
+    }
+}
+
+/// Ids of the rows of `table` whose key is in `keys` (those that exist),
+/// one statement per chunk.
+pub async fn ids_by_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: Keyed,
+    keys: &[&str],
+) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+    use sqlx::Row;
+    let style = Placeholders::of(tx);
+    let mut ids = std::collections::HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "{} ({})",
+            table.select(),
+            list_placeholders(style, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for key in chunk {
+            q = q.bind(*key);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+        }
+    }
+    Ok(ids)
+}

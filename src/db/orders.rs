@@ -89,22 +89,7 @@ pub async fn ids_by_external(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let style = Placeholders::of(tx);
-    let mut ids = HashMap::with_capacity(external_ids.len());
-    for chunk in external_ids.chunks(rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT id, external_id FROM orders WHERE external_id IN ({})",
-            list_placeholders(style, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q.bind(*s);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-        }
-    }
-    Ok(ids)
+    super::bulk::ids_by_key(tx, super::bulk::Keyed::Orders, external_ids).await
 }
 
 /// Inserts order lines (idempotent on `(order_id, line_no)`); returns how

@@ -1,9 +1,9 @@
 //! Product rows: bulk "insert if new" by SKU, and SKU → id look-ups.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 use std::collections::HashMap;
 
-use super::bulk::{list_placeholders, rows_per_statement, values_clause, Placeholders};
+use super::bulk::{rows_per_statement, values_clause, Placeholders};
 
 /// A product to create unless its SKU already exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,20 +49,5 @@ pub async fn ids_by_sku(
     tx: &mut Transaction<'_, Any>,
     skus: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let style = Placeholders::of(tx);
-    let mut ids = HashMap::with_capacity(skus.len());
-    for chunk in skus.chunks(rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT id, sku FROM products WHERE sku IN ({})",
-            list_placeholders(style, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q.bind(*s);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-        }
-    }
-    Ok(ids)
+    super::bulk::ids_by_key(tx, super::bulk::Keyed::Products, skus).await
 }

@@ -6,7 +6,7 @@
 use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
-use crate::db::bulk::{list_placeholders, rows_per_statement, values_clause, Placeholders};
+use crate::db::bulk::{rows_per_statement, values_clause, Placeholders};
 use crate::db::customers::{store_sealed, NewCustomer, ProfileSealer};
 
 /// Rows created by [`insert_customers`].
@@ -67,20 +67,5 @@ pub async fn customer_ids(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
-    let style = Placeholders::of(tx);
-    let mut ids = HashMap::with_capacity(external_ids.len());
-    for chunk in external_ids.chunks(rows_per_statement(1)) {
-        let sql = format!(
-            "SELECT id, external_id FROM customers WHERE external_id IN ({})",
-            list_placeholders(style, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q.bind(*s);
-        }
-        for row in q.fetch_all(&mut **tx).await? {
-            ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
-        }
-    }
-    Ok(ids)
+    crate::db::bulk::ids_by_key(tx, crate::db::bulk::Keyed::Customers, external_ids).await
 }
