@@ -60,7 +60,7 @@ pub struct AuditQuery {
     pub customer: Option<String>,
     /// The internal customer id as stored in events' `customers` list
     /// (still works after the customer row is erased). Exclusive with `customer`.
-    pub customer_id: Option<i64>,
+    pub customer_id: Option<String>,
     /// The declared purpose.
     pub purpose: Option<String>,
     /// The action code, e.g. `customer.read`, `audit.read`, `auth.failed`.
@@ -68,11 +68,11 @@ pub struct AuditQuery {
     /// `allow` or `deny`.
     pub decision: Option<String>,
     /// The HTTP status of the request (100-599).
-    pub status: Option<u16>,
+    pub status: Option<String>,
     /// List only: the previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// List only: page size, 1-1000 (default 100).
-    pub limit: Option<u32>,
+    pub limit: Option<String>,
     /// Export only: `ndjson` (default; verifiable offline) or `csv` (events only).
     pub format: Option<String>,
 }
@@ -124,7 +124,10 @@ async fn to_filter(
     };
     let action = match text("action", &q.action)? {
         None => None,
-        Some(a) if a.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_') => {
+        Some(a)
+            if a.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_') =>
+        {
             Some(Action::parse(&a))
         }
         Some(_) => {
@@ -135,16 +138,29 @@ async fn to_filter(
     };
     let decision = match q.decision.as_deref() {
         None => None,
-        Some(d) => Some(
-            Decision::parse(d).ok_or_else(|| invalid("decision: must be allow or deny"))?,
+        Some(d) => {
+            Some(Decision::parse(d).ok_or_else(|| invalid("decision: must be allow or deny"))?)
+        }
+    };
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            s.parse::<u16>()
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| invalid("status: must be an HTTP status, 100-599"))?,
         ),
     };
-    if let Some(s) = q.status {
-        if !(100..=599).contains(&s) {
-            return Err(invalid("status: must be an HTTP status, 100-599"));
-        }
-    }
-    let customer = match (&q.customer, q.customer_id) {
+    let customer_id = match q.customer_id.as_deref() {
+        None => None,
+        Some(s) => Some(
+            s.parse::<i64>()
+                .ok()
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| invalid("customer_id: must be a non-negative integer"))?,
+        ),
+    };
+    let customer = match (&q.customer, customer_id) {
         (Some(_), Some(_)) => {
             return Err(invalid("use either customer or customer_id, not both"));
         }
@@ -160,9 +176,6 @@ async fn to_filter(
             Some(id)
         }
         (None, Some(id)) => {
-            if id < 0 {
-                return Err(invalid("customer_id: must not be negative"));
-            }
             gate.touch([id]);
             Some(id)
         }
@@ -177,7 +190,7 @@ async fn to_filter(
         purpose: text("purpose", &q.purpose)?,
         action,
         decision,
-        status: q.status,
+        status,
     })
 }
 
@@ -214,10 +227,14 @@ async fn list_events(
             return Err(invalid("format: only for /v1/audit/export"));
         }
         let filter = to_filter(&state, &mut gate, &q).await?;
-        let limit = q.limit.unwrap_or(100);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(invalid(format!("limit: must be between 1 and {MAX_LIMIT}")));
-        }
+        let limit = match q.limit.as_deref() {
+            None => 100,
+            Some(l) => l
+                .parse::<u32>()
+                .ok()
+                .filter(|l| (1..=MAX_LIMIT).contains(l))
+                .ok_or_else(|| invalid(format!("limit: must be between 1 and {MAX_LIMIT}")))?,
+        };
         let page = audit::query(&state.db, &filter, q.cursor.as_deref(), limit).await?;
         gate.returned(std::iter::empty(), page.events.len() as u64);
         Ok(Json(EventPage {
@@ -258,7 +275,9 @@ async fn export_events(
         gate.authorize()?;
         let q = parse_query(q)?;
         if q.cursor.is_some() || q.limit.is_some() {
-            return Err(invalid("cursor, limit: only for /v1/audit (an export is never paged)"));
+            return Err(invalid(
+                "cursor, limit: only for /v1/audit (an export is never paged)",
+            ));
         }
         let format = match q.format.as_deref().unwrap_or("ndjson") {
             "ndjson" => ExportFormat::Ndjson,

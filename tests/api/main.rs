@@ -3,5 +3,6 @@
 mod helpers;
 
 mod audit;
+mod audit_http;
 mod customers;
 mod health;
