@@ -109,9 +109,21 @@ seed() { # N customers through the API (support reads need no consent:
         || { echo "error: seeding failed (non-201 answers)" >&2; exit 1; }
 }
 
-# Runs one measurement; prints "rps p99_ms errors".
+# CPU time (clock ticks) of the server process, and of every PostgreSQL
+# process (0 on SQLite, where the database runs inside the server).
+ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+server_ticks() { ticks_of "$SERVER_PID"; }
+pg_ticks() {
+    local t=0 p
+    for p in $(pgrep -x postgres 2>/dev/null); do t=$((t + $(ticks_of "$p"))); done
+    echo "$t"
+}
+
+# Runs one measurement; prints "rps p99_ms errors server_us_per_req db_us_per_req".
 measure() { # path_prefix (random customer appended) or full path; token
-    local path="$1" tok="$2" out
+    local path="$1" tok="$2" out s0 d0 s1 d1 hz
+    hz=$(getconf CLK_TCK)
+    s0=$(server_ticks); d0=$(pg_ticks)
     if [[ $TOOL == wrk ]]; then
         cat >"$WORK/req.lua" <<EOF
 wrk.headers["authorization"] = "Bearer $tok"
@@ -131,15 +143,21 @@ EOF
             $1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; p99=v}
             /Non-2xx or 3xx responses:/ {err=$NF}
             /Socket errors:/ {err+=0}
-            END {printf "%s %.2f %d\n", rps, p99, err+0}' <<<"$out"
+            END {printf "%s %.2f %d", rps, p99, err+0}' <<<"$out"
     else
         # oha cannot randomise the path: a fixed customer.
         [[ "${path: -1}" == "/" ]] && path="${path}L-1"
         out=$(oha --no-tui -z "$DURATION" -c "$CONNECTIONS" --json \
             -H "authorization: Bearer $tok" -H "x-purpose: customer_support" \
             "http://127.0.0.1:$PORT$path")
-        jq -r '"\(.summary.requestsPerSec) \(.latencyPercentiles.p99 * 1000) \([.statusCodeDistribution | to_entries[] | select(.key | startswith("2") | not) | .value] | add // 0)"' <<<"$out"
+        jq -j '"\(.summary.requestsPerSec) \(.latencyPercentiles.p99 * 1000) \([.statusCodeDistribution | to_entries[] | select(.key | startswith("2") | not) | .value] | add // 0)"' <<<"$out"
     fi
+    s1=$(server_ticks); d1=$(pg_ticks)
+    # CPU microseconds per request: where the time goes, robust to a busy machine.
+    awk -v out="$out" -v s=$((s1 - s0)) -v d=$((d1 - d0)) -v hz="$hz" -v dur="${DURATION%s}" 'BEGIN {
+        n = 0; if (match(out, /Requests\/sec: *[0-9.]+/)) { split(substr(out, RSTART, RLENGTH), a, ":"); n = a[2] * dur }
+        if (n == 0) n = 1
+        printf " %.0f %.0f\n", s * 1e6 / hz / n, d * 1e6 / hz / n }'
 }
 
 run_backend() { # name database_url
@@ -157,15 +175,16 @@ run_backend() { # name database_url
     batches=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^custodian_audit_batches_total/ {print $2}')
     events=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^custodian_audit_events_total/ {print $2}')
     stop_server
-    read -r g_rps g_p99 g_err <<<"$gated"
-    read -r b_rps b_p99 b_err <<<"$base"
-    read -r h_rps h_p99 h_err <<<"$health"
+    read -r g_rps g_p99 g_err g_cpu g_db <<<"$gated"
+    read -r b_rps b_p99 b_err b_cpu b_db <<<"$base"
+    read -r h_rps h_p99 h_err h_cpu h_db <<<"$health"
     printf '\n== %s (%s customers, %s, %s threads, %s connections, %s) ==\n' \
         "$name" "$CUSTOMERS" "$DURATION" "$THREADS" "$CONNECTIONS" "$TOOL"
-    printf '%-34s %12s %10s %8s\n' route "requests/s" "p99 ms" "non-2xx"
-    printf '%-34s %12.0f %10.2f %8d\n' "gated (audit)  /v1/customers/{id}" "$g_rps" "$g_p99" "$g_err"
-    printf '%-34s %12.0f %10.2f %8d\n' "baseline (no audit)" "$b_rps" "$b_p99" "$b_err"
-    printf '%-34s %12.0f %10.2f %8d\n' "floor  /healthz" "$h_rps" "$h_p99" "$h_err"
+    printf '%-34s %11s %8s %8s %14s %12s\n' route "requests/s" "p99 ms" non-2xx "server µs/req" "db µs/req"
+    printf '%-34s %11.0f %8.2f %8d %14d %12d\n' "gated (audit)  /v1/customers/{id}" "$g_rps" "$g_p99" "$g_err" "$g_cpu" "$g_db"
+    printf '%-34s %11.0f %8.2f %8d %14d %12d\n' "baseline (no audit)" "$b_rps" "$b_p99" "$b_err" "$b_cpu" "$b_db"
+    printf '%-34s %11.0f %8.2f %8d %14d %12d\n' "floor  /healthz" "$h_rps" "$h_p99" "$h_err" "$h_cpu" "$h_db"
+
     awk -v g="$g_rps" -v b="$b_rps" 'BEGIN {printf "gated/baseline throughput: %.1f%% (target >= 80%%)\n", 100*g/b}'
     awk -v n="$events" -v b="$batches" 'BEGIN {if (b > 0) printf "audit group commit: %d events in %d transactions (%.1f per commit)\n", n, b, n/b}'
 }
