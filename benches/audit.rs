@@ -101,8 +101,10 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let dir = tempfile::tempdir()?;
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         run("sqlite", config).await?;
 
         if let Some(admin) = std::env::var("CUSTODIAN_TEST_DATABASE_URL")

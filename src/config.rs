@@ -412,6 +412,8 @@ fn describe(error: figment::Error) -> String {
 }
 
 #[cfg(test)]
+// figment::Jail returns its own large error type; tests only.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -435,11 +437,11 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n")?;
             jail.set_env("CUSTODIAN_SERVER__LISTEN", "127.0.0.1:2000");
-            jail.set_env("DATABASE_URL", "postgres://u:secret@h/db");
+            jail.set_env("DATABASE_URL", "postgres://u:hunter2@h/db");
             let c = Config::load(Some(Path::new("c.toml"))).unwrap();
             assert_eq!(c.server.listen.port(), 2000);
-            assert_eq!(c.database_url(), "postgres://u:secret@h/db");
-            assert!(!format!("{:?}", c).contains("secret"));
+            assert_eq!(c.database_url(), "postgres://u:hunter2@h/db");
+            assert!(!format!("{:?}", c).contains("hunter2"));
             Ok(())
         });
     }
@@ -476,7 +478,19 @@ mod tests {
             .0
             .contains("audit.signing_key_file"));
         c.audit.signing_key_file = Some("/a".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("auth.public_keys_file"));
+        c.auth.public_keys_file = Some("/jwks.json".into());
         c.validate().unwrap();
+        c.auth.dev_hs256_secret_file = Some("/dev".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("auth.dev_hs256_secret"));
     }
 
     #[test]

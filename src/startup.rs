@@ -87,6 +87,7 @@ impl Application {
             vault,
             limits,
         });
+        crate::crypto::rotation::spawn_background(state.downgrade());
         let weak = state.downgrade();
         tokio::spawn(async move {
             // Keeps rate-limiter memory bounded by forgetting idle callers.

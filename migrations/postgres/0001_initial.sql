@@ -33,7 +33,11 @@ CREATE TABLE keys (
     status          TEXT    NOT NULL CHECK (status IN ('active', 'retired')),
     created_at      BIGINT  NOT NULL,
     rotation_started_at  BIGINT,
-    rotation_finished_at BIGINT
+    rotation_finished_at BIGINT,
+    -- Lease of the instance re-wrapping DEKs to this version (one rotation
+    -- at a time across instances; a stale heartbeat lets another resume).
+    rotation_owner       TEXT,
+    rotation_heartbeat_at BIGINT
 );
 
 -- One data key (DEK) per customer, stored only wrapped under a KEK version.

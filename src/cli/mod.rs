@@ -2,6 +2,9 @@
 //! subcommand loads the same layered configuration as the server.
 
 pub mod audit;
+pub mod keys;
+pub mod policy;
+pub mod token;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -10,6 +13,8 @@ use std::path::PathBuf;
 use crate::config::{Config, LogFormat};
 use crate::db::Db;
 use crate::startup::Application;
+
+pub mod import;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,8 +41,16 @@ pub enum Command {
     Demo(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Import a data set (see `custodian import --help`).
+    Import(import::ImportArgs),
     /// Audit trail: public key, verify, tail, prune.
     Audit(audit::AuditCommand),
+    /// Keys: status, rotate (resumable).
+    Keys(keys::KeysCommand),
+    /// Access policy: import, export, check a decision, who can.
+    Policy(policy::PolicyCommand),
+    /// Mint a development token (dev HS256 secret only).
+    Token(token::TokenArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -76,6 +89,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Demo(args) => serve(config, ServeArgs { demo: true, ..args }).await,
+        Command::Import(args) => import::run(config, args).await,
         Command::Migrate => {
             let db = Db::connect(&config).await?;
             db.migrate().await?;
@@ -87,6 +101,9 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(cmd) => audit::run(config, cmd).await,
+        Command::Keys(cmd) => keys::run(config, cmd).await,
+        Command::Policy(cmd) => policy::run(config, cmd).await,
+        Command::Token(args) => token::run(&config, &args),
     }
 }
 
@@ -95,7 +112,9 @@ async fn serve(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         config.server.listen = listen;
     }
     let app = Application::build(config).await?;
-    let _ = args.demo;
+    if args.demo {
+        import::load_demo_shop(app.state()).await?;
+    }
     tracing::info!(addr = %app.addr(), backend = app.state().db.backend.name(), "custodian listening");
     app.run_until_stopped()
         .await

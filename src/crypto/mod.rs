@@ -16,7 +16,8 @@
 //! Submodules: [`keys`] (master key loading, KEK ring, DEK wrap/unwrap),
 //! [`field`] (field ciphertext format), [`blind_index`] (equality look-ups on
 //! encrypted columns), [`pseudonym`] (purpose-scoped tokens), [`mask`]
-//! (display masks).
+//! (display masks), [`vault`] (the running instance's keys against the
+//! store), [`rotation`] (KEK rotation job).
 
 mod aead;
 pub mod blind_index;
@@ -25,6 +26,7 @@ pub mod kdf;
 pub mod keys;
 pub mod mask;
 pub mod pseudonym;
+pub mod rotation;
 pub mod vault;
 
 pub use blind_index::{BlindField, BlindIndexer, BLIND_INDEX_LEN};

@@ -74,11 +74,20 @@ impl Vault {
             Some(v) => u32::try_from(v).context("keys: version out of range")?,
             None => {
                 let ring = Keyring::from_master(&master, 1)?;
-                insert_version(db, &ring, 1, 0).await?;
+                match insert_version(db, &ring, 1, 0, None).await {
+                    // Another instance started first: its version 1 is checked below.
+                    Err(e) if e.is::<VersionTaken>() => {}
+                    other => other?,
+                }
                 1
             }
         };
         let keyring = Keyring::from_master(&master, active)?;
+        let versions = if versions.is_empty() {
+            stored_versions(db).await?
+        } else {
+            versions
+        };
         for (version, check) in &versions {
             let v = u32::try_from(*version).context("keys: version out of range")?;
             if !keyring.verify_check_value(v, check) {
@@ -145,14 +154,37 @@ impl Vault {
 
     /// Adds a KEK version and makes it active for new data keys. The
     /// re-wrap of existing data keys is [`Vault::rewrap_batch`], run by the
-    /// rotation job.
-    pub async fn add_version(&self, db: &Db, now: i64) -> anyhow::Result<u32> {
+    /// rotation job ([`super::rotation`]), which passes itself as `owner` so
+    /// that the version and the rotation lease appear in one transaction.
+    ///
+    /// Fails with [`VersionTaken`] when another instance added the same
+    /// version first (two rotations started at once: one of them wins).
+    pub async fn add_version(&self, db: &Db, now: i64, owner: Option<&str>) -> anyhow::Result<u32> {
         self.refresh(db).await?;
         let next = self.keyring.load().active_version() + 1;
         let ring = Keyring::from_master(&self.master, next)?;
-        insert_version(db, &ring, next, now).await?;
+        insert_version(db, &ring, next, now, owner).await?;
         self.keyring.store(Arc::new(ring));
         Ok(next)
+    }
+
+    /// Whether this instance has the KEK of `version` loaded.
+    pub fn knows_version(&self, version: i64) -> bool {
+        u32::try_from(version).is_ok_and(|v| self.keyring.load().versions().any(|k| k == v))
+    }
+
+    /// Makes sure every version in `versions` is loaded, re-reading the
+    /// `keys` table once if one is not (another instance rotated). Versions
+    /// still unknown afterwards are left to fail at unwrap (integrity).
+    pub async fn ensure_versions(
+        &self,
+        db: &Db,
+        versions: impl IntoIterator<Item = i64>,
+    ) -> anyhow::Result<()> {
+        if versions.into_iter().any(|v| !self.knows_version(v)) {
+            self.refresh(db).await?;
+        }
+        Ok(())
     }
 
     /// Re-wraps up to `limit` data keys that are not under the active version,
@@ -251,24 +283,44 @@ async fn stored_versions(db: &Db) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
         .context("decoding key versions")
 }
 
-async fn insert_version(db: &Db, ring: &Keyring, version: u32, now: i64) -> anyhow::Result<()> {
+/// Another instance recorded this key version first.
+#[derive(Debug, thiserror::Error)]
+#[error("key version {0} was added concurrently by another instance")]
+pub struct VersionTaken(pub u32);
+
+async fn insert_version(
+    db: &Db,
+    ring: &Keyring,
+    version: u32,
+    now: i64,
+    owner: Option<&str>,
+) -> anyhow::Result<()> {
     let check = ring
         .check_value(version)
         .context("keys: new version missing from keyring")?;
     let mut tx = db.pool.begin().await?;
-    sqlx::query("UPDATE keys SET status = 'retired' WHERE status = 'active'")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO keys (version, check_value, status, created_at, rotation_started_at) \
-         VALUES ($1, $2, 'active', $3, $4) ON CONFLICT (version) DO NOTHING",
+    let inserted = sqlx::query(
+        "INSERT INTO keys (version, check_value, status, created_at, rotation_started_at, \
+         rotation_owner, rotation_heartbeat_at) \
+         VALUES ($1, $2, 'active', $3, $4, $5, $6) ON CONFLICT (version) DO NOTHING",
     )
     .bind(i64::from(version))
     .bind(check.to_vec())
     .bind(now)
     .bind(if version > 1 { Some(now) } else { None })
+    .bind(owner)
+    .bind(owner.map(|_| now))
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await?;
+        return Err(VersionTaken(version).into());
+    }
+    sqlx::query("UPDATE keys SET status = 'retired' WHERE status = 'active' AND version <> $1")
+        .bind(i64::from(version))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await.context("recording key version")?;
     Ok(())
 }

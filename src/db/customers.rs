@@ -243,3 +243,25 @@ pub async fn id_of(db: &crate::db::Db, external_id: &str) -> Result<Option<i64>,
         .fetch_optional(&db.pool)
         .await
 }
+
+/// `(id, external_id)` of customers not erased, after `after_id` in id
+/// order: the subject keys pseudonyms are computed from, for resolving a
+/// pseudonym by recomputation.
+pub async fn subject_keys_page(
+    db: &crate::db::Db,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT id, external_id FROM customers WHERE id > $1 AND erased_at IS NULL \
+         ORDER BY id LIMIT $2",
+    )
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&db.pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}

@@ -15,8 +15,13 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod bulk;
+pub mod consents;
 pub mod customers;
+pub mod events;
+pub mod orders;
 pub mod policy_store;
+pub mod products;
 
 use crate::config::{redact_url, Config};
 

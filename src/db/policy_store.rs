@@ -42,6 +42,19 @@ pub async fn revision(db: &Db) -> anyhow::Result<i64> {
     Ok(rev.unwrap_or(0))
 }
 
+/// The latest revision with the version (hex SHA-256 of the canonical
+/// rules) it stored; `None` when no policy was ever stored.
+pub async fn latest(db: &Db) -> anyhow::Result<Option<(i64, String)>> {
+    let row =
+        sqlx::query("SELECT revision, sha256 FROM policy_revisions ORDER BY revision DESC LIMIT 1")
+            .fetch_optional(&db.pool)
+            .await
+            .context("reading policy revision")?;
+    row.map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
+        .transpose()
+        .map_err(|e: sqlx::Error| anyhow::Error::new(e).context("decoding policy revision"))
+}
+
 /// Replaces the whole rule set in one transaction and bumps the revision.
 /// Callers validate the rules first: a policy that does not compile never
 /// reaches this function, so the stored policy is always a working one.

@@ -46,6 +46,6 @@ async fn unaudited_customer(
         .ok_or(ApiError::NotFound)?;
     gate.touch([row.id]);
     gate.require_consent(row.id).await?;
-    let mut page = gate.sanitize_customers(std::slice::from_ref(&row))?;
+    let mut page = gate.sanitize_customers(std::slice::from_ref(&row)).await?;
     page.pop().map(Json).ok_or(ApiError::NotFound)
 }

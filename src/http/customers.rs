@@ -115,7 +115,7 @@ async fn list_customers(
         let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
         let left_out = (ids.len() - kept.len()) as u64;
         gate.touch(kept.iter().map(|r| r.id));
-        let customers = gate.sanitize_customers(&kept)?;
+        let customers = gate.sanitize_customers(&kept).await?;
         Ok(Json(CustomerPage {
             customers,
             left_out_without_consent: left_out,
@@ -166,7 +166,7 @@ async fn get_customer(
             .ok_or(ApiError::NotFound)?;
         gate.touch([row.id]);
         gate.require_consent(row.id).await?;
-        let mut page = gate.sanitize_customers(std::slice::from_ref(&row))?;
+        let mut page = gate.sanitize_customers(std::slice::from_ref(&row)).await?;
         page.pop().map(Json).ok_or(ApiError::NotFound)
     }
     .await;

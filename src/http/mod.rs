@@ -4,10 +4,15 @@
 
 pub mod audit;
 pub mod bench;
+pub mod consents;
 pub mod customers;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod middleware;
+pub mod orders;
+pub mod policies;
+pub mod pseudonyms;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -32,11 +37,34 @@ use crate::state::AppState;
             `Authorization: Bearer <JWT>` and `X-Purpose: <purpose id>`. Errors are \
             `{\"error\": {\"code\", \"message\"}}`; every response carries `x-request-id`."
     ),
+    modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "customers", description = "Governed customer reads and writes"),
+        (name = "consents", description = "Purposes and the consent ledger"),
+        (name = "events", description = "Batch ingestion of browsing events"),
     )
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme the data routes reference.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Builds the complete application: routes plus layers.
 ///
@@ -101,4 +129,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(customers::router())
         .merge(audit::router())
+        .merge(consents::router())
+        .merge(orders::router())
+        .merge(keys::router())
+        .merge(pseudonyms::router())
+        .merge(policies::router())
 }

@@ -3,9 +3,10 @@
 //! The ledger (`consent_events`) is append-only: a grant or a withdrawal is a
 //! new row, nothing is ever updated or deleted through this module, and the
 //! current state of a (customer, purpose) pair is its latest event, ordered
-//! by when it happened and then by when it was recorded. Every look-up here is
-//! bulk: a page of a thousand customers costs one query, never one per
-//! customer.
+//! by when it happened and then by when it was recorded. A trigger keeps
+//! `consent_state` (the current state per customer and purpose) in step with
+//! every insert, so look-ups are indexed probes; every look-up here is bulk:
+//! a page of a thousand customers costs one query, never one per customer.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -15,40 +16,55 @@ use utoipa::ToSchema;
 
 use crate::db::Db;
 
-/// Bound parameters per statement stay far below SQLite's limit.
-const CHUNK: usize = 900;
+/// Ids per look-up statement; bounds the size of one bound parameter.
+const CHUNK: usize = 10_000;
 
-/// The SQL that selects the customer ids whose latest event for purpose `$1`
-/// is a grant. Used inline by list routes and analytics so consent filtering
-/// happens inside the database, in the same query as the data.
-pub const CONSENTING_CUSTOMERS_SQL: &str = "SELECT customer_id FROM (\
-     SELECT customer_id, granted, ROW_NUMBER() OVER (\
-         PARTITION BY customer_id ORDER BY occurred_at DESC, id DESC) AS rn \
-     FROM consent_events WHERE purpose = $1) latest \
-     WHERE rn = 1 AND granted = 1";
+/// The SQL that selects the customer ids whose current state for purpose
+/// `$1` is a grant. Used inline by list routes and analytics so consent
+/// filtering happens inside the database, in the same query as the data.
+pub const CONSENTING_CUSTOMERS_SQL: &str =
+    "SELECT customer_id FROM consent_state WHERE purpose = $1 AND granted = 1";
 
-/// Returns which of `customer_ids` currently consent to `purpose`.
+/// Returns which of `customer_ids` currently consent to `purpose`: one
+/// indexed query against `consent_state` (the current state a trigger
+/// derives from the ledger on every insert), whatever the number of ids.
+///
+/// The ids travel as one bound parameter (a JSON array on SQLite, a
+/// comma-separated list cast to `bigint[]` on PostgreSQL): a statement with
+/// a thousand placeholders costs far more to bind and plan than to run.
 pub async fn consenting(
     db: &Db,
     purpose: &str,
     customer_ids: &[i64],
 ) -> anyhow::Result<HashSet<i64>> {
     let mut out = HashSet::with_capacity(customer_ids.len());
-    for chunk in customer_ids.chunks(CHUNK) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT customer_id FROM (\
-                 SELECT customer_id, granted, ROW_NUMBER() OVER (\
-                     PARTITION BY customer_id ORDER BY occurred_at DESC, id DESC) AS rn \
-                 FROM consent_events WHERE purpose = $1 AND customer_id IN ({})) latest \
-             WHERE rn = 1 AND granted = 1",
-            placeholders.join(",")
-        );
-        let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(purpose);
-        for id in chunk {
-            q = q.bind(*id);
+    let sql = match db.backend {
+        crate::db::Backend::Sqlite => {
+            "SELECT customer_id FROM consent_state WHERE purpose = $1 AND granted = 1 \
+             AND customer_id IN (SELECT value FROM json_each($2))"
         }
-        out.extend(q.fetch_all(&db.pool).await.context("consent look-up")?);
+        crate::db::Backend::Postgres => {
+            "SELECT customer_id FROM consent_state WHERE purpose = $1 AND granted = 1 \
+             AND customer_id = ANY(CAST(string_to_array($2, ',') AS BIGINT[]))"
+        }
+    };
+    for chunk in customer_ids.chunks(CHUNK) {
+        let list = chunk
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let list = match db.backend {
+            crate::db::Backend::Sqlite => format!("[{list}]"),
+            crate::db::Backend::Postgres => list,
+        };
+        let ids = sqlx::query_scalar::<_, i64>(sql)
+            .bind(purpose)
+            .bind(list)
+            .fetch_all(&db.pool)
+            .await
+            .context("consent look-up")?;
+        out.extend(ids);
     }
     Ok(out)
 }
@@ -108,4 +124,91 @@ pub fn current_state(history: &[ConsentEvent]) -> Vec<&ConsentEvent> {
         latest.insert(e.purpose.as_str(), e);
     }
     latest.into_values().collect()
+}
+
+/// One change to record.
+#[derive(Clone, Debug)]
+pub struct ConsentChange {
+    pub purpose: String,
+    pub granted: bool,
+    pub occurred_at: i64,
+    pub source: String,
+    pub evidence: Option<String>,
+}
+
+/// What a grant or withdrawal returns: enough for the customer or an
+/// auditor to find the event in the ledger later and check that the
+/// evidence they hold is the evidence recorded.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Receipt {
+    pub receipt_id: String,
+    /// The customer's pseudonym under the consent's purpose.
+    pub customer_pseudonym: String,
+    pub purpose: String,
+    pub granted: bool,
+    /// RFC 3339.
+    pub occurred_at: String,
+    /// RFC 3339.
+    pub recorded_at: String,
+    /// Hex SHA-256 of the evidence text, if evidence was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence_sha256: Option<String>,
+}
+
+/// Appends a batch of changes for one customer in one transaction: either
+/// every event is recorded or none is.
+pub async fn append(
+    db: &Db,
+    customer_id: i64,
+    changes: &[ConsentChange],
+    actor: &str,
+    now: i64,
+) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+    let mut tx = db.pool.begin().await?;
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        let receipt_id = format!("cr_{}", uuid::Uuid::new_v4().simple());
+        let hash = c.evidence.as_ref().map(|e| {
+            ring::digest::digest(&ring::digest::SHA256, e.as_bytes())
+                .as_ref()
+                .to_vec()
+        });
+        sqlx::query(
+            "INSERT INTO consent_events (receipt_id, customer_id, purpose, granted, occurred_at, \
+             recorded_at, source, evidence, evidence_hash, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&receipt_id)
+        .bind(customer_id)
+        .bind(&c.purpose)
+        .bind(i64::from(c.granted))
+        .bind(c.occurred_at)
+        .bind(now)
+        .bind(&c.source)
+        .bind(&c.evidence)
+        .bind(&hash)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await
+        .context("appending consent event")?;
+        out.push((receipt_id, hash));
+    }
+    tx.commit().await.context("committing consent batch")?;
+    Ok(out)
+}
+
+/// A ledger event by receipt id, with its customer's internal id.
+pub async fn by_receipt(db: &Db, receipt_id: &str) -> anyhow::Result<Option<(i64, ConsentEvent)>> {
+    let row = sqlx::query(
+        "SELECT customer_id, receipt_id, purpose, granted, occurred_at, recorded_at, source, \
+         evidence, evidence_hash, actor FROM consent_events WHERE receipt_id = $1",
+    )
+    .bind(receipt_id)
+    .fetch_optional(&db.pool)
+    .await
+    .context("consent receipt look-up")?;
+    match row {
+        Some(row) => Ok(Some((row.try_get("customer_id")?, event_from_row(&row)?))),
+        None => Ok(None),
+    }
 }

@@ -161,6 +161,8 @@ pub struct Gate<'a> {
     fields: Vec<(String, Treatment)>,
     records: u64,
     status: StatusCode,
+    /// The audit action, when it is not `object.act` (e.g. `key.rotate`).
+    action: Option<Action>,
 }
 
 impl<'a> Gate<'a> {
@@ -182,6 +184,7 @@ impl<'a> Gate<'a> {
             fields: Vec::new(),
             records: 0,
             status: StatusCode::OK,
+            action: None,
         }
     }
 
@@ -298,10 +301,18 @@ impl<'a> Gate<'a> {
         self.status = status;
     }
 
+    /// Records the audit event under `action` instead of `object.act`.
+    pub fn audit_as(&mut self, action: Action) {
+        self.action = Some(action);
+    }
+
     /// Stage 8: records the one audit event of this request and lets the
     /// outcome leave only once the event is durable.
     pub async fn finish<T>(self, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
-        let action = Action::parse(&format!("{}.{}", self.object, self.act));
+        let action = self
+            .action
+            .clone()
+            .unwrap_or_else(|| Action::parse(&format!("{}.{}", self.object, self.act)));
         let builder: Builder =
             AuditEvent::builder(&self.caller.principal, action, self.caller.route.clone())
                 .request_id(self.caller.request_id.clone())
@@ -353,7 +364,9 @@ impl Gate<'_> {
     /// caller may have, decrypting only what leaves in clear or masked. A
     /// ciphertext that does not open at its place fails the whole request
     /// (`integrity_failure`): never a partial or someone else's record.
-    pub fn sanitize_customers(
+    /// A key version this instance does not know yet (another instance
+    /// rotated) is loaded from the store first.
+    pub async fn sanitize_customers(
         &mut self,
         rows: &[crate::db::customers::StoredCustomer],
     ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ApiError> {
@@ -373,6 +386,11 @@ impl Gate<'_> {
             purpose: &self.caller.purpose,
             resource: "customer",
         };
+        self.state
+            .vault
+            .ensure_versions(&self.state.db, rows.iter().filter_map(|r| r.kek_version))
+            .await
+            .map_err(ApiError::Internal)?;
         let keyring = self.state.vault.keyring();
         let mut out = Vec::with_capacity(rows.len());
         let mut returned: Vec<(String, Treatment)> = Vec::new();

@@ -287,6 +287,35 @@ fn pseudonym(
     Ok(Value::String(token))
 }
 
+/// The stored form of a customer row, field by field, as the sanitizer
+/// expects it. A customer whose data key was erased keeps no readable
+/// personal field: its ciphertexts are presented as absent.
+pub fn customer_fields(row: &crate::db::customers::StoredCustomer) -> Vec<StoredField> {
+    let shredded = row.wrapped_dek.is_none();
+    let enc = |v: &Option<Vec<u8>>| match v {
+        Some(ct) if !shredded => StoredValue::Encrypted(ct.clone()),
+        _ => StoredValue::Null,
+    };
+    let plain = |v: &Option<String>| match v {
+        Some(s) => StoredValue::Plain(s.clone()),
+        None => StoredValue::Null,
+    };
+    vec![
+        StoredField::new("external_id", StoredValue::Plain(row.external_id.clone())),
+        StoredField::new("email", enc(&row.email_ct)),
+        StoredField::new("phone", enc(&row.phone_ct)),
+        StoredField::new("name", enc(&row.name_ct)),
+        StoredField::new("birth_date", enc(&row.birth_date_ct)),
+        StoredField::new("postcode", enc(&row.postcode_ct)),
+        StoredField::new("city", plain(&row.city)),
+        StoredField::new("country", plain(&row.country)),
+        StoredField::new(
+            "signup_at",
+            StoredValue::Plain(crate::clock::rfc3339(row.signup_at)),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,33 +661,4 @@ mod tests {
         let f = StoredField::new("email", StoredValue::Plain("jane@example.com".into()));
         assert!(!format!("{f:?}").contains("jane"));
     }
-}
-
-/// The stored form of a customer row, field by field, as the sanitizer
-/// expects it. A customer whose data key was erased keeps no readable
-/// personal field: its ciphertexts are presented as absent.
-pub fn customer_fields(row: &crate::db::customers::StoredCustomer) -> Vec<StoredField> {
-    let shredded = row.wrapped_dek.is_none();
-    let enc = |v: &Option<Vec<u8>>| match v {
-        Some(ct) if !shredded => StoredValue::Encrypted(ct.clone()),
-        _ => StoredValue::Null,
-    };
-    let plain = |v: &Option<String>| match v {
-        Some(s) => StoredValue::Plain(s.clone()),
-        None => StoredValue::Null,
-    };
-    vec![
-        StoredField::new("external_id", StoredValue::Plain(row.external_id.clone())),
-        StoredField::new("email", enc(&row.email_ct)),
-        StoredField::new("phone", enc(&row.phone_ct)),
-        StoredField::new("name", enc(&row.name_ct)),
-        StoredField::new("birth_date", enc(&row.birth_date_ct)),
-        StoredField::new("postcode", enc(&row.postcode_ct)),
-        StoredField::new("city", plain(&row.city)),
-        StoredField::new("country", plain(&row.country)),
-        StoredField::new(
-            "signup_at",
-            StoredValue::Plain(crate::clock::rfc3339(row.signup_at)),
-        ),
-    ]
 }

@@ -112,3 +112,43 @@ both_backends!(every_decision_is_audited, async |app: TestApp| {
     assert_eq!(rows[1].2, "deny");
     assert_eq!(rows[1].3, 403);
 });
+
+both_backends!(
+    oversized_body_is_413_json_and_changes_nothing,
+    async |app: TestApp| {
+        let mut body = alice();
+        body["name"] = json!("x".repeat(2 * 1024 * 1024));
+        let r = app.create_customer(body).await;
+        assert_eq!(r.status(), 413);
+        assert_eq!(error_code(r).await, "payload_too_large");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+);
+
+both_backends!(
+    malformed_json_is_400_and_wrong_shape_422,
+    async |app: TestApp| {
+        let r = app
+            .as_role(
+                Method::POST,
+                "/v1/customers",
+                "ingest_service",
+                "data_ingestion",
+            )
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(error_code(r).await, "malformed_json");
+        let r = app
+            .create_customer(json!({"external_id": "X", "unexpected": 1}))
+            .await;
+        assert_eq!(r.status(), 422);
+    }
+);

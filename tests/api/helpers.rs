@@ -38,15 +38,18 @@ pub fn pg_admin_url() -> Option<String> {
 
 /// A test configuration: ephemeral port, fresh data directory, the shipped
 /// policies, limits high enough not to disturb tests.
+#[allow(clippy::field_reassign_with_default)] // reads as a list of test settings
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = data_dir.to_path_buf();
-    config.policy_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut config = Config {
+        data_dir: data_dir.to_path_buf(),
+        policy_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        instance_id: "test-instance".to_owned(),
+        ..Config::default()
+    };
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.rate_limit_per_second = 0;
     config.server.shutdown_grace_secs = 5;
     config.database.max_connections = 4;
-    config.instance_id = "test-instance".to_owned();
     config
 }
 

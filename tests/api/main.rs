@@ -4,5 +4,13 @@ mod helpers;
 
 mod audit;
 mod audit_http;
+mod authn;
+mod cli;
+mod consents;
+mod crypto;
 mod customers;
 mod health;
+mod import;
+mod keys;
+mod orders;
+mod policy;

@@ -42,6 +42,9 @@ impl StoredEvent {
 /// A row as read back, or why its content cannot be decoded (tampering
 /// with a JSON column, a hash of the wrong length).
 #[derive(Debug)]
+// `Bad` is rare; boxing `Ok` would cost an allocation per row on the
+// verification hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum ReadRow {
     Ok(StoredEvent),
     Bad { seq: i64, why: String },
@@ -269,10 +272,13 @@ pub(crate) async fn insert_checkpoint_tx(
     Ok(())
 }
 
+/// `(instance, seq, hash, signed_at, key_id, signature)`.
+type CheckpointRow = (String, i64, Vec<u8>, i64, String, Vec<u8>);
+
 /// All checkpoints of `instance` in seq order (one per thousand events or
 /// minute, so few enough to hold).
 pub async fn checkpoints(db: &Db, instance: &str) -> anyhow::Result<Vec<Checkpoint>> {
-    let rows: Vec<(String, i64, Vec<u8>, i64, String, Vec<u8>)> = sqlx::query_as(
+    let rows: Vec<CheckpointRow> = sqlx::query_as(
         "SELECT instance, seq, hash, signed_at, key_id, signature FROM audit_checkpoints \
          WHERE instance = $1 ORDER BY seq",
     )

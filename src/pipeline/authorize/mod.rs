@@ -87,7 +87,7 @@ pub mod vocabulary {
         ("customer", &["read", "write", "delete"]),
         ("order", &["read", "write"]),
         ("event", &["read", "write"]),
-        ("consent", &["read", "write"]),
+        ("consent", &["read", "write", "grant"]),
         ("segment", &["read", "write"]),
         ("recommendation", &["read"]),
         ("audit", &["read", "export", "verify"]),

@@ -73,7 +73,8 @@ pub fn validate(
     let rules: Vec<PolicyRule> = parse_policy_csv(csv).map_err(invalid)?;
     if let Some(rule) = vocabulary::unknown_vocabulary(&rules).first() {
         return Err(PolicyChangeError::Invalid(format!(
-            "rule `{}` names an object or action Custodian does not know",
+            "{}rule `{}` names an object or action Custodian does not know",
+            line_prefix(csv, rule),
             rule.to_csv_line()
         )));
     }
@@ -83,11 +84,21 @@ pub fn validate(
         .first()
     {
         return Err(PolicyChangeError::Invalid(format!(
-            "rule `{}` names a purpose that is not in purposes.toml",
+            "{}rule `{}` names a purpose that is not in purposes.toml",
+            line_prefix(csv, rule),
             rule.to_csv_line()
         )));
     }
     Ok(compiled)
+}
+
+/// `policy line N: ` for the first line of `csv` holding `rule`, so a
+/// refusal names the line to fix as parse errors already do.
+fn line_prefix(csv: &str, rule: &PolicyRule) -> String {
+    csv.lines()
+        .position(|line| parse_policy_csv(line).is_ok_and(|r| r.first() == Some(rule)))
+        .map(|i| format!("policy line {}: ", i + 1))
+        .unwrap_or_default()
 }
 
 fn invalid(e: PolicyError) -> PolicyChangeError {

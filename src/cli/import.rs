@@ -1,0 +1,131 @@
+//! `custodian import …`: bulk loads of public data sets, with a progress bar
+//! on a terminal and a summary of every skipped or transformed row.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::crypto::Vault;
+use crate::db::customers::ProfileSealer;
+use crate::db::Db;
+use crate::import::{GuestPolicy, ImportOptions, ImportSummary, NoProgress, Progress};
+use crate::pipeline::purpose::PurposeCatalog;
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub source: ImportSource,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportSource {
+    /// The UCI "Online Retail" CSV (InvoiceNo, StockCode, Description,
+    /// Quantity, InvoiceDate, UnitPrice, CustomerID, Country).
+    OnlineRetail(OnlineRetailArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OnlineRetailArgs {
+    /// The CSV file.
+    pub file: PathBuf,
+    /// Lines without CustomerID: keep as anonymous orders, or skip.
+    #[arg(long, value_enum, default_value_t = GuestPolicy::Keep)]
+    pub guests: GuestPolicy,
+    /// Give customers deterministic synthetic profiles (sealed like real ones).
+    #[arg(long)]
+    pub synthesize_profiles: bool,
+    /// Invoices per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_invoices: u32,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
+    match args.source {
+        ImportSource::OnlineRetail(a) => online_retail(config, a).await,
+    }
+}
+
+async fn online_retail(config: Config, args: OnlineRetailArgs) -> anyhow::Result<()> {
+    // Open the file before touching the database: a wrong path fails fast
+    // with one line.
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let db = Db::connect(&config).await?;
+    db.migrate().await?;
+    let sealer = if args.synthesize_profiles {
+        Some(profile_sealer(&config, &db).await?)
+    } else {
+        None
+    };
+    let opts = ImportOptions {
+        guests: args.guests,
+        synthesize_profiles: args.synthesize_profiles,
+        batch_invoices: usize::try_from(args.batch_invoices).unwrap_or(500),
+        ..ImportOptions::default()
+    };
+    let bar = progress_bar(len, args.quiet);
+    let progress: &dyn Progress = match &bar {
+        Some(bar) => bar,
+        None => &NoProgress,
+    };
+    let summary: ImportSummary =
+        crate::import::import_online_retail(&db, sealer.as_deref(), reader, &opts, progress)
+            .await
+            .with_context(|| format!("import of {} failed", args.file.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(())
+}
+
+/// A bytes-based bar on stderr, only when a person is watching.
+fn progress_bar(len: u64, quiet: bool) -> Option<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} (eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}
+
+/// The sealer that encrypts synthetic profiles: the gateway's vault, opened
+/// with the same master key and purpose catalog as `serve`.
+pub async fn profile_sealer(config: &Config, db: &Db) -> anyhow::Result<Box<dyn ProfileSealer>> {
+    let path = config.policy_dir.join("purposes.toml");
+    let purposes = PurposeCatalog::load(&path)
+        .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", path.display()))?;
+    let ids: Vec<_> = purposes.all().iter().map(|p| p.id.clone()).collect();
+    Ok(Box::new(Vault::open(config, db, &ids).await?))
+}
+
+/// Loads the demo shop into the application's store (for `serve --demo`).
+pub async fn load_demo_shop(state: &crate::state::AppState) -> anyhow::Result<()> {
+    let summary = crate::demo::load_demo(
+        &state.db,
+        &state.vault,
+        crate::demo::DEFAULT_SEED,
+        crate::demo::DemoSize::DEFAULT,
+    )
+    .await
+    .context("cannot load the demo shop")?;
+    println!("{summary}");
+    println!("mint a token with: custodian token --sub you --role support_agent");
+    Ok(())
+}

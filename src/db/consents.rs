@@ -1,0 +1,59 @@
+//! Consent ledger writes: append-only inserts of grant/withdraw events. The
+//! ledger's read API (current state per purpose) lives with the consent
+//! stage; this module only appends, idempotently by `receipt_id`.
+
+use sqlx::{Any, Transaction};
+
+use super::bulk::{rows_per_statement, values_clause, Placeholders};
+
+/// One grant or withdrawal, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewConsentEvent {
+    /// Stable, unique id of this event (the receipt handed to the person).
+    pub receipt_id: String,
+    pub customer_id: i64,
+    pub purpose: String,
+    pub granted: bool,
+    pub occurred_at: i64,
+    /// Where the decision was captured: `web_form`, `crm`, `import`, …
+    pub source: String,
+    /// What the person saw (notice and version), not personal data.
+    pub evidence: Option<String>,
+    pub evidence_hash: Option<Vec<u8>>,
+    /// Who recorded it (a service or operator id).
+    pub actor: String,
+}
+
+/// Appends events whose receipt id is new; returns how many were created.
+pub async fn insert_many(
+    tx: &mut Transaction<'_, Any>,
+    events: &[NewConsentEvent],
+    recorded_at: i64,
+) -> anyhow::Result<u64> {
+    let style = Placeholders::of(tx);
+    let mut created = 0;
+    for chunk in events.chunks(rows_per_statement(10)) {
+        let sql = format!(
+            "INSERT INTO consent_events (receipt_id, customer_id, purpose, granted, occurred_at, \
+             recorded_at, source, evidence, evidence_hash, actor) VALUES {} \
+             ON CONFLICT (receipt_id) DO NOTHING",
+            values_clause(style, chunk.len(), 10)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&e.receipt_id)
+                .bind(e.customer_id)
+                .bind(&e.purpose)
+                .bind(i64::from(e.granted))
+                .bind(e.occurred_at)
+                .bind(recorded_at)
+                .bind(&e.source)
+                .bind(&e.evidence)
+                .bind(&e.evidence_hash)
+                .bind(&e.actor);
+        }
+        created += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(created)
+}

@@ -1,0 +1,68 @@
+//! Product rows: bulk "insert if new" by SKU, and SKU → id look-ups.
+
+use sqlx::{Any, Row, Transaction};
+use std::collections::HashMap;
+
+use super::bulk::{list_placeholders, rows_per_statement, values_clause, Placeholders};
+
+/// A product to create unless its SKU already exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub category: String,
+    pub price_cents: i64,
+}
+
+/// Inserts the products whose SKU is not present yet; existing rows are left
+/// as they are (the first name and price seen win). Returns how many rows
+/// were created.
+pub async fn insert_many(
+    tx: &mut Transaction<'_, Any>,
+    products: &[NewProduct],
+    now: i64,
+) -> anyhow::Result<u64> {
+    let style = Placeholders::of(tx);
+    let mut created = 0;
+    for chunk in products.chunks(rows_per_statement(5)) {
+        let sql = format!(
+            "INSERT INTO products (sku, name, category, price_cents, created_at) VALUES {} \
+             ON CONFLICT (sku) DO NOTHING",
+            values_clause(style, chunk.len(), 5)
+        );
+        let mut q = sqlx::query(&sql);
+        for p in chunk {
+            q = q
+                .bind(&p.sku)
+                .bind(&p.name)
+                .bind(&p.category)
+                .bind(p.price_cents)
+                .bind(now);
+        }
+        created += q.execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(created)
+}
+
+/// Ids of the given SKUs (those that exist).
+pub async fn ids_by_sku(
+    tx: &mut Transaction<'_, Any>,
+    skus: &[&str],
+) -> anyhow::Result<HashMap<String, i64>> {
+    let style = Placeholders::of(tx);
+    let mut ids = HashMap::with_capacity(skus.len());
+    for chunk in skus.chunks(rows_per_statement(1)) {
+        let sql = format!(
+            "SELECT id, sku FROM products WHERE sku IN ({})",
+            list_placeholders(style, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for s in chunk {
+            q = q.bind(*s);
+        }
+        for row in q.fetch_all(&mut **tx).await? {
+            ids.insert(row.try_get::<String, _>(1)?, row.try_get::<i64, _>(0)?);
+        }
+    }
+    Ok(ids)
+}

@@ -1,0 +1,142 @@
+//! `/v1/admin/policies`: read the access policy in force, and replace it.
+//!
+//! A replacement is validated whole (every line parses, every object, action
+//! and purpose is known) before anything is stored; a bad file is refused
+//! with 422 naming the first bad line and the policy in force stays. An
+//! accepted one is stored with a new revision, applied on this instance at
+//! once and on every other instance through NOTIFY or the revision poll.
+//! Both routes go through the gate like any data route, so reading or
+//! changing the policy is authorized by the policy itself and audited
+//! (a write as `policy.change`, the same action the CLI records).
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::db::policy_store;
+use crate::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::pipeline::audit::Action;
+use crate::pipeline::authorize::sync::{self, PolicyChangeError};
+use crate::pipeline::gate::{Caller, Gate};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_policy, replace_policy))
+}
+
+/// The policy this instance enforces.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyDocument {
+    /// Hex SHA-256 of the canonical (sorted) rules this instance enforces.
+    pub version: String,
+    /// The latest stored revision.
+    pub revision: i64,
+    /// Whether this instance already enforces the latest stored revision
+    /// (false only briefly, after a change made through another instance).
+    pub in_sync: bool,
+    /// The rules, one `policy.csv` line each.
+    pub rules: Vec<String>,
+    /// The same rules as one CSV text, ready to edit and send back.
+    pub csv: String,
+}
+
+/// A replacement policy.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPolicy {
+    /// The whole policy in `policy.csv` format (`p, ROLE, OBJECT, ACTION,
+    /// PURPOSE` and `g, ROLE, PARENT` lines; `#` comments and blank lines
+    /// allowed). It replaces every rule in force.
+    pub csv: String,
+}
+
+/// The stored replacement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyStored {
+    /// Hex SHA-256 of the canonical rules now in force.
+    pub version: String,
+    /// The new stored revision.
+    pub revision: i64,
+}
+
+/// Read the access policy in force.
+#[utoipa::path(get, path = "/v1/admin/policies", tag = "admin",
+    params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyDocument), (status = 400), (status = 401), (status = 403), (status = 503)))]
+async fn get_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PolicyDocument>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, "policy", "read");
+    let outcome = async {
+        gate.authorize()?;
+        let policy = state.authorizer.current();
+        let latest = policy_store::latest(&state.db)
+            .await
+            .map_err(ApiError::Internal)?;
+        let (revision, in_sync) = match latest {
+            Some((revision, sha256)) => (revision, sha256 == policy.version()),
+            None => (0, false),
+        };
+        let rules: Vec<String> = policy.rules().iter().map(|r| r.to_csv_line()).collect();
+        let mut csv = rules.join("\n");
+        csv.push('\n');
+        gate.returned(Vec::new(), rules.len() as u64);
+        Ok(Json(PolicyDocument {
+            version: policy.version().to_owned(),
+            revision,
+            in_sync,
+            rules,
+            csv,
+        }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// Replace the whole access policy (the data protection officer only, in the
+/// shipped policy). Body: `{"csv": "<policy.csv text>"}`.
+#[utoipa::path(post, path = "/v1/admin/policies", tag = "admin",
+    request_body = NewPolicy,
+    params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyStored), (status = 400), (status = 401), (status = 403),
+               (status = 413), (status = 422, description = "refused whole; the message names the first bad line"),
+               (status = 503)))]
+async fn replace_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<NewPolicy>,
+) -> Result<Json<PolicyStored>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, "policy", "write");
+    gate.audit_as(Action::PolicyChange);
+    let outcome = async {
+        gate.authorize()?;
+        let body = body.into_inner()?;
+        let (version, revision) = sync::change(
+            &state.db,
+            &state.authorizer,
+            body.csv,
+            &state.purposes,
+            &caller.principal.sub,
+            state.clock.now_micros(),
+        )
+        .await
+        .map_err(|e| match e {
+            PolicyChangeError::Invalid(reason) => {
+                // A rule type is not length-checked: cap what is echoed.
+                let reason: String = reason.chars().take(300).collect();
+                ApiError::unprocessable(format!("policy refused: {reason}"))
+            }
+            PolicyChangeError::Store(e) => ApiError::Internal(e),
+        })?;
+        Ok(Json(PolicyStored { version, revision }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
