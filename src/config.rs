@@ -84,6 +84,10 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     /// Time given to in-flight requests on SIGTERM / Ctrl-C.
     pub shutdown_grace_secs: u64,
+    /// Benchmarks only (`bench/load.sh`): mounts an unaudited copy of the
+    /// customer read at `/bench/baseline/customers/{id}` to measure the
+    /// audit trail's cost. Refused in production mode; see `http::bench`.
+    pub bench_baseline_route: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -173,6 +177,7 @@ impl Default for ServerConfig {
             rate_limit_per_second: 1000,
             rate_limit_burst: 2000,
             shutdown_grace_secs: 30,
+            bench_baseline_route: false,
         }
     }
 }
@@ -319,6 +324,9 @@ impl Config {
             );
         }
         self.audit.validate(self.mode)?;
+        if self.mode == Mode::Production && self.server.bench_baseline_route {
+            return err("server.bench_baseline_route: serves data without audit events; refused in production mode");
+        }
         if self.policy.reload_poll_ms == 0 {
             return err("policy.reload_poll_ms: must be greater than 0");
         }

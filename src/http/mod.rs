@@ -2,6 +2,8 @@
 //! assembled here with the cross-cutting layers. Handlers are thin: they
 //! extract, call pipeline stages in order, and return.
 
+pub mod audit;
+pub mod bench;
 pub mod consents;
 pub mod customers;
 pub mod extract;
@@ -88,6 +90,7 @@ pub fn app(state: AppState) -> Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(bench::router(state.config.server.bench_baseline_route))
         .layer(axum::middleware::from_fn(middleware::metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
@@ -125,6 +128,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(customers::router())
+        .merge(audit::router())
         .merge(consents::router())
         .merge(orders::router())
         .merge(keys::router())

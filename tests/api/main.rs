@@ -3,6 +3,7 @@
 mod helpers;
 
 mod audit;
+mod audit_http;
 mod authn;
 mod cli;
 mod consents;
