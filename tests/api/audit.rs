@@ -252,39 +252,12 @@ both_backends!(
     }
 );
 
-async fn refuse_audit_inserts(app: &TestApp) {
-    match app.backend {
-        Backend::Sqlite => {
-            exec(
-                app,
-                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
-                       BEGIN SELECT RAISE(ABORT, 'refused'); END",
-            )
-            .await
-        }
-        Backend::Postgres => {
-            exec(
-                app,
-                "CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS \
-                       $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
-            )
-            .await;
-            exec(
-                app,
-                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
-                       FOR EACH ROW EXECUTE FUNCTION audit_refuse()",
-            )
-            .await;
-        }
-    }
-}
-
 both_backends!(
     refused_writes_fail_closed_and_recover,
     async |app: TestApp| {
         let audit = &app.state.audit;
         assert_eq!(audit.record(event(1)).await.unwrap().seq, 1);
-        refuse_audit_inserts(&app).await;
+        app.refuse_audit_inserts().await;
         assert_eq!(
             audit.record(event(2)).await,
             Err(AuditUnavailable::WriteFailed)
@@ -294,11 +267,7 @@ both_backends!(
         assert_eq!(r.status(), 503);
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["reason"], "audit trail cannot record");
-        let drop = match app.backend {
-            Backend::Sqlite => "DROP TRIGGER audit_refuse",
-            Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
-        };
-        exec(&app, drop).await;
+        app.allow_audit_inserts().await;
         // The failed event took no seq; the chain continues without a gap.
         assert_eq!(audit.record(event(3)).await.unwrap().seq, 2);
         assert!(audit.is_healthy());

@@ -324,38 +324,11 @@ both_backends!(verify_names_a_tampered_seq, async |app: TestApp| {
     assert_eq!(body["events"], 2);
 });
 
-async fn refuse_audit_inserts(app: &TestApp) {
-    match app.backend {
-        Backend::Sqlite => {
-            exec(
-                app,
-                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
-                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
-            )
-            .await
-        }
-        Backend::Postgres => {
-            exec(
-                app,
-                "CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS \
-                 $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
-            )
-            .await;
-            exec(
-                app,
-                "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
-                 FOR EACH ROW EXECUTE FUNCTION audit_refuse()",
-            )
-            .await;
-        }
-    }
-}
-
 both_backends!(data_routes_fail_closed_over_http, async |app: TestApp| {
     assert_eq!(app.create_customer(customer("C-1")).await.status(), 201);
     assert_eq!(support_reads(&app, "C-1").await.status(), 200);
     let before = app.audit_rows().await.len();
-    refuse_audit_inserts(&app).await;
+    app.refuse_audit_inserts().await;
 
     let r = support_reads(&app, "C-1").await;
     assert_eq!(r.status(), 503);
@@ -370,11 +343,7 @@ both_backends!(data_routes_fail_closed_over_http, async |app: TestApp| {
     assert_eq!(r.status(), 503);
     assert_eq!(app.get("/readyz").await.status(), 503);
 
-    let drop = match app.backend {
-        Backend::Sqlite => "DROP TRIGGER audit_refuse",
-        Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
-    };
-    exec(&app, drop).await;
+    app.allow_audit_inserts().await;
     let r = support_reads(&app, "C-1").await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();

@@ -283,3 +283,46 @@ impl TestApp {
             .collect()
     }
 }
+
+impl TestApp {
+    /// Runs one SQL statement against the app's store, as someone with
+    /// direct database access would.
+    pub async fn exec(&self, sql: &str) {
+        sqlx::query(sql).execute(&self.state.db.pool).await.unwrap();
+    }
+
+    /// Makes the store refuse every audit insert (a trigger), to prove that
+    /// requests fail closed.
+    pub async fn refuse_audit_inserts(&self) {
+        match self.backend {
+            Backend::Sqlite => {
+                self.exec(
+                    "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                     BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                )
+                .await
+            }
+            Backend::Postgres => {
+                self.exec(
+                    "CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+                )
+                .await;
+                self.exec(
+                    "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                     FOR EACH ROW EXECUTE FUNCTION audit_refuse()",
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Undoes [`TestApp::refuse_audit_inserts`].
+    pub async fn allow_audit_inserts(&self) {
+        self.exec(match self.backend {
+            Backend::Sqlite => "DROP TRIGGER audit_refuse",
+            Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
+        })
+        .await;
+    }
+}
