@@ -11,8 +11,7 @@
 //! from validation errors and bad requests are audited too.
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,6 +24,7 @@ use utoipa_axum::routes;
 use crate::clock::parse_rfc3339;
 use crate::db::customers;
 use crate::error::ApiError;
+use crate::http::extract::ApiQuery;
 use crate::http::validate;
 use crate::pipeline::audit::{
     self, export::MAX_LIMIT, Action, AuditFilter, Decision, ExportFormat, StoredEvent,
@@ -79,12 +79,6 @@ pub struct AuditQuery {
 
 fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
     ApiError::bad_request("invalid_query", message)
-}
-
-/// A query string that does not parse is a 400, reported after the gate.
-fn parse_query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| invalid(format!("invalid query string: {}", e.body_text())))
 }
 
 /// Parses the filters into an [`AuditFilter`], resolving an external
@@ -217,12 +211,12 @@ pub struct EventPage {
 async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    q: ApiQuery<AuditQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     let mut gate = Gate::new(&state, &caller, "audit", "read");
     let outcome = async {
         gate.authorize()?;
-        let q = parse_query(q)?;
+        let q = q.into_inner()?;
         if q.format.is_some() {
             return Err(invalid("format: only for /v1/audit/export"));
         }
@@ -268,12 +262,12 @@ async fn list_events(
 async fn export_events(
     State(state): State<AppState>,
     caller: Caller,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    q: ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let mut gate = Gate::new(&state, &caller, "audit", "export");
     let outcome = async {
         gate.authorize()?;
-        let q = parse_query(q)?;
+        let q = q.into_inner()?;
         if q.cursor.is_some() || q.limit.is_some() {
             return Err(invalid(
                 "cursor, limit: only for /v1/audit (an export is never paged)",

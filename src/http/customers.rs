@@ -2,7 +2,7 @@
 //! consenting customers only where the purpose needs consent) and creation
 //! (personal fields sealed before they reach the store).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use crate::crypto::BlindField;
 use crate::db::customers::{self, BlindColumn, NewCustomer, Profile};
 use crate::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
 use crate::pipeline::gate::{Caller, Gate};
 use crate::state::AppState;
@@ -62,11 +62,12 @@ pub struct CustomerPage {
 async fn list_customers(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    q: ApiQuery<ListQuery>,
 ) -> Result<Json<CustomerPage>, ApiError> {
     let mut gate = Gate::new(&state, &caller, "customer", "read");
     let outcome = async {
         gate.authorize()?;
+        let q = q.into_inner()?;
         let limit = i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
         let rows = match (&q.email, &q.phone) {
             (Some(_), Some(_)) => {

@@ -66,3 +66,38 @@ fn map_rejection(rejection: &JsonRejection) -> ApiError {
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
+
+/// A query string, parsed like [`ApiJson`]: the result is taken inside the
+/// handler, after the gate, so an unauthorized caller learns nothing from
+/// validation errors and a malformed query is audited like any other
+/// refusal (400 `invalid_query`).
+pub struct ApiQuery<T>(Result<T, ApiError>);
+
+impl<T> ApiQuery<T> {
+    pub fn into_inner(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Ok(Self(
+            match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+                Ok(axum::extract::Query(v)) => Ok(v),
+                Err(e) => Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("invalid query string: {}", truncate(&e.body_text(), 200)),
+                )),
+            },
+        ))
+    }
+}

@@ -2,7 +2,7 @@
 //! progress; never key material) and starting a KEK rotation, which runs in
 //! the background (see [`crate::crypto::rotation`]).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use crate::crypto::rotation::{self, KeyStatus, RotationError, DEFAULT_BATCH};
 use crate::error::ApiError;
+use crate::http::extract::ApiQuery;
 use crate::pipeline::audit::Action;
 use crate::pipeline::gate::{Caller, Gate};
 use crate::state::AppState;
@@ -71,12 +72,13 @@ pub struct RotationStarted {
 async fn rotate_keys(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<RotateQuery>,
+    q: ApiQuery<RotateQuery>,
 ) -> Result<(StatusCode, Json<RotationStarted>), ApiError> {
     let mut gate = Gate::new(&state, &caller, "keys", "rotate");
     gate.audit_as(Action::KeyRotate);
     let outcome = async {
         gate.authorize()?;
+        let q = q.into_inner()?;
         let owner = rotation::owner_id(&state.config.instance());
         let job = match rotation::start(
             &state.vault,
@@ -97,20 +99,20 @@ async fn rotate_keys(
             Err(RotationError::Other(e)) => return Err(ApiError::Internal(e)),
         };
         gate.set_status(StatusCode::ACCEPTED);
-        Ok(job)
+        let batch = q
+            .batch_size
+            .map_or(DEFAULT_BATCH, |b| i64::from(b.clamp(1, 10_000)));
+        Ok((job, batch))
     }
     .await;
     // The request's own event is durable before the job starts. Should it
     // fail (503), the lease is left to go stale and another instance, or
     // this one, resumes the rotation within a minute.
-    let job = gate.finish(outcome).await?;
+    let (job, batch) = gate.finish(outcome).await?;
     let answer = RotationStarted {
         version: job.version,
         resumed: job.resumed,
     };
-    let batch = q
-        .batch_size
-        .map_or(DEFAULT_BATCH, |b| i64::from(b.clamp(1, 10_000)));
     tokio::spawn(rotation::run_audited(state.clone(), job, batch));
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }

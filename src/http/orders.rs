@@ -2,7 +2,7 @@
 //! history (governed like the customer: policy for `order read`, consent for
 //! consent-based purposes) and batch ingestion of browsing events.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use crate::db::customers;
 use crate::db::events::{self, NewEvent};
 use crate::db::orders::{self, OrderView};
 use crate::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
 use crate::pipeline::gate::{Caller, Gate};
 use crate::state::AppState;
@@ -55,11 +55,12 @@ async fn customer_orders(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<OrdersQuery>,
+    q: ApiQuery<OrdersQuery>,
 ) -> Result<Json<CustomerOrders>, ApiError> {
     let mut gate = Gate::new(&state, &caller, "order", "read");
     let outcome = async {
         gate.authorize()?;
+        let q = q.into_inner()?;
         let customer = customers::id_of(&state.db, &id)
             .await?
             .ok_or(ApiError::NotFound)?;
@@ -69,7 +70,21 @@ async fn customer_orders(
         let orders = orders::for_customer(&state.db, customer, limit)
             .await
             .map_err(ApiError::Internal)?;
-        gate.returned([], orders.len() as u64);
+        // `order read` grants the purchase history as a whole (there are no
+        // per-field order rules yet); the audit event says what left.
+        gate.returned(
+            [
+                "order_id",
+                "kind",
+                "return_of",
+                "placed_at",
+                "country",
+                "total_cents",
+                "lines",
+            ]
+            .map(|f| (f.to_owned(), crate::domain::Treatment::Clear)),
+            orders.len() as u64,
+        );
         Ok(Json(CustomerOrders {
             customer_id: id,
             orders,

@@ -102,8 +102,12 @@ impl FromRequestParts<AppState> for Authenticated {
                     }
                 }
                 tracing::info!(reason = failure.code(), "authentication failed");
-                let event = AuditEvent::auth_failed(request_id, route, failure.code());
-                state.audit.record(event).await?;
+                if state.limits.audit_failed_auth() {
+                    let event = AuditEvent::auth_failed(request_id, route, failure.code());
+                    state.audit.record(event).await?;
+                } else {
+                    metrics::counter!("custodian_auth_failures_unaudited_total").increment(1);
+                }
                 Err(ApiError::Unauthenticated)
             }
         }

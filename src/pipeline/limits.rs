@@ -15,6 +15,11 @@ type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 pub struct RateLimits {
     per_principal: Option<Keyed<String>>,
     failed_auth_per_ip: Option<Keyed<IpAddr>>,
+    /// All addresses together: how many failed authentications per second
+    /// are written to the audit trail. A flood from many addresses cannot
+    /// fill the audit queue (and so, fail-closed, starve real requests);
+    /// failures past it are answered 401 and only counted in metrics.
+    audited_failures: Option<governor::DefaultDirectRateLimiter>,
 }
 
 impl RateLimits {
@@ -33,7 +38,18 @@ impl RateLimits {
             )
             .filter(|_| per_second > 0)
             .map(RateLimiter::keyed),
+            audited_failures: quota((per_second / 2).max(50), burst.max(100))
+                .filter(|_| per_second > 0)
+                .map(RateLimiter::direct),
         }
+    }
+
+    /// Whether this failed authentication may still be written to the audit
+    /// trail this second (all addresses together).
+    pub fn audit_failed_auth(&self) -> bool {
+        self.audited_failures
+            .as_ref()
+            .is_none_or(|limiter| limiter.check().is_ok())
     }
 
     /// True when `sub` may make another request now.
@@ -85,6 +101,14 @@ mod tests {
         let limits = RateLimits::new(0, 0);
         assert!((0..10_000).all(|_| limits.allow_principal("svc")));
         assert!((0..10_000).all(|_| limits.allow_failed_auth([127, 0, 0, 1].into())));
+    }
+
+    #[test]
+    fn audited_failures_are_capped_across_addresses() {
+        let limits = RateLimits::new(100, 100);
+        let audited = (0..10_000).filter(|_| limits.audit_failed_auth()).count();
+        assert!(audited <= 200, "audited {audited}");
+        assert!(RateLimits::new(0, 0).audit_failed_auth());
     }
 
     #[test]

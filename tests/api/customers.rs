@@ -152,3 +152,37 @@ both_backends!(
         assert_eq!(r.status(), 422);
     }
 );
+
+both_backends!(
+    a_bad_query_string_is_400_after_the_gate_and_audited,
+    async |app: TestApp| {
+        let r = app
+            .as_role(
+                Method::GET,
+                "/v1/customers?limit=lots",
+                "support_agent",
+                "customer_support",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(error_code(r).await, "invalid_query");
+        // A role without access learns nothing about the query's validity.
+        let r = app
+            .as_role(
+                Method::GET,
+                "/v1/customers?limit=lots",
+                "ingest_service",
+                "data_ingestion",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let rows = app.audit_rows().await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].2.as_str(), rows[0].3), ("deny", 400));
+        assert_eq!((rows[1].2.as_str(), rows[1].3), ("deny", 403));
+    }
+);

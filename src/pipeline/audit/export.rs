@@ -493,6 +493,18 @@ fn csv_header() -> anyhow::Result<Vec<u8>> {
     Ok(w.into_inner()?)
 }
 
+/// Caller-controlled text (token claims, request ids) could start with a
+/// spreadsheet formula; a leading apostrophe makes spreadsheet programs show
+/// it as text instead of evaluating it. The NDJSON export, which offline
+/// verification reads, keeps the values exact.
+fn spreadsheet_safe(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    }
+}
+
 fn csv_row(s: &StoredEvent) -> anyhow::Result<Vec<u8>> {
     let e = &s.event;
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -500,11 +512,11 @@ fn csv_row(s: &StoredEvent) -> anyhow::Result<Vec<u8>> {
         s.instance.clone(),
         s.seq.to_string(),
         crate::clock::rfc3339(e.occurred_at),
-        e.request_id.clone(),
-        e.actor.clone(),
-        e.roles.join(" "),
+        spreadsheet_safe(&e.request_id),
+        spreadsheet_safe(&e.actor),
+        spreadsheet_safe(&e.roles.join(" ")),
         e.action.as_str().to_owned(),
-        e.resource.clone(),
+        spreadsheet_safe(&e.resource),
         e.customers
             .iter()
             .map(i64::to_string)
@@ -512,7 +524,7 @@ fn csv_row(s: &StoredEvent) -> anyhow::Result<Vec<u8>> {
             .join(" "),
         e.purpose.clone().unwrap_or_default(),
         e.decision.as_str().to_owned(),
-        e.reason.clone(),
+        spreadsheet_safe(&e.reason),
         e.fields
             .iter()
             .map(|(f, t)| format!("{f}={}", t.as_str()))
@@ -551,5 +563,18 @@ mod tests {
         assert_eq!(decode_cursor("junk"), None);
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("v1:12:3:gw-1");
         assert_eq!(decode_cursor(&raw), Some((12, 3, "gw-1".into())));
+    }
+}
+
+#[cfg(test)]
+mod csv_tests {
+    #[test]
+    fn formula_cells_are_neutralised() {
+        assert_eq!(
+            super::spreadsheet_safe("=HYPERLINK(\"x\")"),
+            "'=HYPERLINK(\"x\")"
+        );
+        assert_eq!(super::spreadsheet_safe("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(super::spreadsheet_safe("alice"), "alice");
     }
 }
