@@ -22,7 +22,7 @@
 #       # (customers are sealed with a key generated for this run)
 #
 # Knobs (environment): CUSTOMERS=1000 DURATION=10s THREADS=2 CONNECTIONS=32
-#   PORT=18080 SKIP_BUILD=1 (reuse target/release/custodian)
+#   PORT=18080 SKIP_BUILD=1 (reuse $CARGO_TARGET_DIR or target, release/custodian)
 #
 # Needs: cargo, curl, openssl, and wrk (Debian/Ubuntu: `apt-get install -y
 # wrk`); falls back to oha (`cargo install oha`) when wrk is missing.
@@ -55,7 +55,7 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
     echo "building release..." >&2
     (cd "$ROOT" && cargo build --release --bin custodian >&2)
 fi
-BIN="$ROOT/target/release/custodian"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/custodian"
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
