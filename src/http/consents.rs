@@ -187,7 +187,8 @@ async fn record_consents(
             .await?
             .ok_or(ApiError::NotFound)?;
         gate.touch([id]);
-        let recorded = consent::append(&state.db, id, &changes, &caller.principal.sub, now)
+        let mut tx = state.db.pool.begin().await?;
+        let recorded = consent::append(&mut tx, id, &changes, &caller.principal.sub, now)
             .await
             .map_err(ApiError::Internal)?;
         let pseudonymizer = state.vault.pseudonymizer();
@@ -207,6 +208,7 @@ async fn record_consents(
             .collect::<Vec<_>>();
         gate.set_status(StatusCode::CREATED);
         gate.returned([], receipts.len() as u64);
+        gate.commit_audited(tx).await?;
         Ok((StatusCode::CREATED, Json(Receipts { receipts })))
     }
     .await;

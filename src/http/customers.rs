@@ -258,11 +258,13 @@ async fn create_customer(
                 "a customer with this external_id already exists".into(),
             ));
         }
-        tx.commit().await?;
-        if let Some(id) = customers::id_of(&state.db, &new.external_id).await? {
-            gate.touch([id]);
-        }
+        let id: i64 = sqlx::query_scalar("SELECT id FROM customers WHERE external_id = $1")
+            .bind(&new.external_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        gate.touch([id]);
         gate.set_status(StatusCode::CREATED);
+        gate.commit_audited(tx).await?;
         Ok((
             StatusCode::CREATED,
             Json(Created {

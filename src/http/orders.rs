@@ -220,10 +220,10 @@ async fn ingest_events(
         let accepted = events::insert_many(&mut tx, &rows, now)
             .await
             .map_err(ApiError::Internal)?;
-        tx.commit().await?;
         gate.touch(customer_ids.values().copied());
         gate.set_status(StatusCode::CREATED);
         gate.returned([], 0);
+        gate.commit_audited(tx).await?;
         Ok((
             StatusCode::CREATED,
             Json(Ingested {

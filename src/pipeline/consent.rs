@@ -161,16 +161,16 @@ pub struct Receipt {
     pub evidence_sha256: Option<String>,
 }
 
-/// Appends a batch of changes for one customer in one transaction: either
-/// every event is recorded or none is.
+/// Appends a batch of changes for one customer inside `tx`: the caller
+/// commits (after the request's audit event is durable), so either every
+/// event is recorded or none is.
 pub async fn append(
-    db: &Db,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     customer_id: i64,
     changes: &[ConsentChange],
     actor: &str,
     now: i64,
 ) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
-    let mut tx = db.pool.begin().await?;
     let mut out = Vec::with_capacity(changes.len());
     for c in changes {
         let receipt_id = format!("cr_{}", uuid::Uuid::new_v4().simple());
@@ -194,12 +194,11 @@ pub async fn append(
         .bind(&c.evidence)
         .bind(&hash)
         .bind(actor)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .context("appending consent event")?;
         out.push((receipt_id, hash));
     }
-    tx.commit().await.context("committing consent batch")?;
     Ok(out)
 }
 

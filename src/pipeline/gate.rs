@@ -167,6 +167,9 @@ pub struct Gate<'a> {
     status: StatusCode,
     /// The audit action, when it is not `object.act` (e.g. `key.rotate`).
     action: Option<Action>,
+    /// The allow event was made durable before a write committed
+    /// ([`Gate::commit_audited`]).
+    recorded: bool,
 }
 
 impl<'a> Gate<'a> {
@@ -189,6 +192,7 @@ impl<'a> Gate<'a> {
             records: 0,
             status: StatusCode::OK,
             action: None,
+            recorded: false,
         }
     }
 
@@ -313,6 +317,49 @@ impl<'a> Gate<'a> {
     /// Stage 8: records the one audit event of this request and lets the
     /// outcome leave only once the event is durable.
     pub async fn finish<T>(self, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
+        if self.recorded && outcome.is_ok() {
+            return outcome;
+        }
+        // After a recorded write whose commit then failed, this second event
+        // says so: the trail never claims a change that did not happen.
+        let event = self.event_for(&outcome);
+        self.state.audit.record(event).await?;
+        outcome
+    }
+
+    /// Commits this request's write together with its allow event. Set the
+    /// final status and the customers touched before calling it.
+    ///
+    /// On PostgreSQL the event is made durable first: a change never lands
+    /// without its event, and if the trail cannot record, the transaction is
+    /// rolled back and the request fails with 503 having changed nothing.
+    /// SQLite allows one writer at a time, so the audit writer would wait
+    /// behind this open transaction: there the write commits first and the
+    /// event follows (a failed record still answers 503, but the change
+    /// stands; SECURITY.md lists this).
+    pub async fn commit_audited(
+        &mut self,
+        tx: sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), ApiError> {
+        let event = self.event_for::<()>(&Ok(()));
+        match self.state.db.backend {
+            crate::db::Backend::Postgres => {
+                // On error `tx` is dropped here, which rolls it back.
+                self.state.audit.record(event).await?;
+                self.recorded = true;
+                tx.commit().await?;
+            }
+            crate::db::Backend::Sqlite => {
+                tx.commit().await?;
+                self.state.audit.record(event).await?;
+                self.recorded = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The one audit event describing `outcome`.
+    fn event_for<T>(&self, outcome: &Result<T, ApiError>) -> AuditEvent {
         let action = self
             .action
             .clone()
@@ -358,8 +405,7 @@ impl<'a> Gate<'a> {
                 }
             }
         };
-        self.state.audit.record(event.build()).await?;
-        outcome
+        event.build()
     }
 }
 

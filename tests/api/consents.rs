@@ -299,3 +299,26 @@ both_backends!(
         assert_eq!(crm_read(&app, "K7").await.status(), 403);
     }
 );
+
+both_backends!(
+    consent_is_not_recorded_without_its_audit_event,
+    async |app: TestApp| {
+        customer(&app, "K8").await;
+        app.refuse_audit_inserts().await;
+        let r = record(
+            &app,
+            "ingest_service",
+            "data_ingestion",
+            "K8",
+            json!([{"purpose": "email_marketing", "granted": true, "source": "web_form"}]),
+        )
+        .await;
+        assert_eq!(r.status(), 503);
+        app.allow_audit_inserts().await;
+        // PostgreSQL records the event before committing; SQLite commits first.
+        if app.backend == Backend::Postgres {
+            assert_eq!(history_len(&app, "K8").await, 0);
+            assert_eq!(crm_read(&app, "K8").await.status(), 403);
+        }
+    }
+);

@@ -186,3 +186,36 @@ both_backends!(
         assert_eq!((rows[1].2.as_str(), rows[1].3), ("deny", 403));
     }
 );
+
+both_backends!(
+    a_write_does_not_land_when_its_audit_event_cannot,
+    async |app: TestApp| {
+        app.refuse_audit_inserts().await;
+        let r = app.create_customer(alice()).await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(error_code(r).await, "audit_unavailable");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+        // PostgreSQL: the event is durable before the write commits, so nothing
+        // landed. SQLite (one writer at a time) commits first: documented gap.
+        let expected = if app.backend == Backend::Postgres {
+            0
+        } else {
+            1
+        };
+        assert_eq!(n, expected, "customer rows after a refused audit write");
+        app.allow_audit_inserts().await;
+        if app.backend == Backend::Sqlite {
+            return;
+        }
+        assert_eq!(app.create_customer(alice()).await.status(), 201);
+        let rows = app.audit_rows().await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            (rows[0].1.as_str(), rows[0].2.as_str(), rows[0].3),
+            ("customer.write", "allow", 201)
+        );
+    }
+);
