@@ -101,6 +101,19 @@ fn bench_auth(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // Baseline: the bare ring Ed25519 verification inside the cold path, so
+    // the stage's own overhead reads as the difference under the same load.
+    let ed_token = std::str::from_utf8(&ed[7..]).expect("ascii");
+    let (signing_input, sig_b64) = ed_token.rsplit_once('.').expect("jws");
+    let sig = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig_b64)
+        .expect("b64");
+    let public = pair.public_key;
+    group.bench_function("baseline_ring_ed25519_verify", |b| {
+        b.iter(|| {
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public)
+                .verify(black_box(signing_input.as_bytes()), black_box(&sig))
+        })
+    });
     group.bench_function("hs256_cold_cache_disabled", |b| {
         b.iter(|| uncached.authenticate(black_box(Some(&hs[..])), black_box(NOW)))
     });
