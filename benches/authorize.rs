@@ -15,17 +15,7 @@ use std::time::Duration;
 
 const MODEL: &str = include_str!("../policies/model.conf");
 const POLICY: &str = include_str!("../policies/policy.csv");
-const FIELDS: &[&str] = &[
-    "external_id",
-    "email",
-    "phone",
-    "name",
-    "birth_date",
-    "postcode",
-    "city",
-    "country",
-    "signup_at",
-];
+use custodian::pipeline::authorize::vocabulary::CUSTOMER_FIELDS as FIELDS;
 
 /// 200 roles x 50 permissions = 10,000 `p` rules, plus a role graph.
 fn generated(n_roles: usize, per_role: usize) -> Vec<PolicyRule> {
