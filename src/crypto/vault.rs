@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use sqlx::Row;
 use std::sync::Arc;
 
-use super::{BlindField, BlindIndexer, DataKey, FieldPlace, Keyring, MasterKey, Pseudonymizer};
+use super::{BlindField, BlindIndexer, FieldPlace, Keyring, MasterKey, Pseudonymizer};
 use crate::config::{Config, Mode};
 use crate::db::customers::{Profile, ProfileSealer, SealedProfile};
 use crate::db::Db;
@@ -119,25 +119,6 @@ impl Vault {
         value: &str,
     ) -> Option<[u8; super::BLIND_INDEX_LEN]> {
         self.blind.index(field, value)
-    }
-
-    /// Opens a customer's data key. An unknown KEK version means another
-    /// instance rotated: reload the versions from the store once and retry.
-    pub async fn open_dek(
-        &self,
-        db: &Db,
-        customer_id: i64,
-        kek_version: i64,
-        wrapped: &[u8],
-    ) -> anyhow::Result<DataKey> {
-        let version = u32::try_from(kek_version).context("data key: bad version")?;
-        if !self.keyring.load().versions().any(|v| v == version) {
-            self.refresh(db).await?;
-        }
-        self.keyring
-            .load()
-            .unwrap_dek(version, wrapped, customer_id)
-            .map_err(|e| anyhow::anyhow!("data key of customer {customer_id}: {e}"))
     }
 
     /// Re-reads the KEK versions from the store (after a rotation elsewhere).

@@ -160,18 +160,26 @@ async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let mut gate = Gate::new(&state, &caller, "customer", "read");
-    let outcome = async {
-        gate.authorize()?;
-        let row = customers::get_by_external_id(&state.db, &id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        gate.touch([row.id]);
-        gate.require_consent(row.id).await?;
-        let mut page = gate.sanitize_customers(std::slice::from_ref(&row)).await?;
-        page.pop().map(Json).ok_or(ApiError::NotFound)
-    }
-    .await;
+    let outcome = read_one(&state, &mut gate, &id).await.map(Json);
     gate.finish(outcome).await
+}
+
+/// Stages authorize → store → consent → sanitize for one customer; the
+/// caller finishes the gate. Shared with the benchmark baseline route so
+/// both do exactly the same work but for the audit event.
+pub(crate) async fn read_one(
+    state: &AppState,
+    gate: &mut Gate<'_>,
+    id: &str,
+) -> Result<Map<String, Value>, ApiError> {
+    gate.authorize()?;
+    let row = customers::get_by_external_id(&state.db, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    gate.touch([row.id]);
+    gate.require_consent(row.id).await?;
+    let mut page = gate.sanitize_customers(std::slice::from_ref(&row)).await?;
+    page.pop().ok_or(ApiError::NotFound)
 }
 
 /// A customer to create. Personal fields are encrypted before storage.

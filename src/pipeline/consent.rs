@@ -14,6 +14,7 @@ use sqlx::Row;
 use std::collections::HashSet;
 use utoipa::ToSchema;
 
+use crate::db::consents::NewConsentEvent;
 use crate::db::Db;
 
 /// Ids per look-up statement; bounds the size of one bound parameter.
@@ -171,35 +172,38 @@ pub async fn append(
     actor: &str,
     now: i64,
 ) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
-    let mut out = Vec::with_capacity(changes.len());
-    for c in changes {
-        let receipt_id = format!("cr_{}", uuid::Uuid::new_v4().simple());
-        let hash = c.evidence.as_ref().map(|e| {
-            ring::digest::digest(&ring::digest::SHA256, e.as_bytes())
-                .as_ref()
-                .to_vec()
-        });
-        sqlx::query(
-            "INSERT INTO consent_events (receipt_id, customer_id, purpose, granted, occurred_at, \
-             recorded_at, source, evidence, evidence_hash, actor) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&receipt_id)
-        .bind(customer_id)
-        .bind(&c.purpose)
-        .bind(i64::from(c.granted))
-        .bind(c.occurred_at)
-        .bind(now)
-        .bind(&c.source)
-        .bind(&c.evidence)
-        .bind(&hash)
-        .bind(actor)
-        .execute(&mut **tx)
+    let rows: Vec<NewConsentEvent> = changes
+        .iter()
+        .map(|c| NewConsentEvent {
+            receipt_id: format!("cr_{}", uuid::Uuid::new_v4().simple()),
+            customer_id,
+            purpose: c.purpose.clone(),
+            granted: c.granted,
+            occurred_at: c.occurred_at,
+            source: c.source.clone(),
+            evidence: c.evidence.clone(),
+            evidence_hash: c.evidence.as_ref().map(|e| {
+                ring::digest::digest(&ring::digest::SHA256, e.as_bytes())
+                    .as_ref()
+                    .to_vec()
+            }),
+            actor: actor.to_owned(),
+        })
+        .collect();
+    let created = crate::db::consents::insert_many(tx, &rows, now)
         .await
-        .context("appending consent event")?;
-        out.push((receipt_id, hash));
-    }
-    Ok(out)
+        .context("appending consent events")?;
+    // Receipt ids are fresh, so every row must be new; anything else would
+    // hand out a receipt for an event that was not recorded.
+    anyhow::ensure!(
+        created == rows.len() as u64,
+        "consent batch: {created} of {} events recorded",
+        rows.len()
+    );
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.receipt_id, r.evidence_hash))
+        .collect())
 }
 
 /// A ledger event by receipt id, with its customer's internal id.
