@@ -5,6 +5,9 @@
 //! `cargo bench --bench audit` (env `AUDIT_BENCH_EVENTS`, default 100000;
 //! `AUDIT_BENCH_PRODUCERS`, default 64).
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use custodian::clock::{SharedClock, SystemClock};
 use custodian::config::Config;
 use custodian::db::Db;

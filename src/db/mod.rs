@@ -66,6 +66,8 @@ pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
     url: String,
+    options: AnyConnectOptions,
+    acquire_timeout: Duration,
 }
 
 impl Db {
@@ -81,30 +83,40 @@ impl Db {
         }
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("database.url: cannot parse {}", redact_url(&url)))?;
-        let pool = AnyPoolOptions::new()
-            // SQLite allows one writer at a time; more connections only add
-            // lock waits, while readers still run in parallel under WAL.
-            .max_connections(match backend {
-                Backend::Sqlite => config.database.max_connections.min(8),
-                Backend::Postgres => config.database.max_connections,
-            })
-            .acquire_timeout(Duration::from_secs(config.database.connect_timeout_secs))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let acquire_timeout = Duration::from_secs(config.database.connect_timeout_secs);
+        // SQLite allows one writer at a time; more connections only add lock
+        // waits, while readers still run in parallel under WAL.
+        let size = match backend {
+            Backend::Sqlite => config.database.max_connections.min(8),
+            Backend::Postgres => config.database.max_connections,
+        };
+        let pool = pool_options(backend, size, acquire_timeout)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to the database at {}", redact_url(&url)))?;
-        Ok(Self { pool, backend, url })
+        Ok(Self {
+            pool,
+            backend,
+            url,
+            options,
+            acquire_timeout,
+        })
+    }
+
+    /// A separate pool of `size` connections to the same database, for a
+    /// task that must never queue behind request traffic for a connection
+    /// (the audit writer, which every request waits on). Connections are not
+    /// pinged before use: such a task drops a connection after any error.
+    pub async fn dedicated(&self, size: u32) -> anyhow::Result<Self> {
+        let pool = pool_options(self.backend, size, self.acquire_timeout)
+            .test_before_acquire(false)
+            .connect_with(self.options.clone())
+            .await
+            .with_context(|| format!("cannot connect to the database at {}", self.display_url()))?;
+        Ok(Self {
+            pool,
+            ..self.clone()
+        })
     }
 
     /// Applies pending migrations of this backend.
@@ -138,6 +150,29 @@ impl Db {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
+
+/// Pool settings shared by the main and the dedicated pools; on SQLite
+/// every connection gets WAL mode and the same pragmas.
+fn pool_options(backend: Backend, size: u32, acquire_timeout: Duration) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // temp_store: statement journals stay in memory instead
+                    // of a temp file per multi-row write.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                         PRAGMA temp_store = MEMORY;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Creates the data directory and checks it is writable, so a read-only

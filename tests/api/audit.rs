@@ -165,7 +165,9 @@ both_backends!(forged_insert_is_named, async |app: TestApp| {
         prev_hash: four.hash,
         hash,
     };
-    store::insert_batch(&app.state.db, &[forged]).await.unwrap();
+    store::insert_batch(&app.state.db.pool, app.state.db.backend, &[forged])
+        .await
+        .unwrap();
     assert_problem(&verify(&app, key).await, ProblemKind::Inserted, 5);
 });
 
@@ -185,7 +187,9 @@ both_backends!(reordered_rows_are_named, async |app: TestApp| {
     pair.swap(0, 1);
     pair[0].seq = 5;
     pair[1].seq = 6;
-    store::insert_batch(&app.state.db, &pair).await.unwrap();
+    store::insert_batch(&app.state.db.pool, app.state.db.backend, &pair)
+        .await
+        .unwrap();
     assert_problem(&verify(&app, key).await, ProblemKind::Reordered, 5);
 });
 
@@ -243,7 +247,9 @@ both_backends!(
             "DELETE FROM audit_events WHERE instance = 't' AND seq >= 5",
         )
         .await;
-        store::insert_batch(&app.state.db, &all).await.unwrap();
+        store::insert_batch(&app.state.db.pool, app.state.db.backend, &all)
+            .await
+            .unwrap();
         assert_problem(
             &verify(&app, key).await,
             ProblemKind::CheckpointMismatch,

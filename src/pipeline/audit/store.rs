@@ -10,12 +10,13 @@ use super::event::{to_hash, Action, AuditEvent, Decision, Hash, GENESIS};
 use super::key::Checkpoint;
 use crate::db::{Backend, Db};
 
-pub(crate) const COLUMNS: &str = "instance, seq, occurred_at, request_id, actor, roles, action, \
-     resource, customers, purpose, decision, reason, fields, status, records, prev_hash, hash";
-const PARAMS_PER_ROW: usize = 17;
-/// Rows per INSERT statement: 17 × 100 binds stays far below every
-/// backend's parameter limit.
-const ROWS_PER_STATEMENT: usize = 100;
+macro_rules! columns {
+    () => {
+        "instance, seq, occurred_at, request_id, actor, roles, action, resource, customers, \
+         purpose, decision, reason, fields, status, records, prev_hash, hash"
+    };
+}
+pub(crate) const COLUMNS: &str = columns!();
 
 /// An event as stored: its place in a chain plus the event itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,89 +110,126 @@ fn try_decode(row: &AnyRow) -> Result<StoredEvent, String> {
     })
 }
 
-/// Inserts a chained batch in one transaction (events plus the derived
-/// customer index). Either all rows are durable or none.
-pub async fn insert_batch(db: &Db, rows: &[StoredEvent]) -> anyhow::Result<()> {
-    let mut tx = db.pool.begin().await?;
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        insert_events(&mut tx, chunk, db.backend).await?;
-    }
-    let links: Vec<(&str, i64, i64)> = rows
-        .iter()
-        .flat_map(|r| {
-            r.event
-                .customers
-                .iter()
-                .map(|c| (r.instance.as_str(), r.seq, *c))
-        })
-        .collect();
-    for chunk in links.chunks(300) {
-        let mut sql =
-            String::from("INSERT INTO audit_event_customers (instance, seq, customer_id) VALUES ");
-        push_placeholders(&mut sql, chunk.len(), 3, db.backend);
-        let mut q = sqlx::query(&sql);
-        for (instance, seq, customer) in chunk {
-            q = q.bind(*instance).bind(*seq).bind(*customer);
-        }
-        q.execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-async fn insert_events(
-    tx: &mut Transaction<'_, Any>,
-    rows: &[StoredEvent],
+/// Inserts a chained batch: ONE statement with ONE parameter, whatever
+/// the batch size. The parameter is a JSON array with one array per event
+/// (see [`Wire`]); the statement unpacks it in the database and also fills
+/// the derived `audit_event_customers` index from each row's `customers`
+/// (on SQLite through a trigger, migration 0003). One statement is atomic on both backends
+/// without BEGIN/COMMIT, so a batch costs one round trip, and its fixed
+/// text is prepared once per connection (a `VALUES` list grows with the
+/// batch, so every batch size was a new statement to parse and plan).
+pub async fn insert_batch<'c, E>(
+    exec: E,
     backend: Backend,
-) -> anyhow::Result<()> {
-    let mut sql = format!("INSERT INTO audit_events ({COLUMNS}) VALUES ");
-    push_placeholders(&mut sql, rows.len(), PARAMS_PER_ROW, backend);
-    let mut q = sqlx::query(&sql);
-    for r in rows {
-        let e = &r.event;
-        q = q
-            .bind(r.instance.clone())
-            .bind(r.seq)
-            .bind(e.occurred_at)
-            .bind(e.request_id.clone())
-            .bind(e.actor.clone())
-            .bind(serde_json::to_string(&e.roles)?)
-            .bind(e.action.as_str().to_owned())
-            .bind(e.resource.clone())
-            .bind(serde_json::to_string(&e.customers)?)
-            .bind(e.purpose.clone())
-            .bind(e.decision.as_str())
-            .bind(e.reason.clone())
-            .bind(serde_json::to_string(&e.fields)?)
-            .bind(i64::from(e.status))
-            .bind(i64::try_from(e.records).unwrap_or(i64::MAX))
-            .bind(r.prev_hash.to_vec())
-            .bind(r.hash.to_vec());
-    }
-    q.execute(&mut **tx).await?;
+    rows: &[StoredEvent],
+) -> anyhow::Result<()>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    let wire: Vec<Wire<'_>> = rows.iter().map(Wire::of).collect();
+    let inserted = sqlx::query(match backend {
+        Backend::Sqlite => INSERT_SQLITE,
+        Backend::Postgres => INSERT_POSTGRES,
+    })
+    .bind(serde_json::to_string(&wire)?)
+    .execute(exec)
+    .await?
+    .rows_affected();
+    anyhow::ensure!(
+        usize::try_from(inserted).ok() == Some(rows.len()),
+        "audit batch: {inserted} of {} events inserted",
+        rows.len()
+    );
     Ok(())
 }
 
-/// `($1, $2), ($3, $4)` on PostgreSQL; `(?, ?), (?, ?)` on SQLite, where
-/// sqlx resolves every named parameter with `sqlite3_bind_parameter_name`,
-/// a linear scan: quadratic in the parameters of a batch insert (it showed
-/// in profiles of the writer), while anonymous ones bind in order.
-fn push_placeholders(sql: &mut String, rows: usize, per_row: usize, backend: Backend) {
-    use std::fmt::Write;
-    let mut n = 0;
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..per_row {
-            n += 1;
-            let sep = if c == 0 { "" } else { ", " };
-            let _ = match backend {
-                Backend::Postgres => write!(sql, "{sep}${n}"),
-                Backend::Sqlite => write!(sql, "{sep}?"),
-            };
-        }
-        sql.push(')');
+/// One event in the batch parameter, in [`COLUMNS`] order: JSON arrays stay
+/// JSON (they are stored as JSON text), hashes travel as hex.
+#[derive(Serialize)]
+struct Wire<'a>(
+    &'a str,
+    i64,
+    i64,
+    &'a str,
+    &'a str,
+    &'a [String],
+    &'a str,
+    &'a str,
+    &'a [i64],
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+    &'a [(String, crate::domain::Treatment)],
+    u16,
+    u64,
+    HexHash<'a>,
+    HexHash<'a>,
+);
+
+impl<'a> Wire<'a> {
+    fn of(r: &'a StoredEvent) -> Self {
+        let e = &r.event;
+        Wire(
+            &r.instance,
+            r.seq,
+            e.occurred_at,
+            &e.request_id,
+            &e.actor,
+            &e.roles,
+            e.action.as_str(),
+            &e.resource,
+            &e.customers,
+            e.purpose.as_deref(),
+            e.decision.as_str(),
+            &e.reason,
+            &e.fields,
+            e.status,
+            e.records,
+            HexHash(&r.prev_hash),
+            HexHash(&r.hash),
+        )
     }
 }
+
+struct HexHash<'a>(&'a Hash);
+
+impl Serialize for HexHash<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+/// `json_each` walks the outer array; the MATERIALIZED row array is
+/// rendered to text once per event (referring to `json_each.value` in
+/// every column re-rendered it per column). `->>` extracts SQL values,
+/// `->` keeps nested arrays as JSON text.
+const INSERT_SQLITE: &str = concat!(
+    "WITH b(n, v) AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+     INSERT INTO audit_events (",
+    columns!(),
+    ") SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v -> 5, v ->> 6, v ->> 7, v -> 8, \
+     v ->> 9, v ->> 10, v ->> 11, v -> 12, v ->> 13, v ->> 14, unhex(v ->> 15), unhex(v ->> 16) \
+     FROM b ORDER BY n"
+);
+
+/// jsonb is parsed once per batch (json would re-parse per `->>`). The
+/// customer index rows are inserted by the same statement (a trigger cost
+/// more than the insert it maintains); a data-modifying CTE always runs to
+/// completion, and the statement is atomic as a whole.
+const INSERT_POSTGRES: &str = concat!(
+    "WITH b AS (SELECT r, n FROM jsonb_array_elements(cast($1 AS jsonb)) WITH ORDINALITY AS t(r, n)), \
+     c AS (INSERT INTO audit_event_customers (customer_id, instance, seq) \
+     SELECT DISTINCT x.value::bigint, b.r ->> 0, (b.r ->> 1)::bigint \
+     FROM b CROSS JOIN LATERAL jsonb_array_elements_text(b.r -> 8) AS x(value)) \
+     INSERT INTO audit_events (",
+    columns!(),
+    ") SELECT r ->> 0, (r ->> 1)::bigint, (r ->> 2)::bigint, r ->> 3, r ->> 4, \
+     (r -> 5)::text, r ->> 6, r ->> 7, (r -> 8)::text, r ->> 9, r ->> 10, \
+     r ->> 11, (r -> 12)::text, (r ->> 13)::bigint, (r ->> 14)::bigint, \
+     decode(r ->> 15, 'hex'), decode(r ->> 16, 'hex') FROM b ORDER BY n"
+);
 
 /// The head of `instance`'s chain: the last event, or (when retention
 /// removed every event) the last checkpoint, or genesis `(0, zeros)`.
@@ -320,18 +358,5 @@ impl ReadRow {
             ReadRow::Ok(e) => e.seq,
             ReadRow::Bad { seq, .. } => *seq,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholders_are_numbered_across_rows() {
-        let mut s = String::new();
-        super::push_placeholders(&mut s, 2, 3, super::Backend::Postgres);
-        assert_eq!(s, "($1, $2, $3), ($4, $5, $6)");
-        let mut s = String::new();
-        super::push_placeholders(&mut s, 2, 2, super::Backend::Sqlite);
-        assert_eq!(s, "(?, ?), (?, ?)");
     }
 }

@@ -127,8 +127,10 @@ impl AuditWriter {
         let public_key = *signer.public_key();
         let instance = options.instance.clone();
         tracing::info!(instance = %instance, seq = head.0, key_id = public_key.key_id(), "audit chain loaded");
+        let store = db.dedicated(1).await?;
         let task = Task {
             db,
+            store,
             clock,
             signer,
             head: Some(head),
@@ -205,6 +207,9 @@ impl AuditWriter {
 
 struct Task {
     db: Db,
+    /// The writer's own one-connection pool: requests that wait for their
+    /// event never compete with request traffic for its connection.
+    store: Db,
     clock: SharedClock,
     signer: Signer,
     /// `None` after a failed batch: reload from the store before chaining.
@@ -264,33 +269,11 @@ impl Task {
     }
 
     async fn commit(&mut self, batch: Vec<(Box<AuditEvent>, Ack)>) {
-        let instance = self.options.instance.as_str();
-        let head = match self.head {
-            Some(head) => Ok(head),
-            None => store::chain_head(&self.db, instance).await,
-        };
-        let result = match head {
-            Ok((mut seq, mut prev)) => {
-                let now = self.clock.now_micros();
-                let mut rows = Vec::with_capacity(batch.len());
-                for (event, _) in &batch {
-                    let mut event = AuditEvent::clone(event);
-                    event.occurred_at = now;
-                    seq += 1;
-                    let hash = event.chain_hash(instance, seq, &prev);
-                    rows.push(StoredEvent {
-                        instance: instance.to_owned(),
-                        seq,
-                        event,
-                        prev_hash: prev,
-                        hash,
-                    });
-                    prev = hash;
-                }
-                store::insert_batch(&self.db, &rows)
-                    .await
-                    .map(|()| (rows, (seq, prev)))
-            }
+        let instance = self.options.instance.clone();
+        let (events, acks): (Vec<AuditEvent>, Vec<Ack>) =
+            batch.into_iter().map(|(event, ack)| (*event, ack)).unzip();
+        let result = match self.chain(&instance, events).await {
+            Ok((rows, head)) => self.insert(&rows).await.map(|()| (rows, head)),
             Err(e) => Err(e),
         };
         match result {
@@ -304,7 +287,7 @@ impl Task {
                 metrics::counter!("custodian_audit_batches_total").increment(1);
                 metrics::counter!("custodian_audit_events_total")
                     .increment(u64::try_from(rows.len()).unwrap_or(0));
-                for ((_, ack), row) in batch.into_iter().zip(rows) {
+                for (ack, row) in acks.into_iter().zip(rows) {
                     let _ = ack.send(Ok(Receipt {
                         seq: row.seq,
                         hash: row.hash,
@@ -315,7 +298,7 @@ impl Task {
                 // The database message may name columns, never event content.
                 tracing::error!(
                     instance,
-                    events = batch.len(),
+                    events = acks.len(),
                     error = format!("{e:#}"),
                     "audit write failed; failing the requests closed"
                 );
@@ -323,11 +306,54 @@ impl Task {
                 self.shared.healthy.store(false, Ordering::Release);
                 metrics::gauge!("custodian_audit_healthy").set(0.0);
                 metrics::counter!("custodian_audit_failed_batches_total").increment(1);
-                for (_, ack) in batch {
+                for ack in acks {
                     let _ = ack.send(Err(AuditUnavailable::WriteFailed));
                 }
             }
         }
+    }
+
+    /// Stamps and chains the batch after the current head (reloaded from
+    /// the store after a failure). Returns the rows and the new head.
+    async fn chain(
+        &self,
+        instance: &str,
+        events: Vec<AuditEvent>,
+    ) -> anyhow::Result<(Vec<StoredEvent>, (i64, Hash))> {
+        let (mut seq, mut prev) = match self.head {
+            Some(head) => head,
+            None => store::chain_head(&self.db, instance).await?,
+        };
+        let now = self.clock.now_micros();
+        let rows = events
+            .into_iter()
+            .map(|mut event| {
+                event.occurred_at = now;
+                seq += 1;
+                let hash = event.chain_hash(instance, seq, &prev);
+                let row = StoredEvent {
+                    instance: instance.to_owned(),
+                    seq,
+                    event,
+                    prev_hash: prev,
+                    hash,
+                };
+                prev = hash;
+                row
+            })
+            .collect();
+        Ok((rows, (seq, prev)))
+    }
+
+    /// One statement on the writer's own connection. A connection that
+    /// failed is closed rather than reused, so the next batch starts clean.
+    async fn insert(&self, rows: &[StoredEvent]) -> anyhow::Result<()> {
+        let mut conn = self.store.pool.acquire().await?;
+        let result = store::insert_batch(&mut *conn, self.store.backend, rows).await;
+        if result.is_err() {
+            conn.close_on_drop();
+        }
+        result
     }
 
     /// Signs the current head if events were added since the last checkpoint.
