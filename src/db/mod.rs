@@ -13,6 +13,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod bulk;
@@ -68,6 +69,8 @@ pub struct Db {
     url: String,
     options: AnyConnectOptions,
     acquire_timeout: Duration,
+    /// SQLite: the audit trail's own database file, attached as `audit`.
+    audit_file: Option<Arc<str>>,
 }
 
 impl Db {
@@ -84,13 +87,17 @@ impl Db {
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("database.url: cannot parse {}", redact_url(&url)))?;
         let acquire_timeout = Duration::from_secs(config.database.connect_timeout_secs);
+        let audit_file = match backend {
+            Backend::Sqlite => Some(Arc::from(sqlite_audit_file(&url)?)),
+            Backend::Postgres => None,
+        };
         // SQLite allows one writer at a time; more connections only add lock
         // waits, while readers still run in parallel under WAL.
         let size = match backend {
             Backend::Sqlite => config.database.max_connections.min(8),
             Backend::Postgres => config.database.max_connections,
         };
-        let pool = pool_options(backend, size, acquire_timeout)
+        let pool = pool_options(backend, size, acquire_timeout, audit_file.clone())
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to the database at {}", redact_url(&url)))?;
@@ -100,6 +107,7 @@ impl Db {
             url,
             options,
             acquire_timeout,
+            audit_file,
         })
     }
 
@@ -108,11 +116,16 @@ impl Db {
     /// (the audit writer, which every request waits on). Connections are not
     /// pinged before use: such a task drops a connection after any error.
     pub async fn dedicated(&self, size: u32) -> anyhow::Result<Self> {
-        let pool = pool_options(self.backend, size, self.acquire_timeout)
-            .test_before_acquire(false)
-            .connect_with(self.options.clone())
-            .await
-            .with_context(|| format!("cannot connect to the database at {}", self.display_url()))?;
+        let pool = pool_options(
+            self.backend,
+            size,
+            self.acquire_timeout,
+            self.audit_file.clone(),
+        )
+        .test_before_acquire(false)
+        .connect_with(self.options.clone())
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", self.display_url()))?;
         Ok(Self {
             pool,
             ..self.clone()
@@ -152,13 +165,25 @@ impl Db {
     }
 }
 
-/// Pool settings shared by the main and the dedicated pools; on SQLite
-/// every connection gets WAL mode and the same pragmas.
-fn pool_options(backend: Backend, size: u32, acquire_timeout: Duration) -> AnyPoolOptions {
+/// Pool settings shared by the main and the dedicated pools. On SQLite
+/// every connection gets WAL mode, the same pragmas, and the audit trail's
+/// file attached as schema `audit`: it has its own WAL and its own write
+/// lock, so the audit writer never waits behind a data write (which is
+/// what lets a write commit only after its event, as on PostgreSQL), and
+/// audit commits do not invalidate the readers' cache of the data file.
+/// Unqualified table names resolve across both files, so queries do not
+/// name the schema.
+fn pool_options(
+    backend: Backend,
+    size: u32,
+    acquire_timeout: Duration,
+    audit_file: Option<Arc<str>>,
+) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(acquire_timeout)
         .after_connect(move |conn, _meta| {
+            let audit_file = audit_file.clone();
             Box::pin(async move {
                 if backend == Backend::Sqlite {
                     // temp_store: statement journals stay in memory instead
@@ -169,10 +194,44 @@ fn pool_options(backend: Backend, size: u32, acquire_timeout: Duration) -> AnyPo
                          PRAGMA temp_store = MEMORY;",
                     )
                     .await?;
+                    if let Some(file) = audit_file {
+                        sqlx::query("ATTACH DATABASE $1 AS audit")
+                            .bind(file.to_string())
+                            .execute(&mut *conn)
+                            .await?;
+                        conn.execute(
+                            "PRAGMA audit.journal_mode = WAL; PRAGMA audit.synchronous = NORMAL;",
+                        )
+                        .await?;
+                    }
                 }
                 Ok(())
             })
         })
+}
+
+/// The audit trail's file beside a SQLite database file:
+/// `…/custodian.db` → `…/custodian.audit.db`.
+fn sqlite_audit_file(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = Path::new(rest.split('?').next().unwrap_or_default());
+    let stem = path.file_stem().map(|s| s.to_string_lossy());
+    match stem {
+        Some(stem) if !stem.is_empty() && !stem.starts_with(':') => {
+            let name = match path.extension() {
+                Some(ext) => format!("{stem}.audit.{}", ext.to_string_lossy()),
+                None => format!("{stem}.audit"),
+            };
+            Ok(path.with_file_name(name).to_string_lossy().into_owned())
+        }
+        _ => anyhow::bail!(
+            "database.url: SQLite needs a database file (the audit trail is kept in a second \
+             file beside it); in-memory databases are not supported"
+        ),
+    }
 }
 
 /// Creates the data directory and checks it is writable, so a read-only
@@ -185,4 +244,23 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("data_dir {}: directory is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_audit_file;
+
+    #[test]
+    fn the_audit_file_sits_beside_the_database_file() {
+        assert_eq!(
+            sqlite_audit_file("sqlite:///var/lib/custodian/custodian.db?mode=rwc").unwrap(),
+            "/var/lib/custodian/custodian.audit.db"
+        );
+        assert_eq!(
+            sqlite_audit_file("sqlite:data/shop").unwrap(),
+            "data/shop.audit"
+        );
+        assert!(sqlite_audit_file("sqlite::memory:").is_err());
+        assert!(sqlite_audit_file("sqlite://").is_err());
+    }
 }

@@ -330,31 +330,20 @@ impl<'a> Gate<'a> {
     /// Commits this request's write together with its allow event. Set the
     /// final status and the customers touched before calling it.
     ///
-    /// On PostgreSQL the event is made durable first: a change never lands
-    /// without its event, and if the trail cannot record, the transaction is
-    /// rolled back and the request fails with 503 having changed nothing.
-    /// SQLite allows one writer at a time, so the audit writer would wait
-    /// behind this open transaction: there the write commits first and the
-    /// event follows (a failed record still answers 503, but the change
-    /// stands; SECURITY.md lists this).
+    /// The event is made durable first: a change never lands without its
+    /// event, and if the trail cannot record, the transaction is rolled back
+    /// and the request fails with 503 having changed nothing. (On SQLite
+    /// the trail lives in its own attached file with its own write lock,
+    /// so the writer does not wait behind this open transaction.)
     pub async fn commit_audited(
         &mut self,
         tx: sqlx::Transaction<'_, sqlx::Any>,
     ) -> Result<(), ApiError> {
         let event = self.event_for::<()>(&Ok(()));
-        match self.state.db.backend {
-            crate::db::Backend::Postgres => {
-                // On error `tx` is dropped here, which rolls it back.
-                self.state.audit.record(event).await?;
-                self.recorded = true;
-                tx.commit().await?;
-            }
-            crate::db::Backend::Sqlite => {
-                tx.commit().await?;
-                self.state.audit.record(event).await?;
-                self.recorded = true;
-            }
-        }
+        // On error `tx` is dropped here, which rolls it back.
+        self.state.audit.record(event).await?;
+        self.recorded = true;
+        tx.commit().await?;
         Ok(())
     }
 

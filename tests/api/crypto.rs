@@ -180,10 +180,16 @@ both_backends!(
         assert!(contains(&raw, "Lisbon"));
 
         if app.backend == Backend::Sqlite {
-            // The database file and its write-ahead log, byte for byte.
+            // The database files (data and audit trail) and their
+            // write-ahead logs, byte for byte.
             let dir = &app.config.data_dir;
             let mut files = 0;
-            for name in ["custodian.db", "custodian.db-wal"] {
+            for name in [
+                "custodian.db",
+                "custodian.db-wal",
+                "custodian.audit.db",
+                "custodian.audit.db-wal",
+            ] {
                 let path = dir.join(name);
                 if let Ok(bytes) = std::fs::read(&path) {
                     files += 1;
@@ -192,7 +198,7 @@ both_backends!(
                     }
                 }
             }
-            assert!(files >= 1);
+            assert!(files >= 2, "data and audit files");
         }
     }
 );

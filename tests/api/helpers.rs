@@ -297,7 +297,7 @@ impl TestApp {
         match self.backend {
             Backend::Sqlite => {
                 self.exec(
-                    "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                    "CREATE TRIGGER audit.audit_refuse BEFORE INSERT ON audit_events \
                      BEGIN SELECT RAISE(ABORT, 'refused'); END",
                 )
                 .await
@@ -320,7 +320,7 @@ impl TestApp {
     /// Undoes [`TestApp::refuse_audit_inserts`].
     pub async fn allow_audit_inserts(&self) {
         self.exec(match self.backend {
-            Backend::Sqlite => "DROP TRIGGER audit_refuse",
+            Backend::Sqlite => "DROP TRIGGER audit.audit_refuse",
             Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
         })
         .await;
