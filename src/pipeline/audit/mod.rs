@@ -59,8 +59,10 @@
 //! window, and copying checkpoints off the database host closes it. A
 //! rewrite that re-hashes events before a checkpoint is reported at the
 //! checkpoint (`checkpoint_mismatch`), not at the first edited event. The
-//! `audit_event_customers` table is a derived index for the customer filter
-//! and is not covered by the chain. Events hold ids (subject, customer ids,
+//! `audit_event_customers` table is a derived index for the customer filter,
+//! filled by the statement that inserts the events, and is not covered by
+//! the chain. On SQLite the audit tables live in their own file, attached
+//! as schema `audit` (see `db`). Events hold ids (subject, customer ids,
 //! field names), never personal values or tokens.
 
 pub mod event;
