@@ -4,6 +4,9 @@
 -- The index table is keyed by customer first: one B-tree per event instead
 -- of two (primary key and customer index), and the customer filter is a
 -- prefix scan of the key.
+-- Instances still running the previous version keep inserting while this
+-- runs: lock them out until the copy and the swap commit.
+LOCK TABLE audit_event_customers IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE audit_event_customers_v2 (
     customer_id     BIGINT  NOT NULL,
     instance        TEXT    NOT NULL,

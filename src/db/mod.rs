@@ -199,8 +199,12 @@ fn pool_options(
                             .bind(file.to_string())
                             .execute(&mut *conn)
                             .await?;
+                        // FULL: the trail's WAL is synced at every commit.
+                        // A write commits after its event and data leaves
+                        // after it, so an operating-system crash must not
+                        // lose an acknowledged event (NORMAL could).
                         conn.execute(
-                            "PRAGMA audit.journal_mode = WAL; PRAGMA audit.synchronous = NORMAL;",
+                            "PRAGMA audit.journal_mode = WAL; PRAGMA audit.synchronous = FULL;",
                         )
                         .await?;
                     }
@@ -211,26 +215,30 @@ fn pool_options(
 }
 
 /// The audit trail's file beside a SQLite database file:
-/// `…/custodian.db` → `…/custodian.audit.db`.
+/// `…/custodian.db` → `…/custodian.audit.db`. The path is the one sqlx
+/// opens (percent-decoded); in-memory databases are refused.
 fn sqlite_audit_file(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    let path = Path::new(rest.split('?').next().unwrap_or_default());
-    let stem = path.file_stem().map(|s| s.to_string_lossy());
+    let refuse = || {
+        anyhow::anyhow!(
+            "database.url: SQLite needs a database file (the audit trail is kept in a second \
+             file beside it); in-memory databases are not supported"
+        )
+    };
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+        .with_context(|| format!("database.url: cannot parse {}", redact_url(url)))?;
+    let path = options.get_filename();
+    let in_memory =
+        url.contains("mode=memory") || path.to_string_lossy().starts_with("file:sqlx-in-memory");
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
     match stem {
-        Some(stem) if !stem.is_empty() && !stem.starts_with(':') => {
+        Some(stem) if !in_memory && !stem.is_empty() && !stem.starts_with(':') => {
             let name = match path.extension() {
                 Some(ext) => format!("{stem}.audit.{}", ext.to_string_lossy()),
                 None => format!("{stem}.audit"),
             };
             Ok(path.with_file_name(name).to_string_lossy().into_owned())
         }
-        _ => anyhow::bail!(
-            "database.url: SQLite needs a database file (the audit trail is kept in a second \
-             file beside it); in-memory databases are not supported"
-        ),
+        _ => Err(refuse()),
     }
 }
 

@@ -446,6 +446,14 @@ both_backends!(pruning_keeps_the_rest_verifiable, async |app: TestApp| {
         .unwrap();
     assert_eq!(report.removed, 12);
     assert_eq!(report.anchors, vec![(CHAIN.to_owned(), 12)]);
+    // The customer index lost exactly the pruned events' rows.
+    let linked: Vec<i64> = sqlx::query_scalar(
+        "SELECT customer_id FROM audit_event_customers WHERE instance = 't' ORDER BY customer_id",
+    )
+    .fetch_all(&app.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(linked, (13..=20).collect::<Vec<i64>>());
     w.record(event(21)).await.unwrap();
     w.shutdown().await;
     let keys = [key, wkey, *app.state.audit.public_key()];

@@ -352,8 +352,9 @@ impl Builder {
         self
     }
 
+    /// Clamped to `i64::MAX`, the largest count both stores hold exactly.
     pub fn records(mut self, n: u64) -> Self {
-        self.0.records = n;
+        self.0.records = n.min(i64::MAX.unsigned_abs());
         self
     }
 

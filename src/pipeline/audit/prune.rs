@@ -10,7 +10,19 @@
 use super::event::to_hash;
 use super::key::Signer;
 use super::store;
-use crate::db::Db;
+use crate::db::{Backend, Db};
+
+/// The customer index is keyed by customer first; its rows for the pruned
+/// events are found through the events' own `customers` lists, so the
+/// delete is key look-ups, not a scan of the whole index (which would hold
+/// the trail's write lock, and with it every gated request, meanwhile).
+const UNLINK_SQLITE: &str = "DELETE FROM audit_event_customers \
+     WHERE (customer_id, instance, seq) IN (SELECT c.value, e.instance, e.seq \
+     FROM audit_events e, json_each(e.customers) c WHERE e.instance = $1 AND e.seq <= $2)";
+const UNLINK_POSTGRES: &str = "DELETE FROM audit_event_customers \
+     WHERE (customer_id, instance, seq) IN (SELECT c.value::bigint, e.instance, e.seq \
+     FROM audit_events e, jsonb_array_elements_text(e.customers::jsonb) c \
+     WHERE e.instance = $1 AND e.seq <= $2)";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -46,11 +58,14 @@ pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::R
         let checkpoint = signer.sign(&instance, cut, hash, now);
         let mut tx = db.pool.begin().await?;
         store::insert_checkpoint_tx(&mut tx, &checkpoint).await?;
-        sqlx::query("DELETE FROM audit_event_customers WHERE instance = $1 AND seq <= $2")
-            .bind(&instance)
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(match db.backend {
+            Backend::Sqlite => UNLINK_SQLITE,
+            Backend::Postgres => UNLINK_POSTGRES,
+        })
+        .bind(&instance)
+        .bind(cut)
+        .execute(&mut *tx)
+        .await?;
         let removed = sqlx::query("DELETE FROM audit_events WHERE instance = $1 AND seq <= $2")
             .bind(&instance)
             .bind(cut)

@@ -129,7 +129,6 @@ impl AuditWriter {
         tracing::info!(instance = %instance, seq = head.0, key_id = public_key.key_id(), "audit chain loaded");
         let store = db.dedicated(1).await?;
         let task = Task {
-            db,
             store,
             clock,
             signer,
@@ -205,10 +204,19 @@ impl AuditWriter {
     }
 }
 
+/// Whether an error means the connection broke (not that the database
+/// refused the statement).
+fn connection_lost(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_))
+    )
+}
+
 struct Task {
-    db: Db,
-    /// The writer's own one-connection pool: requests that wait for their
-    /// event never compete with request traffic for its connection.
+    /// The writer's own one-connection pool, for everything it does:
+    /// requests hold pooled connections while they wait for their event,
+    /// so the writer must never need one of those.
     store: Db,
     clock: SharedClock,
     signer: Signer,
@@ -322,7 +330,7 @@ impl Task {
     ) -> anyhow::Result<(Vec<StoredEvent>, (i64, Hash))> {
         let (mut seq, mut prev) = match self.head {
             Some(head) => head,
-            None => store::chain_head(&self.db, instance).await?,
+            None => store::chain_head(&self.store, instance).await?,
         };
         let now = self.clock.now_micros();
         let rows = events
@@ -346,8 +354,23 @@ impl Task {
     }
 
     /// One statement on the writer's own connection. A connection that
-    /// failed is closed rather than reused, so the next batch starts clean.
+    /// failed is closed rather than reused; when the failure was the
+    /// connection itself (a database restart or failover), the batch is
+    /// tried once more on a fresh one. That is safe: if the first attempt
+    /// did commit, the retry hits the `(instance, seq)` key and the batch
+    /// fails closed, and the head is reloaded from the store.
     async fn insert(&self, rows: &[StoredEvent]) -> anyhow::Result<()> {
+        let first = self.insert_once(rows).await;
+        match &first {
+            Err(e) if connection_lost(e) => {
+                tracing::warn!("audit store connection lost; retrying the batch once");
+                self.insert_once(rows).await
+            }
+            _ => first,
+        }
+    }
+
+    async fn insert_once(&self, rows: &[StoredEvent]) -> anyhow::Result<()> {
         let mut conn = self.store.pool.acquire().await?;
         let result = store::insert_batch(&mut *conn, self.store.backend, rows).await;
         if result.is_err() {
@@ -365,7 +388,7 @@ impl Task {
         let cp = self
             .signer
             .sign(&self.options.instance, seq, hash, self.clock.now_micros());
-        match store::insert_checkpoint(&self.db, &cp).await {
+        match store::insert_checkpoint(&self.store, &cp).await {
             Ok(()) => {
                 self.last_checkpoint = seq;
                 metrics::counter!("custodian_audit_checkpoints_total").increment(1);
