@@ -114,10 +114,10 @@ fn try_decode(row: &AnyRow) -> Result<StoredEvent, String> {
 /// the batch size. The parameter is a JSON array with one array per event
 /// (see [`Wire`]); the statement unpacks it in the database and also fills
 /// the derived `audit_event_customers` index from each row's `customers`
-/// (on SQLite through a trigger, migration 0003). One statement is atomic on both backends
-/// without BEGIN/COMMIT, so a batch costs one round trip, and its fixed
-/// text is prepared once per connection (a `VALUES` list grows with the
-/// batch, so every batch size was a new statement to parse and plan).
+/// (on SQLite through a trigger, migration 0003). One statement is atomic
+/// on both backends without BEGIN/COMMIT, so a batch costs one round trip,
+/// and its fixed text is prepared once per connection (a `VALUES` list
+/// grows with the batch: every batch size was a new statement to plan).
 pub async fn insert_batch<'c, E>(
     exec: E,
     backend: Backend,
