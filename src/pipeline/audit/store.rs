@@ -1,6 +1,6 @@
-//! The audit tables: encoding events into rows and back, the multi-row
-//! batch insert of the writer, chain heads, checkpoints and seq-ordered
-//! paging. Everything here is portable SQL through the `Any` pool.
+//! The audit tables: encoding events into rows and back, the writer's
+//! one-statement batch insert (one SQL text per backend), chain heads,
+//! checkpoints and seq-ordered paging, through the `Any` driver.
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
