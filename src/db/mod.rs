@@ -218,12 +218,6 @@ fn pool_options(
 /// `…/custodian.db` → `…/custodian.audit.db`. The path is the one sqlx
 /// opens (percent-decoded); in-memory databases are refused.
 fn sqlite_audit_file(url: &str) -> anyhow::Result<String> {
-    let refuse = || {
-        anyhow::anyhow!(
-            "database.url: SQLite needs a database file (the audit trail is kept in a second \
-             file beside it); in-memory databases are not supported"
-        )
-    };
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
         .with_context(|| format!("database.url: cannot parse {}", redact_url(url)))?;
     let path = options.get_filename();
@@ -238,7 +232,10 @@ fn sqlite_audit_file(url: &str) -> anyhow::Result<String> {
             };
             Ok(path.with_file_name(name).to_string_lossy().into_owned())
         }
-        _ => Err(refuse()),
+        _ => anyhow::bail!(
+            "database.url: SQLite needs a database file (the audit trail is kept in a second \
+             file beside it); in-memory databases are not supported"
+        ),
     }
 }
 
@@ -268,7 +265,13 @@ mod tests {
             sqlite_audit_file("sqlite:data/shop").unwrap(),
             "data/shop.audit"
         );
+        // The path sqlx opens, percent-decoded.
+        assert_eq!(
+            sqlite_audit_file("sqlite:///tmp/my%20shop/c.db").unwrap(),
+            "/tmp/my shop/c.audit.db"
+        );
         assert!(sqlite_audit_file("sqlite::memory:").is_err());
+        assert!(sqlite_audit_file("sqlite://shop.db?mode=memory").is_err());
         assert!(sqlite_audit_file("sqlite://").is_err());
     }
 }

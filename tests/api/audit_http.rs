@@ -217,10 +217,12 @@ both_backends!(
     }
 );
 
-/// Checkpoints every 5 events, so an export carries signatures to check.
-async fn spawn_checkpointing(backend: Backend) -> Option<TestApp> {
-    spawn_app_with(backend, |c| c.audit.checkpoint_every_events = 5).await
-}
+// Checkpoints every 5 events, so an export carries signatures to check.
+both_backends!(
+    export_verifies_offline_with_the_served_key,
+    config: |c: &mut custodian::config::Config| c.audit.checkpoint_every_events = 5,
+    exported_trail_verifies_offline
+);
 
 async fn exported_trail_verifies_offline(app: TestApp) {
     assert_eq!(app.create_customer(customer("C-1")).await.status(), 201);
@@ -279,22 +281,6 @@ async fn exported_trail_verifies_offline(app: TestApp) {
     assert_eq!(csv.lines().count(), 1 + 8, "{csv}");
     let r = officer(&app, Method::GET, "/v1/audit/export?format=xml").await;
     assert_eq!(r.status(), 400);
-}
-
-mod export_verifies_offline_with_the_served_key {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        exported_trail_verifies_offline(spawn_checkpointing(Backend::Sqlite).await.unwrap()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        if let Some(app) = spawn_checkpointing(Backend::Postgres).await {
-            exported_trail_verifies_offline(app).await;
-        }
-    }
 }
 
 both_backends!(verify_names_a_tampered_seq, async |app: TestApp| {

@@ -211,51 +211,40 @@ both_backends!(
     }
 );
 
-/// On PostgreSQL a write commits only after its audit event is durable, so
-/// each waiting write holds a pooled connection. The audit writer has a
-/// connection of its own: a pool fully held by waiting writes must not
-/// starve it (when the writer shared the pool, a one-connection pool
-/// deadlocked until the acquire timeout and every write failed 503).
-async fn concurrent_writes_with_a_tiny_pool(backend: Backend) {
-    let Some(app) = spawn_app_with(backend, |c| {
+// On PostgreSQL a write commits only after its audit event is durable, so
+// each waiting write holds a pooled connection. The audit writer has a
+// connection of its own: a pool fully held by waiting writes must not
+// starve it (when the writer shared the pool, a one-connection pool
+// deadlocked until the acquire timeout and every write failed 503).
+both_backends!(
+    concurrent_writes_do_not_starve_the_audit_writer,
+    config: |c: &mut custodian::config::Config| {
         c.database.max_connections = 1;
         c.database.connect_timeout_secs = 2;
-    })
-    .await
-    else {
-        return;
-    };
-    let app = std::sync::Arc::new(app);
-    let writes = (0..12).map(|i| {
-        let app = app.clone();
-        tokio::spawn(async move {
-            app.create_customer(json!({ "external_id": format!("T-{i}"), "city": "Leeds" }))
-                .await
-                .status()
-                .as_u16()
-        })
-    });
-    let started = std::time::Instant::now();
-    for w in writes {
-        assert_eq!(w.await.unwrap(), 201);
+    },
+    async |app: TestApp| {
+        let app = std::sync::Arc::new(app);
+        let writes = (0..12).map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.create_customer(json!({ "external_id": format!("T-{i}"), "city": "Leeds" }))
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        });
+        let started = std::time::Instant::now();
+        for w in writes {
+            assert_eq!(w.await.unwrap(), 201);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            app.audit_rows().await.iter().filter(|r| r.3 == 201).count(),
+            12
+        );
     }
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        app.audit_rows().await.iter().filter(|r| r.3 == 201).count(),
-        12
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_do_not_starve_the_audit_writer_sqlite() {
-    concurrent_writes_with_a_tiny_pool(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_do_not_starve_the_audit_writer_postgres() {
-    concurrent_writes_with_a_tiny_pool(Backend::Postgres).await;
-}
+);

@@ -193,24 +193,31 @@ impl PgDatabase {
 }
 
 /// Declares one test that runs against both backends:
-/// `both_backends!(name, async |app: TestApp| { ... });`
+/// `both_backends!(name, async |app: TestApp| { ... });`, or with the
+/// configuration adjusted first:
+/// `both_backends!(name, config: |c: &mut Config| ..., async |app: TestApp| { ... });`
 #[macro_export]
 macro_rules! both_backends {
     ($name:ident, $body:expr) => {
+        $crate::both_backends!($name, config: |_: &mut custodian::config::Config| {}, $body);
+    };
+    ($name:ident, config: $adjust:expr, $body:expr) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite)
-                    .await
-                    .unwrap();
+                let app =
+                    $crate::helpers::spawn_app_with($crate::helpers::Backend::Sqlite, $adjust)
+                        .await
+                        .unwrap();
                 ($body)(app).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if let Some(app) =
-                    $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await
+                    $crate::helpers::spawn_app_with($crate::helpers::Backend::Postgres, $adjust)
+                        .await
                 {
                     ($body)(app).await;
                 }

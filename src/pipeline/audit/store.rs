@@ -56,7 +56,10 @@ pub(crate) mod hex_hash {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(h))
+        // On the stack: the writer encodes two hashes per event.
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(h, &mut buf).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
@@ -162,8 +165,8 @@ struct Wire<'a>(
     &'a [(String, crate::domain::Treatment)],
     u16,
     u64,
-    HexHash<'a>,
-    HexHash<'a>,
+    #[serde(with = "hex_hash")] Hash,
+    #[serde(with = "hex_hash")] Hash,
 );
 
 impl<'a> Wire<'a> {
@@ -185,19 +188,9 @@ impl<'a> Wire<'a> {
             &e.fields,
             e.status,
             e.records,
-            HexHash(&r.prev_hash),
-            HexHash(&r.hash),
+            r.prev_hash,
+            r.hash,
         )
-    }
-}
-
-struct HexHash<'a>(&'a Hash);
-
-impl Serialize for HexHash<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut buf).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
     }
 }
 

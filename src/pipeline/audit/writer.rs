@@ -5,10 +5,10 @@
 //! drains whatever is queued (up to `audit.max_batch`) into one statement
 //! (one transaction) on its own connection, chaining the events in order,
 //! then acknowledges every waiter at once: many concurrent requests share
-//! one commit. If the transaction fails, every
-//! waiter gets [`AuditUnavailable`], the in-memory head is discarded (and
-//! reloaded from the store before the next batch), and the writer reports
-//! unhealthy until a later batch commits. A full queue also fails closed.
+//! one commit. If the transaction fails, every waiter gets
+//! [`AuditUnavailable`], the in-memory head is discarded (and reloaded from
+//! the store before the next batch), and the writer reports unhealthy until
+//! a later batch commits. A full queue also fails closed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -281,10 +281,12 @@ impl Task {
         let instance = self.options.instance.clone();
         let (events, acks): (Vec<AuditEvent>, Vec<Ack>) =
             batch.into_iter().map(|(event, ack)| (*event, ack)).unzip();
-        let result = match self.chain(&instance, events).await {
-            Ok((rows, head)) => self.insert(&rows).await.map(|()| (rows, head)),
-            Err(e) => Err(e),
-        };
+        let result = async {
+            let (rows, head) = self.chain(&instance, events).await?;
+            self.insert(&rows).await?;
+            anyhow::Ok((rows, head))
+        }
+        .await;
         match result {
             Ok((rows, head)) => {
                 self.head = Some(head);
