@@ -141,7 +141,7 @@ async fn tail(config: Config, interval_ms: u64) -> anyhow::Result<()> {
         for (instance, head) in store::chain_heads(&db).await? {
             let mut after = seen.get(&instance).copied().unwrap_or(0);
             while after < head {
-                let rows = store::events_after(&db, &instance, after, 1000).await?;
+                let rows = store::events_after(&db, &instance, after, 100).await?;
                 let Some(last) = rows.last().map(store::ReadRow::seq) else {
                     break;
                 };

@@ -138,7 +138,11 @@ impl Db {
             .migrator()
             .run(&self.pool)
             .await
-            .context("database migration failed")
+            .context("database migration failed")?;
+        // Migration 0004: a data step SQL cannot express.
+        crate::pipeline::audit::store::move_legacy_events(self)
+            .await
+            .context("moving audit events into blocks failed")
     }
 
     /// Ready means: the database answers and every embedded migration is applied.

@@ -120,76 +120,154 @@ both_backends!(intact_chain_verifies_with_counts, async |app: TestApp| {
     assert_problem(&verify(&app, key).await, ProblemKind::BadSignature, 26);
 });
 
-both_backends!(edited_row_is_named_modified, async |app: TestApp| {
-    let key = chain_of_25(&app).await;
+async fn edit_block(app: &TestApp, seq: i64, edit: impl FnOnce(&mut Vec<StoredEvent>)) {
+    app.edit_audit_block(CHAIN, seq, edit).await;
+}
+
+async fn set_block_bytes(app: &TestApp, first_seq: i64, bytes: Vec<u8>) {
+    app.set_audit_block_bytes(CHAIN, first_seq, bytes).await;
+}
+
+/// Replaces chain `t` with `edit` applied to its events (re-stored as
+/// blocks, one per run of equal times).
+async fn rewrite_chain(app: &TestApp, edit: impl FnOnce(&mut Vec<StoredEvent>)) {
+    let mut all = rows(app, 0, 1000).await;
+    edit(&mut all);
     exec(
-        &app,
-        "UPDATE audit_events SET actor = 'x' WHERE instance = 't' AND seq = 5",
+        app,
+        "DELETE FROM audit_event_customers WHERE instance = 't'",
     )
+    .await;
+    exec(app, "DELETE FROM audit_blocks WHERE instance = 't'").await;
+    store::insert_batch(&app.state.db.pool, app.state.db.backend, &all)
+        .await
+        .unwrap();
+}
+
+both_backends!(edited_event_is_named_modified, async |app: TestApp| {
+    let key = chain_of_25(&app).await;
+    edit_block(&app, 5, |events| {
+        let e = events.iter_mut().find(|e| e.seq == 5).unwrap();
+        e.event.actor = "x".into();
+    })
     .await;
     assert_problem(&verify(&app, key).await, ProblemKind::Modified, 5);
 });
 
-both_backends!(deleted_row_is_named, async |app: TestApp| {
+/// 25 events chained by hand into ONE block, as a busy writer stores a batch.
+async fn one_block_of_25(app: &TestApp) -> (PublicKey, Vec<u8>) {
+    let signer = Signer::ephemeral().unwrap();
+    let at = app.state.clock.now_micros();
+    let mut prev = audit::GENESIS;
+    let mut all = Vec::new();
+    for seq in 1..=25 {
+        let mut e = event(seq);
+        e.occurred_at = at;
+        let hash = e.chain_hash(CHAIN, seq, &prev);
+        all.push(StoredEvent {
+            instance: CHAIN.into(),
+            seq,
+            event: e,
+            prev_hash: prev,
+            hash,
+        });
+        prev = hash;
+    }
+    store::insert_batch(&app.state.db.pool, app.state.db.backend, &all)
+        .await
+        .unwrap();
+    let cp = signer.sign(CHAIN, 25, prev, at);
+    store::insert_checkpoint(&app.state.db, &cp).await.unwrap();
+    let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_blocks")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(blocks, 1);
+    (*signer.public_key(), store::encode_block(&all))
+}
+
+both_backends!(
+    damaged_bytes_inside_a_block_are_named,
+    async |app: TestApp| {
+        let (key, bytes) = one_block_of_25(&app).await;
+        assert!(verify(&app, key).await.is_intact());
+        // The 13th event starts after 12 entries; find it by its request id.
+        let at = bytes.windows(6).position(|w| w == b"req-13").unwrap();
+        let mut flipped = bytes.clone();
+        flipped[at + 5] = b'4'; // req-13 -> req-14: still decodes, hash differs
+        set_block_bytes(&app, 1, flipped).await;
+        assert_problem(&verify(&app, key).await, ProblemKind::Modified, 13);
+        // A broken length: the rest of the block cannot be read.
+        let start = bytes.windows(6).position(|w| w == b"req-13").unwrap();
+        let entry = (0..start)
+            .rev()
+            .find(|&i| bytes.get(i..i + 5) == Some(&[1, 0, 0, 0, 1][..]))
+            .unwrap(); // version byte then the instance length (1)
+        let mut broken = bytes.clone();
+        broken[entry - 4] = 0xff; // high byte of this entry's length
+        set_block_bytes(&app, 1, broken).await;
+        assert_problem(&verify(&app, key).await, ProblemKind::Modified, 13);
+    }
+);
+
+both_backends!(deleted_event_is_named, async |app: TestApp| {
     let key = chain_of_25(&app).await;
+    // Events recorded one by one: one block each.
     exec(
         &app,
-        "DELETE FROM audit_events WHERE instance = 't' AND seq = 5",
+        "DELETE FROM audit_blocks WHERE instance = 't' AND first_seq = 5",
     )
     .await;
     assert_problem(&verify(&app, key).await, ProblemKind::Deleted, 5);
 });
 
+both_backends!(
+    event_deleted_from_inside_a_block_is_named,
+    async |app: TestApp| {
+        let (key, _) = one_block_of_25(&app).await;
+        edit_block(&app, 13, |events| {
+            events.retain(|e| e.seq != 13);
+        })
+        .await;
+        assert_problem(&verify(&app, key).await, ProblemKind::Deleted, 13);
+    }
+);
+
 both_backends!(forged_insert_is_named, async |app: TestApp| {
     let key = chain_of_25(&app).await;
-    // Make room at seq 5 (two steps: the primary key is checked per row).
-    exec(
-        &app,
-        "UPDATE audit_events SET seq = seq + 1000000 WHERE instance = 't' AND seq >= 5",
-    )
+    // A forger who knows the format: correct prev_hash, consistent hash,
+    // and the events after it renumbered to make room.
+    rewrite_chain(&app, |all| {
+        let four = all[3].clone();
+        let mut forged_event = AuditEvent::system("intruder", Action::CustomerRead, "/x").build();
+        forged_event.occurred_at = four.event.occurred_at;
+        let hash = forged_event.chain_hash(CHAIN, 5, &four.hash);
+        for e in all.iter_mut().skip(4) {
+            e.seq += 1;
+        }
+        all.insert(
+            4,
+            StoredEvent {
+                instance: CHAIN.into(),
+                seq: 5,
+                event: forged_event,
+                prev_hash: four.hash,
+                hash,
+            },
+        );
+    })
     .await;
-    exec(
-        &app,
-        "UPDATE audit_events SET seq = seq - 999999 WHERE instance = 't' AND seq >= 1000000",
-    )
-    .await;
-    // A forger who knows the format: correct prev_hash, consistent hash.
-    let four = rows(&app, 3, 1).await.remove(0);
-    let mut forged_event = AuditEvent::system("intruder", Action::CustomerRead, "/x").build();
-    forged_event.occurred_at = four.event.occurred_at;
-    let hash = forged_event.chain_hash(CHAIN, 5, &four.hash);
-    let forged = StoredEvent {
-        instance: CHAIN.into(),
-        seq: 5,
-        event: forged_event,
-        prev_hash: four.hash,
-        hash,
-    };
-    store::insert_batch(&app.state.db.pool, app.state.db.backend, &[forged])
-        .await
-        .unwrap();
     assert_problem(&verify(&app, key).await, ProblemKind::Inserted, 5);
 });
 
-both_backends!(reordered_rows_are_named, async |app: TestApp| {
+both_backends!(reordered_events_are_named, async |app: TestApp| {
     let key = chain_of_25(&app).await;
-    let mut pair = rows(&app, 4, 2).await;
-    exec(
-        &app,
-        "DELETE FROM audit_event_customers WHERE instance = 't' AND seq IN (5, 6)",
-    )
+    rewrite_chain(&app, |all| {
+        all.swap(4, 5);
+        all[4].seq = 5;
+        all[5].seq = 6;
+    })
     .await;
-    exec(
-        &app,
-        "DELETE FROM audit_events WHERE instance = 't' AND seq IN (5, 6)",
-    )
-    .await;
-    pair.swap(0, 1);
-    pair[0].seq = 5;
-    pair[1].seq = 6;
-    store::insert_batch(&app.state.db.pool, app.state.db.backend, &pair)
-        .await
-        .unwrap();
     assert_problem(&verify(&app, key).await, ProblemKind::Reordered, 5);
 });
 
@@ -199,7 +277,7 @@ both_backends!(
         let key = chain_of_25(&app).await;
         exec(
             &app,
-            "DELETE FROM audit_events WHERE instance = 't' AND seq > 22",
+            "DELETE FROM audit_blocks WHERE instance = 't' AND first_seq > 22",
         )
         .await;
         let report = verify(&app, key).await;
@@ -229,27 +307,16 @@ both_backends!(
     async |app: TestApp| {
         let key = chain_of_25(&app).await;
         // Re-hash seq 5..=25 after editing seq 5: links and hashes all agree.
-        let mut all = rows(&app, 4, 100).await;
-        all[0].event.actor = "x".into();
-        let mut prev = rows(&app, 3, 1).await[0].hash;
-        for r in &mut all {
-            r.prev_hash = prev;
-            r.hash = r.event.chain_hash(CHAIN, r.seq, &prev);
-            prev = r.hash;
-        }
-        exec(
-            &app,
-            "DELETE FROM audit_event_customers WHERE instance = 't' AND seq >= 5",
-        )
+        rewrite_chain(&app, |all| {
+            all[4].event.actor = "x".into();
+            let mut prev = all[3].hash;
+            for r in all.iter_mut().skip(4) {
+                r.prev_hash = prev;
+                r.hash = r.event.chain_hash(CHAIN, r.seq, &prev);
+                prev = r.hash;
+            }
+        })
         .await;
-        exec(
-            &app,
-            "DELETE FROM audit_events WHERE instance = 't' AND seq >= 5",
-        )
-        .await;
-        store::insert_batch(&app.state.db.pool, app.state.db.backend, &all)
-            .await
-            .unwrap();
         assert_problem(
             &verify(&app, key).await,
             ProblemKind::CheckpointMismatch,

@@ -43,10 +43,6 @@ async fn officer(app: &TestApp, method: Method, path: &str) -> reqwest::Response
         .unwrap()
 }
 
-async fn exec(app: &TestApp, sql: &str) {
-    sqlx::query(sql).execute(&app.state.db.pool).await.unwrap();
-}
-
 both_backends!(
     officer_filters_and_pages_through_the_trail,
     async |app: TestApp| {
@@ -295,10 +291,10 @@ both_backends!(verify_names_a_tampered_seq, async |app: TestApp| {
     assert_eq!(body["events"], 4);
     assert!(body.get("problem").is_none());
 
-    exec(
-        &app,
-        "UPDATE audit_events SET actor = 'someone-else' WHERE seq = 3",
-    )
+    app.edit_audit_block("test-instance", 3, |events| {
+        let e = events.iter_mut().find(|e| e.seq == 3).unwrap();
+        e.event.actor = "someone-else".into();
+    })
     .await;
     let r = officer(&app, Method::POST, "/v1/audit/verify").await;
     assert_eq!(r.status(), 200);

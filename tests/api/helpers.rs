@@ -278,16 +278,43 @@ impl TestApp {
         .unwrap()
     }
 
-    /// Audit events of this instance, oldest first, straight from the store.
+    /// Audit events of every chain, by seq, straight from the store.
     pub async fn audit_rows(&self) -> Vec<(String, String, String, i64, String)> {
-        use sqlx::Row;
-        sqlx::query("SELECT actor, action, decision, status, reason FROM audit_events ORDER BY seq")
-            .fetch_all(&self.state.db.pool)
+        self.audit_events()
             .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .into_iter()
+            .map(|s| {
+                let e = s.event;
+                (
+                    e.actor,
+                    e.action.as_str().to_owned(),
+                    e.decision.as_str().to_owned(),
+                    i64::from(e.status),
+                    e.reason,
+                )
+            })
             .collect()
+    }
+
+    /// Every stored audit event of every chain, by seq (then instance),
+    /// decoded from the blocks.
+    pub async fn audit_events(&self) -> Vec<custodian::pipeline::audit::StoredEvent> {
+        use custodian::pipeline::audit::store;
+        let db = &self.state.db;
+        let mut all = Vec::new();
+        for instance in store::instances(db).await.unwrap() {
+            for row in store::events_after(db, &instance, 0, i64::MAX)
+                .await
+                .unwrap()
+            {
+                match row {
+                    store::ReadRow::Ok(e) => all.push(e),
+                    store::ReadRow::Bad { seq, why } => panic!("{instance}#{seq}: {why}"),
+                }
+            }
+        }
+        all.sort_by(|a, b| (a.seq, &a.instance).cmp(&(b.seq, &b.instance)));
+        all
     }
 }
 
@@ -298,13 +325,56 @@ impl TestApp {
         sqlx::query(sql).execute(&self.state.db.pool).await.unwrap();
     }
 
+    /// Rewrites the audit block of `instance` that holds `seq`, as someone
+    /// with write access to the database could: decode its events, change
+    /// them, store the bytes back (stored hashes are kept unless `edit`
+    /// changes them).
+    pub async fn edit_audit_block(
+        &self,
+        instance: &str,
+        seq: i64,
+        edit: impl FnOnce(&mut Vec<custodian::pipeline::audit::StoredEvent>),
+    ) {
+        use custodian::pipeline::audit::store;
+        let (first, bytes): (i64, Vec<u8>) = sqlx::query_as(
+            "SELECT first_seq, events FROM audit_blocks WHERE instance = $1 \
+             AND first_seq <= $2 ORDER BY first_seq DESC LIMIT 1",
+        )
+        .bind(instance)
+        .bind(seq)
+        .fetch_one(&self.state.db.pool)
+        .await
+        .unwrap();
+        let mut events: Vec<_> = store::decode_block(first, &bytes)
+            .into_iter()
+            .map(|r| match r {
+                store::ReadRow::Ok(e) => e,
+                store::ReadRow::Bad { why, .. } => panic!("{why}"),
+            })
+            .collect();
+        edit(&mut events);
+        self.set_audit_block_bytes(instance, first, store::encode_block(&events))
+            .await;
+    }
+
+    /// Overwrites the stored bytes of one audit block.
+    pub async fn set_audit_block_bytes(&self, instance: &str, first_seq: i64, bytes: Vec<u8>) {
+        sqlx::query("UPDATE audit_blocks SET events = $1 WHERE instance = $2 AND first_seq = $3")
+            .bind(bytes)
+            .bind(instance)
+            .bind(first_seq)
+            .execute(&self.state.db.pool)
+            .await
+            .unwrap();
+    }
+
     /// Makes the store refuse every audit insert (a trigger), to prove that
     /// requests fail closed.
     pub async fn refuse_audit_inserts(&self) {
         match self.backend {
             Backend::Sqlite => {
                 self.exec(
-                    "CREATE TRIGGER audit.audit_refuse BEFORE INSERT ON audit_events \
+                    "CREATE TRIGGER audit.audit_refuse BEFORE INSERT ON audit_blocks \
                      BEGIN SELECT RAISE(ABORT, 'refused'); END",
                 )
                 .await
@@ -316,7 +386,7 @@ impl TestApp {
                 )
                 .await;
                 self.exec(
-                    "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_events \
+                    "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_blocks \
                      FOR EACH ROW EXECUTE FUNCTION audit_refuse()",
                 )
                 .await;
@@ -328,7 +398,7 @@ impl TestApp {
     pub async fn allow_audit_inserts(&self) {
         self.exec(match self.backend {
             Backend::Sqlite => "DROP TRIGGER audit.audit_refuse",
-            Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_events",
+            Backend::Postgres => "DROP TRIGGER audit_refuse ON audit_blocks",
         })
         .await;
     }

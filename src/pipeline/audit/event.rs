@@ -273,6 +273,105 @@ impl AuditEvent {
     }
 }
 
+/// The inverse of [`AuditEvent::canonical`]: `(instance, seq, event)`, or
+/// why the bytes are not one complete canonical encoding (damaged storage).
+pub fn decode_canonical(bytes: &[u8]) -> Result<(String, i64, AuditEvent), String> {
+    let mut r = Reader(bytes);
+    if r.u8()? != ENCODING_VERSION {
+        return Err("unknown encoding version".into());
+    }
+    let instance = r.string()?;
+    let seq = r.i64()?;
+    let occurred_at = r.i64()?;
+    let request_id = r.string()?;
+    let actor = r.string()?;
+    let roles = (0..r.len()?)
+        .map(|_| r.string())
+        .collect::<Result<_, _>>()?;
+    let action = Action::parse(&r.string()?);
+    let resource = r.string()?;
+    let customers = (0..r.len()?).map(|_| r.i64()).collect::<Result<_, _>>()?;
+    let purpose = match r.u8()? {
+        0 => None,
+        1 => Some(r.string()?),
+        _ => return Err("bad purpose tag".into()),
+    };
+    let decision = match r.u8()? {
+        0 => Decision::Deny,
+        1 => Decision::Allow,
+        _ => return Err("bad decision".into()),
+    };
+    let reason = r.string()?;
+    let fields = (0..r.len()?)
+        .map(|_| Ok((r.string()?, treatment_of(r.u8()?)?)))
+        .collect::<Result<_, String>>()?;
+    let status = u16::try_from(r.u32()?).map_err(|_| "status out of range")?;
+    let records = u64::from_be_bytes(r.take()?);
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
+    let event = AuditEvent {
+        occurred_at,
+        request_id,
+        actor,
+        roles,
+        action,
+        resource,
+        customers,
+        purpose,
+        decision,
+        reason,
+        fields,
+        status,
+        records,
+    };
+    Ok((instance, seq, event))
+}
+
+/// A cursor over canonical bytes; every read checks the length left.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let (head, rest) = self.0.split_at_checked(N).ok_or("truncated")?;
+        self.0 = rest;
+        head.try_into().map_err(|_| "truncated".to_owned())
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(u8::from_be_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+    fn len(&mut self) -> Result<usize, String> {
+        let n = usize::try_from(self.u32()?).map_err(|_| "length out of range")?;
+        // Every element takes at least one byte: refuse absurd counts early.
+        if n > self.0.len() {
+            return Err("length beyond the data".into());
+        }
+        Ok(n)
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let n = self.len()?;
+        let (head, rest) = self.0.split_at_checked(n).ok_or("truncated")?;
+        self.0 = rest;
+        String::from_utf8(head.to_vec()).map_err(|_| "string is not UTF-8".to_owned())
+    }
+}
+
+fn treatment_of(code: u8) -> Result<Treatment, String> {
+    Ok(match code {
+        0 => Treatment::Dropped,
+        1 => Treatment::Pseudonym,
+        2 => Treatment::Masked,
+        3 => Treatment::Clear,
+        _ => return Err("bad treatment".into()),
+    })
+}
+
 /// Copies a 32-byte slice into a [`Hash`]; `None` for any other length.
 pub fn to_hash(bytes: &[u8]) -> Option<Hash> {
     bytes.try_into().ok()
@@ -413,6 +512,25 @@ mod tests {
             hex::encode(h),
             "0acfbf9d26a4cc70bd76e7785a1253f3b0c8822109b47c53cb0072d9e1e8f532"
         );
+    }
+
+    #[test]
+    fn canonical_decodes_back() {
+        let mut e = sample();
+        e.purpose = None;
+        e.records = u64::MAX;
+        e.action = Action::Other("future.code".into());
+        for event in [sample(), e] {
+            let bytes = event.canonical("gw-1", 5);
+            assert_eq!(decode_canonical(&bytes), Ok(("gw-1".to_owned(), 5, event)));
+            // Every truncation and any trailing byte is refused, not misread.
+            for n in 0..bytes.len() {
+                assert!(decode_canonical(&bytes[..n]).is_err(), "{n}");
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(decode_canonical(&longer).is_err());
+        }
     }
 
     #[test]

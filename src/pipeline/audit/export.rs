@@ -17,11 +17,11 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
-use sqlx::Any;
+use sqlx::{Any, Row};
 
 use super::event::{Action, Decision};
 use super::key::Checkpoint;
-use super::store::{self, hex_hash, ReadRow, StoredEvent, COLUMNS};
+use super::store::{self, hex_hash, ReadRow, StoredEvent};
 use crate::db::Db;
 use crate::error::ApiError;
 
@@ -43,6 +43,24 @@ pub struct AuditFilter {
 impl AuditFilter {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// Whether a decoded event passes every filter. The block query only
+    /// narrows (by time, instance and the customer index); this decides.
+    pub fn matches(&self, s: &StoredEvent) -> bool {
+        let e = &s.event;
+        self.from.is_none_or(|v| e.occurred_at >= v)
+            && self.to.is_none_or(|v| e.occurred_at < v)
+            && self.instance.as_ref().is_none_or(|v| *v == s.instance)
+            && self.actor.as_ref().is_none_or(|v| *v == e.actor)
+            && self.customer.is_none_or(|v| e.customers.contains(&v))
+            && self
+                .purpose
+                .as_ref()
+                .is_none_or(|v| Some(v) == e.purpose.as_ref())
+            && self.action.as_ref().is_none_or(|v| *v == e.action)
+            && self.decision.is_none_or(|v| v == e.decision)
+            && self.status.is_none_or(|v| v == e.status)
     }
 }
 
@@ -74,13 +92,14 @@ impl From<QueryError> for ApiError {
 /// Largest page `query` returns.
 pub const MAX_LIMIT: u32 = 1000;
 
+#[derive(Clone)]
 enum Bind {
     Int(i64),
     Text(String),
 }
 
 /// A WHERE clause under construction, numbering `$n` as it goes.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Where {
     sql: String,
     binds: Vec<Bind>,
@@ -105,44 +124,46 @@ impl Where {
         self.binds.extend(values);
     }
 
+    /// The block-level part of `filter`: the blocks that can hold a match.
     fn filter(filter: &AuditFilter) -> Self {
         let mut w = Where::default();
         if let Some(v) = filter.from {
-            w.and("e.occurred_at >= ?", vec![Bind::Int(v)]);
+            w.and("b.at >= ?", vec![Bind::Int(v)]);
         }
         if let Some(v) = filter.to {
-            w.and("e.occurred_at < ?", vec![Bind::Int(v)]);
+            w.and("b.at < ?", vec![Bind::Int(v)]);
         }
         if let Some(v) = &filter.instance {
-            w.and("e.instance = ?", vec![Bind::Text(v.clone())]);
-        }
-        if let Some(v) = &filter.actor {
-            w.and("e.actor = ?", vec![Bind::Text(v.clone())]);
+            w.and("b.instance = ?", vec![Bind::Text(v.clone())]);
         }
         if let Some(v) = filter.customer {
             w.and(
-                "EXISTS (SELECT 1 FROM audit_event_customers c WHERE c.instance = e.instance \
-                 AND c.seq = e.seq AND c.customer_id = ?)",
+                "EXISTS (SELECT 1 FROM audit_event_customers c WHERE c.customer_id = ? \
+                 AND c.instance = b.instance AND c.seq BETWEEN b.first_seq AND b.last_seq)",
                 vec![Bind::Int(v)],
             );
-        }
-        if let Some(v) = &filter.purpose {
-            w.and("e.purpose = ?", vec![Bind::Text(v.clone())]);
-        }
-        if let Some(v) = &filter.action {
-            w.and("e.action = ?", vec![Bind::Text(v.as_str().to_owned())]);
-        }
-        if let Some(v) = filter.decision {
-            w.and("e.decision = ?", vec![Bind::Text(v.as_str().to_owned())]);
-        }
-        if let Some(v) = filter.status {
-            w.and("e.status = ?", vec![Bind::Int(i64::from(v))]);
         }
         w
     }
 
-    fn next(&self) -> String {
-        format!("${}", self.binds.len() + 1)
+    /// Blocks strictly before `(at, instance, first_seq)` in newest-first
+    /// order (`inclusive`: that block too).
+    fn before(&mut self, at: i64, instance: &str, first_seq: i64, inclusive: bool) {
+        let op = if inclusive { "<=" } else { "<" };
+        self.and(
+            &format!(
+                "(b.at < ? OR (b.at = ? AND b.instance < ?) \
+                 OR (b.at = ? AND b.instance = ? AND b.first_seq {op} ?))"
+            ),
+            vec![
+                Bind::Int(at),
+                Bind::Int(at),
+                Bind::Text(instance.to_owned()),
+                Bind::Int(at),
+                Bind::Text(instance.to_owned()),
+                Bind::Int(first_seq),
+            ],
+        );
     }
 }
 
@@ -157,14 +178,6 @@ fn bind_all<'q>(
         };
     }
     q
-}
-
-fn columns_of(alias: &str) -> String {
-    COLUMNS
-        .split(", ")
-        .map(|c| format!("{alias}.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Opaque cursor: base64url of `v1:<occurred_at>:<seq>:<instance>`.
@@ -189,57 +202,81 @@ fn decode_cursor(c: &str) -> Option<(i64, i64, String)> {
     Some((at, seq, parts.next()?.to_owned()))
 }
 
+/// Blocks fetched per round of a query.
+const QUERY_BLOCKS: i64 = 200;
+
 /// Events matching `filter`, newest first (by time, then instance, then
-/// seq), `limit` at most (capped at [`MAX_LIMIT`]), after `cursor`.
+/// seq), `limit` at most (capped at [`MAX_LIMIT`]), after `cursor`. Reads
+/// blocks newest first until the page is full: a filter on actor, purpose,
+/// action, decision or status reads every block of the time range it
+/// covers, the customer filter only blocks the index names.
 pub async fn query(
     db: &Db,
     filter: &AuditFilter,
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<Page, QueryError> {
-    let limit = limit.clamp(1, MAX_LIMIT);
-    let mut w = Where::filter(filter);
-    if let Some(c) = cursor {
-        let (at, seq, instance) = decode_cursor(c).ok_or(QueryError::BadCursor)?;
-        w.and(
-            "(e.occurred_at < ? OR (e.occurred_at = ? AND e.instance < ?) \
-             OR (e.occurred_at = ? AND e.instance = ? AND e.seq < ?))",
-            vec![
-                Bind::Int(at),
-                Bind::Int(at),
-                Bind::Text(instance.clone()),
-                Bind::Int(at),
-                Bind::Text(instance),
-                Bind::Int(seq),
-            ],
-        );
+    let want = usize::try_from(limit.clamp(1, MAX_LIMIT)).unwrap_or(1);
+    let cursor = cursor
+        .map(|c| decode_cursor(c).ok_or(QueryError::BadCursor))
+        .transpose()?;
+    let mut base = Where::filter(filter);
+    if let Some((at, seq, instance)) = &cursor {
+        base.before(*at, instance, *seq, true);
     }
-    let sql = format!(
-        "SELECT {} FROM audit_events e{} ORDER BY e.occurred_at DESC, e.instance DESC, \
-         e.seq DESC LIMIT {}",
-        columns_of("e"),
-        w.sql,
-        w.next()
-    );
-    let mut binds = w.binds;
-    binds.push(Bind::Int(i64::from(limit) + 1));
-    let rows = bind_all(sqlx::query(&sql), binds)
-        .fetch_all(&db.pool)
-        .await
-        .map_err(|e| QueryError::Store(e.into()))?;
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        match store::decode(row) {
-            ReadRow::Ok(e) => events.push(e),
-            ReadRow::Bad { seq, why } => {
-                return Err(QueryError::Store(anyhow::anyhow!(
-                    "audit event seq {seq} unreadable: {why}"
-                )))
+    let older_than_cursor = |e: &StoredEvent| match &cursor {
+        None => true,
+        Some((at, seq, instance)) => {
+            (e.event.occurred_at, e.instance.as_str(), e.seq) < (*at, instance.as_str(), *seq)
+        }
+    };
+    let mut events = Vec::new();
+    let mut scanned: Option<(i64, String, i64)> = None;
+    'scan: loop {
+        let mut w = base.clone();
+        if let Some((at, instance, first_seq)) = &scanned {
+            w.before(*at, instance, *first_seq, false);
+        }
+        let sql = format!(
+            "SELECT b.at, b.instance, b.first_seq, b.events FROM audit_blocks b{} \
+             ORDER BY b.at DESC, b.instance DESC, b.first_seq DESC LIMIT {QUERY_BLOCKS}",
+            w.sql
+        );
+        let blocks = bind_all(sqlx::query(&sql), w.binds)
+            .fetch_all(&db.pool)
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                    .collect::<Result<Vec<(i64, String, i64, Vec<u8>)>, sqlx::Error>>()
+            })
+            .map_err(|e| QueryError::Store(e.into()))?;
+        let fetched = blocks.len();
+        for (at, instance, first_seq, bytes) in blocks {
+            for row in store::decode_block(first_seq, &bytes).into_iter().rev() {
+                let e = match row {
+                    ReadRow::Ok(e) => e,
+                    ReadRow::Bad { seq, why } => {
+                        return Err(QueryError::Store(anyhow::anyhow!(
+                            "audit event {instance}#{seq} unreadable: {why}"
+                        )))
+                    }
+                };
+                if older_than_cursor(&e) && filter.matches(&e) {
+                    events.push(e);
+                    if events.len() > want {
+                        break 'scan;
+                    }
+                }
             }
+            scanned = Some((at, instance, first_seq));
+        }
+        if i64::try_from(fetched).unwrap_or(0) < QUERY_BLOCKS {
+            break;
         }
     }
-    let more = events.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-    events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let more = events.len() > want;
+    events.truncate(want);
     let next_cursor = if more {
         events.last().map(encode_cursor)
     } else {
@@ -320,7 +357,8 @@ impl CheckpointLine {
     }
 }
 
-const EXPORT_PAGE: i64 = 1000;
+/// Blocks per export page (a block holds one writer batch).
+const EXPORT_BLOCKS: i64 = 100;
 
 enum Stage {
     Header,
@@ -400,8 +438,9 @@ pub fn export_stream(
                             }
                             return Ok(Some((Bytes::from(out), next)));
                         }
-                        let rows = export_page(&db, &filter, &instance, after).await?;
-                        let Some(last) = rows.last().map(ReadRow::seq) else {
+                        let (rows, next_block) =
+                            export_page(&db, &filter, &instance, after).await?;
+                        let Some(last) = next_block else {
                             instances.pop();
                             stage = Stage::Chain {
                                 instances,
@@ -425,12 +464,14 @@ pub fn export_stream(
                                 (ReadRow::Bad { .. }, ExportFormat::Csv) => {}
                             }
                         }
-                        let next = Stage::Chain {
+                        stage = Stage::Chain {
                             instances,
                             checkpoints_done: true,
                             after: last,
                         };
-                        return Ok(Some((Bytes::from(out), next)));
+                        if !out.is_empty() {
+                            return Ok(Some((Bytes::from(out), stage)));
+                        }
                     }
                     Stage::Done => return Ok(None),
                 }
@@ -439,26 +480,41 @@ pub fn export_stream(
     })
 }
 
+/// The next blocks of `instance` after block key `after`, decoded and
+/// filtered, and the key to continue from (`None`: the chain is done).
+/// Unreadable events are kept, so that verification names them.
 async fn export_page(
     db: &Db,
     filter: &AuditFilter,
     instance: &str,
     after: i64,
-) -> anyhow::Result<Vec<ReadRow>> {
+) -> anyhow::Result<(Vec<ReadRow>, Option<i64>)> {
     let mut w = Where::filter(filter);
     w.and(
-        "e.instance = ? AND e.seq > ?",
+        "b.instance = ? AND b.first_seq > ?",
         vec![Bind::Text(instance.to_owned()), Bind::Int(after)],
     );
     let sql = format!(
-        "SELECT {} FROM audit_events e{} ORDER BY e.seq LIMIT {EXPORT_PAGE}",
-        columns_of("e"),
+        "SELECT b.first_seq, b.events FROM audit_blocks b{} ORDER BY b.first_seq \
+         LIMIT {EXPORT_BLOCKS}",
         w.sql
     );
-    let rows = bind_all(sqlx::query(&sql), w.binds)
+    let blocks = bind_all(sqlx::query(&sql), w.binds)
         .fetch_all(&db.pool)
-        .await?;
-    Ok(rows.iter().map(store::decode).collect())
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(i64, Vec<u8>)>, sqlx::Error>>()?;
+    let next = blocks.last().map(|(first, _)| *first);
+    let rows = blocks
+        .iter()
+        .flat_map(|(first, bytes)| store::decode_block(*first, bytes))
+        .filter(|r| match r {
+            ReadRow::Ok(e) => filter.matches(e),
+            ReadRow::Bad { .. } => true,
+        })
+        .collect();
+    Ok((rows, next))
 }
 
 fn ndjson(line: &Line) -> anyhow::Result<Vec<u8>> {
@@ -545,17 +601,95 @@ mod tests {
     #[test]
     fn where_numbers_placeholders_in_order() {
         let f = AuditFilter {
+            from: Some(5),
             actor: Some("a".into()),
             customer: Some(7),
+            instance: Some("gw".into()),
             status: Some(403),
             ..AuditFilter::default()
         };
-        let w = Where::filter(&f);
-        assert!(w.sql.contains("e.actor = $1"), "{}", w.sql);
-        assert!(w.sql.contains("c.customer_id = $2"), "{}", w.sql);
-        assert!(w.sql.contains("e.status = $3"), "{}", w.sql);
+        let mut w = Where::filter(&f);
+        assert!(w.sql.contains("b.at >= $1"), "{}", w.sql);
+        assert!(w.sql.contains("b.instance = $2"), "{}", w.sql);
+        assert!(w.sql.contains("c.customer_id = $3"), "{}", w.sql);
+        // Actor and status are decided on decoded events, not in SQL.
+        assert!(!w.sql.contains("actor"), "{}", w.sql);
         assert_eq!(w.binds.len(), 3);
-        assert_eq!(w.next(), "$4");
+        w.before(1, "gw", 2, true);
+        assert!(w.sql.ends_with("b.first_seq <= $9))"), "{}", w.sql);
+    }
+
+    #[test]
+    fn filter_matches_decoded_events() {
+        use crate::domain::Treatment;
+        let event = super::super::AuditEvent::system("svc", Action::CustomerRead, "/r")
+            .customer(7)
+            .field("email", Treatment::Masked)
+            .allow(super::super::Reason::Admin("x".into()), 200)
+            .build();
+        let s = StoredEvent {
+            instance: "gw".into(),
+            seq: 1,
+            event,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+        };
+        let yes = [
+            AuditFilter::default(),
+            AuditFilter {
+                customer: Some(7),
+                ..Default::default()
+            },
+            AuditFilter {
+                actor: Some("svc".into()),
+                status: Some(200),
+                ..Default::default()
+            },
+            AuditFilter {
+                decision: Some(Decision::Allow),
+                ..Default::default()
+            },
+        ];
+        let no = [
+            AuditFilter {
+                customer: Some(8),
+                ..Default::default()
+            },
+            AuditFilter {
+                actor: Some("other".into()),
+                ..Default::default()
+            },
+            AuditFilter {
+                purpose: Some("marketing".into()),
+                ..Default::default()
+            },
+            AuditFilter {
+                action: Some(Action::AuditRead),
+                ..Default::default()
+            },
+            AuditFilter {
+                status: Some(403),
+                ..Default::default()
+            },
+            AuditFilter {
+                instance: Some("gw-2".into()),
+                ..Default::default()
+            },
+            AuditFilter {
+                from: Some(s.event.occurred_at + 1),
+                ..Default::default()
+            },
+            AuditFilter {
+                to: Some(s.event.occurred_at),
+                ..Default::default()
+            },
+        ];
+        for f in yes {
+            assert!(f.matches(&s), "{f:?}");
+        }
+        for f in no {
+            assert!(!f.matches(&s), "{f:?}");
+        }
     }
 
     #[test]

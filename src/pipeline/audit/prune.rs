@@ -1,28 +1,28 @@
 //! Retention: removing a prefix of each chain without breaking verification.
 //!
-//! For each instance, pruning picks `S`, the last seq older than the cut-off
-//! (but never the chain's last event, so the head stays in the store and
-//! truncation stays detectable), signs a checkpoint `(instance, S,
-//! hash(S))`, and in the same transaction deletes seq `1..=S`. The verifier
+//! For each instance, pruning picks `S`, the last seq of the newest block
+//! older than the cut-off (but never the block holding the chain's last
+//! event, so the head stays in the store and truncation stays detectable),
+//! signs a checkpoint `(instance, S, hash(S))`, and in the same transaction
+//! deletes the blocks up to `S`. The verifier
 //! accepts a chain that starts at `S + 1` only when a checkpoint at `S`
 //! with a valid signature carries exactly that event's `prev_hash`.
 
-use super::event::to_hash;
 use super::key::Signer;
 use super::store;
 use crate::db::{Backend, Db};
 
 /// The customer index is keyed by customer first; its rows for the pruned
-/// events are found through the events' own `customers` lists, so the
+/// blocks are found through the blocks' own `customers` lists, so the
 /// delete is key look-ups, not a scan of the whole index (which would hold
 /// the trail's write lock, and with it every gated request, meanwhile).
 const UNLINK_SQLITE: &str = "DELETE FROM audit_event_customers \
-     WHERE (customer_id, instance, seq) IN (SELECT c.value, e.instance, e.seq \
-     FROM audit_events e, json_each(e.customers) c WHERE e.instance = $1 AND e.seq <= $2)";
+     WHERE (customer_id, instance, seq) IN (SELECT c.value ->> 0, b.instance, c.value ->> 1 \
+     FROM audit_blocks b, json_each(b.customers) c WHERE b.instance = $1 AND b.first_seq <= $2)";
 const UNLINK_POSTGRES: &str = "DELETE FROM audit_event_customers \
-     WHERE (customer_id, instance, seq) IN (SELECT c.value::bigint, e.instance, e.seq \
-     FROM audit_events e, jsonb_array_elements_text(e.customers::jsonb) c \
-     WHERE e.instance = $1 AND e.seq <= $2)";
+     WHERE (customer_id, instance, seq) IN (SELECT (c ->> 0)::bigint, b.instance, (c ->> 1)::bigint \
+     FROM audit_blocks b, jsonb_array_elements(b.customers::jsonb) c \
+     WHERE b.instance = $1 AND b.first_seq <= $2)";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
@@ -37,24 +37,32 @@ pub struct PruneReport {
 pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::Result<PruneReport> {
     let mut report = PruneReport::default();
     for (instance, head) in store::chain_heads(db).await? {
-        let cut: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(seq) FROM audit_events WHERE instance = $1 AND occurred_at < $2",
+        // Whole blocks only (a block's events share one time), and never
+        // the block holding the chain's last event.
+        let cut: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT first_seq, last_seq FROM audit_blocks WHERE instance = $1 AND at < $2 \
+             AND last_seq < $3 ORDER BY first_seq DESC LIMIT 1",
         )
         .bind(&instance)
         .bind(before)
-        .fetch_one(&db.pool)
+        .bind(head)
+        .fetch_optional(&db.pool)
         .await?;
-        let Some(cut) = cut.map(|c| c.min(head - 1)).filter(|c| *c >= 1) else {
+        let Some((block, cut)) = cut else {
             continue;
         };
-        let hash: Vec<u8> =
-            sqlx::query_scalar("SELECT hash FROM audit_events WHERE instance = $1 AND seq = $2")
-                .bind(&instance)
-                .bind(cut)
-                .fetch_one(&db.pool)
-                .await?;
-        let hash = to_hash(&hash)
-            .ok_or_else(|| anyhow::anyhow!("{instance}#{cut}: stored hash is not 32 bytes"))?;
+        let events: Vec<u8> = sqlx::query_scalar(
+            "SELECT events FROM audit_blocks WHERE instance = $1 AND first_seq = $2",
+        )
+        .bind(&instance)
+        .bind(block)
+        .fetch_one(&db.pool)
+        .await?;
+        // The anchor must be the event the verifier will find missing.
+        let hash = match store::decode_block(block, &events).pop() {
+            Some(store::ReadRow::Ok(e)) if e.seq == cut => e.hash,
+            _ => anyhow::bail!("{instance}#{cut}: stored event is unreadable; not pruned"),
+        };
         let checkpoint = signer.sign(&instance, cut, hash, now);
         let mut tx = db.pool.begin().await?;
         store::insert_checkpoint_tx(&mut tx, &checkpoint).await?;
@@ -63,17 +71,24 @@ pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::R
             Backend::Postgres => UNLINK_POSTGRES,
         })
         .bind(&instance)
-        .bind(cut)
+        .bind(block)
         .execute(&mut *tx)
         .await?;
-        let removed = sqlx::query("DELETE FROM audit_events WHERE instance = $1 AND seq <= $2")
+        let removed: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(last_seq - first_seq + 1), 0) AS BIGINT) FROM audit_blocks \
+             WHERE instance = $1 AND first_seq <= $2",
+        )
+        .bind(&instance)
+        .bind(block)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM audit_blocks WHERE instance = $1 AND first_seq <= $2")
             .bind(&instance)
-            .bind(cut)
+            .bind(block)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
         tx.commit().await?;
-        report.removed += removed;
+        report.removed += u64::try_from(removed).unwrap_or(0);
         report.anchors.push((instance, cut));
     }
     Ok(report)

@@ -1,22 +1,19 @@
-//! The audit tables: encoding events into rows and back, the writer's
-//! one-statement batch insert (one SQL text per backend), chain heads,
-//! checkpoints and seq-ordered paging, through the `Any` driver.
+//! The audit tables: the block layout events are stored in (one row per
+//! writer batch, migration 0004), the writer's one-statement block insert
+//! (one SQL text per backend), chain heads, checkpoints and paging, through
+//! the `Any` driver.
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::event::{to_hash, Action, AuditEvent, Decision, Hash, GENESIS};
+use super::event::{decode_canonical, to_hash, Action, AuditEvent, Decision, Hash, GENESIS};
 use super::key::Checkpoint;
 use crate::db::{Backend, Db};
 
-macro_rules! columns {
-    () => {
-        "instance, seq, occurred_at, request_id, actor, roles, action, resource, customers, \
-         purpose, decision, reason, fields, status, records, prev_hash, hash"
-    };
-}
-pub(crate) const COLUMNS: &str = columns!();
+/// Columns of the pre-0004 `audit_events` table.
+const COLUMNS: &str = "instance, seq, occurred_at, request_id, actor, roles, action, resource, \
+     customers, purpose, decision, reason, fields, status, records, prev_hash, hash";
 
 /// An event as stored: its place in a chain plus the event itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +68,8 @@ pub(crate) mod hex_hash {
     }
 }
 
-pub(crate) fn decode(row: &AnyRow) -> ReadRow {
+/// Reads a row of the pre-0004 `audit_events` table.
+fn decode_legacy(row: &AnyRow) -> ReadRow {
     let seq: i64 = row.try_get(1).unwrap_or(0);
     match try_decode(row) {
         Ok(e) => ReadRow::Ok(e),
@@ -113,15 +111,88 @@ fn try_decode(row: &AnyRow) -> Result<StoredEvent, String> {
     })
 }
 
-/// Inserts a chained batch: ONE statement with ONE parameter, whatever
-/// the batch size. The parameter is a JSON array with one array per event
-/// (see [`Wire`]); the statement unpacks it in the database and also fills
-/// the derived `audit_event_customers` index from each row's `customers`
-/// (on SQLite through a trigger, migration 0003). One statement is atomic
-/// on both backends without BEGIN/COMMIT, so a batch costs one round trip,
-/// and its fixed text is prepared once per connection (a `VALUES` list
-/// grows with the batch: every batch size was a new statement to plan).
+/// How events are laid out in a block (`audit_blocks.events`): back to
+/// back, each as `u32` big-endian length, that many bytes of its canonical
+/// encoding (which carries instance and seq), then `prev_hash` and `hash`
+/// (32 bytes each). The length lets one damaged event be reported without
+/// losing the rest of its block.
+pub fn encode_block(rows: &[StoredEvent]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 320);
+    for r in rows {
+        let canonical = r.event.canonical(&r.instance, r.seq);
+        out.extend_from_slice(
+            &u32::try_from(canonical.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        out.extend_from_slice(&canonical);
+        out.extend_from_slice(&r.prev_hash);
+        out.extend_from_slice(&r.hash);
+    }
+    out
+}
+
+/// Decodes a block stored at `first_seq`. An event that cannot be decoded
+/// is reported as [`ReadRow::Bad`] at the seq its position implies; a
+/// broken length ends the block there.
+pub fn decode_block(first_seq: i64, mut bytes: &[u8]) -> Vec<ReadRow> {
+    let mut rows = Vec::new();
+    let mut position = first_seq;
+    while !bytes.is_empty() {
+        let entry = bytes.split_at_checked(4).and_then(|(len, rest)| {
+            let len = usize::try_from(u32::from_be_bytes(len.try_into().ok()?)).ok()?;
+            let (canonical, rest) = rest.split_at_checked(len)?;
+            let (prev, rest) = rest.split_at_checked(32)?;
+            let (hash, rest) = rest.split_at_checked(32)?;
+            Some((canonical, to_hash(prev)?, to_hash(hash)?, rest))
+        });
+        let Some((canonical, prev_hash, hash, rest)) = entry else {
+            rows.push(ReadRow::Bad {
+                seq: position,
+                why: "block layout is damaged".into(),
+            });
+            break;
+        };
+        bytes = rest;
+        rows.push(match decode_canonical(canonical) {
+            Ok((instance, seq, event)) => ReadRow::Ok(StoredEvent {
+                instance,
+                seq,
+                event,
+                prev_hash,
+                hash,
+            }),
+            Err(why) => ReadRow::Bad { seq: position, why },
+        });
+        position = rows.last().map_or(position, ReadRow::seq) + 1;
+    }
+    rows
+}
+
+/// Inserts chained events as blocks: the writer's batch is ONE block (its
+/// events share one time), inserted by ONE statement that also fills the
+/// derived customer index (on SQLite through a trigger, migration 0004).
+/// One statement is atomic on both backends without BEGIN/COMMIT, so a batch
+/// costs one round trip. Events with differing times (only tools and tests
+/// write those) become one block per run of equal times.
 pub async fn insert_batch<'c, E>(
+    exec: E,
+    backend: Backend,
+    rows: &[StoredEvent],
+) -> anyhow::Result<()>
+where
+    E: sqlx::Executor<'c, Database = Any> + Copy,
+{
+    for block in
+        rows.chunk_by(|a, b| a.event.occurred_at == b.event.occurred_at && a.instance == b.instance)
+    {
+        insert_block(exec, backend, block).await?;
+    }
+    Ok(())
+}
+
+/// Inserts `rows` as one block (the caller keeps them one chain, one time).
+pub async fn insert_block<'c, E>(
     exec: E,
     backend: Backend,
     rows: &[StoredEvent],
@@ -129,124 +200,78 @@ pub async fn insert_batch<'c, E>(
 where
     E: sqlx::Executor<'c, Database = Any>,
 {
-    let wire: Vec<Wire<'_>> = rows.iter().map(Wire::of).collect();
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(());
+    };
+    let links: Vec<(i64, i64)> = rows
+        .iter()
+        .flat_map(|r| r.event.customers.iter().map(|c| (*c, r.seq)))
+        .collect();
     let inserted = sqlx::query(match backend {
         Backend::Sqlite => INSERT_SQLITE,
         Backend::Postgres => INSERT_POSTGRES,
     })
-    .bind(serde_json::to_string(&wire)?)
+    .bind(&first.instance)
+    .bind(first.seq)
+    .bind(last.seq)
+    .bind(first.event.occurred_at)
+    .bind(serde_json::to_string(&links)?)
+    .bind(encode_block(rows))
     .execute(exec)
     .await?
     .rows_affected();
-    anyhow::ensure!(
-        usize::try_from(inserted).ok() == Some(rows.len()),
-        "audit batch: {inserted} of {} events inserted",
-        rows.len()
-    );
+    anyhow::ensure!(inserted == 1, "audit block not inserted");
     Ok(())
 }
 
-/// One event in the batch parameter, in [`COLUMNS`] order: JSON arrays stay
-/// JSON (they are stored as JSON text), hashes travel as hex.
-#[derive(Serialize)]
-struct Wire<'a>(
-    &'a str,
-    i64,
-    i64,
-    &'a str,
-    &'a str,
-    &'a [String],
-    &'a str,
-    &'a str,
-    &'a [i64],
-    Option<&'a str>,
-    &'a str,
-    &'a str,
-    &'a [(String, crate::domain::Treatment)],
-    u16,
-    u64,
-    #[serde(with = "hex_hash")] Hash,
-    #[serde(with = "hex_hash")] Hash,
-);
+const INSERT_SQLITE: &str = "INSERT INTO audit_blocks \
+     (instance, first_seq, last_seq, at, customers, events) VALUES ($1, $2, $3, $4, $5, $6)";
 
-impl<'a> Wire<'a> {
-    fn of(r: &'a StoredEvent) -> Self {
-        let e = &r.event;
-        Wire(
-            &r.instance,
-            r.seq,
-            e.occurred_at,
-            &e.request_id,
-            &e.actor,
-            &e.roles,
-            e.action.as_str(),
-            &e.resource,
-            &e.customers,
-            e.purpose.as_deref(),
-            e.decision.as_str(),
-            &e.reason,
-            &e.fields,
-            e.status,
-            e.records,
-            r.prev_hash,
-            r.hash,
-        )
-    }
-}
-
-/// `json_each` walks the outer array; the MATERIALIZED row array is
-/// rendered to text once per event (referring to `json_each.value` in
-/// every column re-rendered it per column). `->>` extracts SQL values,
-/// `->` keeps nested arrays as JSON text.
-const INSERT_SQLITE: &str = concat!(
-    "WITH b(n, v) AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
-     INSERT INTO audit_events (",
-    columns!(),
-    ") SELECT v ->> 0, v ->> 1, v ->> 2, v ->> 3, v ->> 4, v -> 5, v ->> 6, v ->> 7, v -> 8, \
-     v ->> 9, v ->> 10, v ->> 11, v -> 12, v ->> 13, v ->> 14, unhex(v ->> 15), unhex(v ->> 16) \
-     FROM b ORDER BY n"
-);
-
-/// jsonb is parsed once per batch (json would re-parse per `->>`). The
-/// customer index rows are inserted by the same statement (a trigger cost
-/// more than the insert it maintains); a data-modifying CTE always runs to
-/// completion, and the statement is atomic as a whole.
-const INSERT_POSTGRES: &str = concat!(
-    "WITH b AS (SELECT r, n FROM jsonb_array_elements(cast($1 AS jsonb)) WITH ORDINALITY AS t(r, n)), \
-     c AS (INSERT INTO audit_event_customers (customer_id, instance, seq) \
-     SELECT DISTINCT x.value::bigint, b.r ->> 0, (b.r ->> 1)::bigint \
-     FROM b CROSS JOIN LATERAL jsonb_array_elements_text(b.r -> 8) AS x(value)) \
-     INSERT INTO audit_events (",
-    columns!(),
-    ") SELECT r ->> 0, (r ->> 1)::bigint, (r ->> 2)::bigint, r ->> 3, r ->> 4, \
-     (r -> 5)::text, r ->> 6, r ->> 7, (r -> 8)::text, r ->> 9, r ->> 10, \
-     r ->> 11, (r -> 12)::text, (r ->> 13)::bigint, (r ->> 14)::bigint, \
-     decode(r ->> 15, 'hex'), decode(r ->> 16, 'hex') FROM b ORDER BY n"
-);
+/// A data-modifying CTE always runs to completion, and the statement is
+/// atomic as a whole (a trigger cost more than the insert it maintains).
+const INSERT_POSTGRES: &str = "WITH c AS (INSERT INTO audit_event_customers \
+     (customer_id, instance, seq) SELECT (x ->> 0)::bigint, $1, (x ->> 1)::bigint \
+     FROM jsonb_array_elements(cast($5 AS jsonb)) AS x ON CONFLICT DO NOTHING) \
+     INSERT INTO audit_blocks (instance, first_seq, last_seq, at, customers, events) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// The head of `instance`'s chain: the last event, or (when retention
 /// removed every event) the last checkpoint, or genesis `(0, zeros)`.
 pub async fn chain_head(db: &Db, instance: &str) -> anyhow::Result<(i64, Hash)> {
-    for table in ["audit_events", "audit_checkpoints"] {
-        let row: Option<(i64, Vec<u8>)> = sqlx::query_as(&format!(
-            "SELECT seq, hash FROM {table} WHERE instance = $1 ORDER BY seq DESC LIMIT 1"
-        ))
-        .bind(instance)
-        .fetch_optional(&db.pool)
-        .await?;
-        if let Some((seq, hash)) = row {
-            let hash = to_hash(&hash)
-                .ok_or_else(|| anyhow::anyhow!("{table} {instance}#{seq}: hash is not 32 bytes"))?;
-            return Ok((seq, hash));
-        }
+    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT first_seq, events FROM audit_blocks WHERE instance = $1 \
+         ORDER BY first_seq DESC LIMIT 1",
+    )
+    .bind(instance)
+    .fetch_optional(&db.pool)
+    .await?;
+    if let Some((first_seq, events)) = last {
+        return match decode_block(first_seq, &events).pop() {
+            Some(ReadRow::Ok(e)) => Ok((e.seq, e.hash)),
+            _ => anyhow::bail!("audit block {instance}#{first_seq}: last event is unreadable"),
+        };
     }
-    Ok((0, GENESIS))
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, hash FROM audit_checkpoints WHERE instance = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(instance)
+    .fetch_optional(&db.pool)
+    .await?;
+    match row {
+        Some((seq, hash)) => {
+            let hash = to_hash(&hash).ok_or_else(|| {
+                anyhow::anyhow!("checkpoint {instance}#{seq}: hash is not 32 bytes")
+            })?;
+            Ok((seq, hash))
+        }
+        None => Ok((0, GENESIS)),
+    }
 }
 
 /// Every chain in the store with its last seq, by instance name.
 pub async fn chain_heads(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as(
-        "SELECT instance, MAX(seq) FROM audit_events GROUP BY instance ORDER BY instance",
+        "SELECT instance, MAX(last_seq) FROM audit_blocks GROUP BY instance ORDER BY instance",
     )
     .fetch_all(&db.pool)
     .await?)
@@ -255,37 +280,121 @@ pub async fn chain_heads(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
 /// Every instance that has events or checkpoints.
 pub async fn instances(db: &Db) -> anyhow::Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT instance FROM audit_events UNION SELECT instance FROM audit_checkpoints \
+        "SELECT instance FROM audit_blocks UNION SELECT instance FROM audit_checkpoints \
          ORDER BY 1",
     )
     .fetch_all(&db.pool)
     .await?)
 }
 
-/// Up to `limit` events of `instance` after `after_seq`, in seq order.
+/// Events of `instance` after `after_seq`, in stored order: every event of
+/// up to `max_blocks` blocks from the one holding `after_seq + 1`. Fewer
+/// (or none) at the end of the chain.
 pub async fn events_after(
     db: &Db,
     instance: &str,
     after_seq: i64,
-    limit: i64,
+    max_blocks: i64,
 ) -> anyhow::Result<Vec<ReadRow>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM audit_events WHERE instance = $1 AND seq > $2 \
-         ORDER BY seq LIMIT $3"
-    ))
+    let blocks: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT first_seq, events FROM audit_blocks WHERE instance = $1 AND first_seq >= \
+         (SELECT COALESCE(MAX(first_seq), 0) FROM audit_blocks WHERE instance = $1 \
+          AND first_seq <= $2 + 1) ORDER BY first_seq LIMIT $3",
+    )
     .bind(instance)
     .bind(after_seq)
-    .bind(limit)
+    .bind(max_blocks)
     .fetch_all(&db.pool)
     .await?;
-    Ok(rows.iter().map(decode).collect())
+    Ok(blocks
+        .iter()
+        .flat_map(|(first, events)| decode_block(*first, events))
+        .filter(|r| r.seq() > after_seq)
+        .collect())
 }
 
+/// A page of blocks of one chain in key order, decoded, and the key to pass
+/// back for the next page (`None` at the end). Verification and export page
+/// by block key, never by decoded seq, so damaged content cannot make them
+/// loop or skip.
+pub async fn blocks_from(
+    db: &Db,
+    instance: &str,
+    after_first_seq: i64,
+    max_blocks: i64,
+) -> anyhow::Result<(Vec<ReadRow>, Option<i64>)> {
+    let blocks: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT first_seq, events FROM audit_blocks WHERE instance = $1 AND first_seq > $2 \
+         ORDER BY first_seq LIMIT $3",
+    )
+    .bind(instance)
+    .bind(after_first_seq)
+    .bind(max_blocks)
+    .fetch_all(&db.pool)
+    .await?;
+    let next = blocks.last().map(|(first, _)| *first);
+    let rows = blocks
+        .iter()
+        .flat_map(|(first, events)| decode_block(*first, events))
+        .collect();
+    Ok((rows, next))
+}
+
+/// Events in the store, as the blocks' seq ranges count them (for progress).
 pub async fn count_events(db: &Db) -> anyhow::Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
-        .fetch_one(&db.pool)
-        .await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(last_seq - first_seq + 1), 0) AS BIGINT) FROM audit_blocks",
+    )
+    .fetch_one(&db.pool)
+    .await?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Moves events of the pre-0004 `audit_events` table into blocks, one
+/// transaction per chain (a block per run of equal times, as the writer
+/// made them), then empties that table. Their customer index rows are
+/// already there and are kept. A no-op once done.
+pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
+    let instances: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT instance FROM audit_events ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await?;
+    for instance in instances {
+        let mut tx = db.pool.begin().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM audit_events WHERE instance = $1 ORDER BY seq"
+        ))
+        .bind(&instance)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match decode_legacy(row) {
+                ReadRow::Ok(e) => events.push(e),
+                // Moving would have to re-encode it: leave the evidence
+                // where it is and stop loudly.
+                ReadRow::Bad { seq, why } => {
+                    anyhow::bail!("audit_events {instance}#{seq} is unreadable ({why}); not moved")
+                }
+            }
+        }
+        for block in events.chunk_by(|a, b| a.event.occurred_at == b.event.occurred_at) {
+            for part in block.chunks(512) {
+                insert_block(&mut *tx, db.backend, part).await?;
+            }
+        }
+        sqlx::query("DELETE FROM audit_events WHERE instance = $1")
+            .bind(&instance)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            instance,
+            events = events.len(),
+            "audit events moved into blocks"
+        );
+    }
+    Ok(())
 }
 
 /// Stores a checkpoint; an existing one at the same seq is kept.

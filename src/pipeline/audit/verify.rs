@@ -1,5 +1,5 @@
 //! Verification: recomputes every chain and checks every checkpoint, from
-//! the store (streaming each instance in seq order, 5000 rows a page) or
+//! the store (streaming each instance in stored order, 500 blocks a page) or
 //! from an exported NDJSON file offline. Reports the first problem found.
 //!
 //! How a problem is classified (rows are visited in seq order; `p` is the
@@ -28,7 +28,9 @@ use super::key::{Checkpoint, PublicKey};
 use super::store::{self, ReadRow};
 use crate::db::Db;
 
-const PAGE: i64 = 5000;
+/// Blocks per page (a block holds one writer batch, up to `audit.max_batch`
+/// events).
+const PAGE: i64 = 500;
 /// How many rows around the current one are searched when classifying a
 /// broken link as reordered.
 const WINDOW: usize = 64;
@@ -119,11 +121,11 @@ pub async fn verify_store(
         }
         let mut after = 0;
         let outcome = loop {
-            let rows = store::events_after(db, &instance, after, PAGE).await?;
-            let Some(last) = rows.last() else {
+            let (rows, next) = store::blocks_from(db, &instance, after, PAGE).await?;
+            let Some(next) = next else {
                 break chain.finish();
             };
-            after = last.seq();
+            after = next;
             if let Err(p) = rows.into_iter().try_for_each(|r| chain.push(r)) {
                 break Err(p);
             }

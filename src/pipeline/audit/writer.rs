@@ -375,7 +375,7 @@ impl Task {
 
     async fn insert_once(&self, rows: &[StoredEvent]) -> anyhow::Result<()> {
         let mut conn = self.store.pool.acquire().await?;
-        let result = store::insert_batch(&mut *conn, self.store.backend, rows).await;
+        let result = store::insert_block(&mut *conn, self.store.backend, rows).await;
         if result.is_err() {
             conn.close_on_drop();
         }
