@@ -10,8 +10,9 @@
 #             production mode: see src/http/bench.rs for why there is no
 #             "audit off" switch)
 #   healthz   GET /healthz                            the HTTP floor
-# and prints requests/s, p99 latency and gated/baseline for SQLite and, when
-# DATABASE_URL (or PG_ADMIN_URL) is set, PostgreSQL.
+# in ROUNDS alternating gated/baseline pairs, and prints requests/s, p99
+# latency, CPU per request and gated/baseline per pair and as medians, for
+# SQLite and, when DATABASE_URL (or PG_ADMIN_URL) is set, PostgreSQL.
 #
 # Usage:
 #   bench/load.sh                                   # SQLite only
@@ -21,8 +22,9 @@
 #       # also PostgreSQL, in that database: it must be EMPTY and disposable
 #       # (customers are sealed with a key generated for this run)
 #
-# Knobs (environment): CUSTOMERS=1000 DURATION=10s THREADS=2 CONNECTIONS=32
-#   PORT=18080 SKIP_BUILD=1 (reuse $CARGO_TARGET_DIR or target, release/custodian)
+# Knobs (environment): CUSTOMERS=1000 DURATION=10s ROUNDS=3 THREADS=2
+#   CONNECTIONS=32 PORT=18080 SKIP_BUILD=1 (reuse $CARGO_TARGET_DIR or target,
+#   release/custodian)
 #
 # Needs: cargo, curl, openssl, and wrk (Debian/Ubuntu: `apt-get install -y
 # wrk`); falls back to oha (`cargo install oha`) when wrk is missing.
@@ -32,6 +34,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CUSTOMERS="${CUSTOMERS:-1000}"
 DURATION="${DURATION:-10s}"
+ROUNDS="${ROUNDS:-3}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-32}"
 PORT="${PORT:-18080}"
@@ -113,17 +116,21 @@ seed() { # N customers through the API (support reads need no consent:
 # process (0 on SQLite, where the database runs inside the server).
 ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 server_ticks() { ticks_of "$SERVER_PID"; }
-pg_ticks() {
-    local t=0 p
-    for p in $(pgrep -x postgres 2>/dev/null); do t=$((t + $(ticks_of "$p"))); done
-    echo "$t"
+pg_snapshot() { # "pid ticks" per PostgreSQL process
+    local p
+    for p in $(pgrep -x postgres 2>/dev/null); do echo "$p $(ticks_of "$p")"; done
+}
+pg_delta() { # CPU ticks between two snapshots, per process (a backend that
+             # started in between counts whole; one that exited is lost)
+    awk 'NR == FNR {t[$1] = $2; next} {d += $2 - (($1 in t) ? t[$1] : 0)} END {print d + 0}' \
+        <(echo "$1") <(echo "$2")
 }
 
 # Runs one measurement; prints "rps p99_ms errors server_us_per_req db_us_per_req".
 measure() { # path_prefix (random customer appended) or full path; token
-    local path="$1" tok="$2" out s0 d0 s1 d1 hz
+    local path="$1" tok="$2" out s0 d0 s1 d1 hz db
     hz=$(getconf CLK_TCK)
-    s0=$(server_ticks); d0=$(pg_ticks)
+    s0=$(server_ticks); d0=$(pg_snapshot)
     if [[ $TOOL == wrk ]]; then
         cat >"$WORK/req.lua" <<EOF
 wrk.headers["authorization"] = "Bearer $tok"
@@ -152,40 +159,58 @@ EOF
             "http://127.0.0.1:$PORT$path")
         jq -j '"\(.summary.requestsPerSec) \(.latencyPercentiles.p99 * 1000) \([.statusCodeDistribution | to_entries[] | select(.key | startswith("2") | not) | .value] | add // 0)"' <<<"$out"
     fi
-    s1=$(server_ticks); d1=$(pg_ticks)
+    s1=$(server_ticks); d1=$(pg_snapshot); db=$(pg_delta "$d0" "$d1")
     # CPU microseconds per request: where the time goes, robust to a busy machine.
-    awk -v out="$out" -v s=$((s1 - s0)) -v d=$((d1 - d0)) -v hz="$hz" -v dur="${DURATION%s}" 'BEGIN {
+    awk -v out="$out" -v s=$((s1 - s0)) -v d="$db" -v hz="$hz" -v dur="${DURATION%s}" 'BEGIN {
         n = 0; if (match(out, /Requests\/sec: *[0-9.]+/)) { split(substr(out, RSTART, RLENGTH), a, ":"); n = a[2] * dur }
         if (n == 0) n = 1
         printf " %.0f %.0f\n", s * 1e6 / hz / n, d * 1e6 / hz / n }'
 }
 
+median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+
 run_backend() { # name database_url
-    local name="$1" url="$2" support gated base health
+    local name="$1" url="$2" support health round g b rows=""
     start_server "$url"
     seed
     support=$(token load-support support_agent)
     # Warm-up (token cache, connections, page cache).
     DURATION=2s measure "/v1/customers/" "$support" >/dev/null
     DURATION=2s measure "/bench/baseline/customers/" "$support" >/dev/null
-    gated=$(measure "/v1/customers/" "$support")
-    base=$(measure "/bench/baseline/customers/" "$support")
+    # Alternating rounds: a shared machine drifts over a run, and pairing
+    # each gated run with the baseline run right after it keeps the drift
+    # out of the ratio; the medians are the result.
+    for round in $(seq 1 "$ROUNDS"); do
+        g=$(measure "/v1/customers/" "$support")
+        b=$(measure "/bench/baseline/customers/" "$support")
+        rows+="$round $g $b"$'\n'
+    done
     health=$(measure "/healthz" "$support")
     local batches events
     batches=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^custodian_audit_batches_total/ {print $2}')
     events=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^custodian_audit_events_total/ {print $2}')
     stop_server
-    read -r g_rps g_p99 g_err g_cpu g_db <<<"$gated"
-    read -r b_rps b_p99 b_err b_cpu b_db <<<"$base"
     read -r h_rps h_p99 h_err h_cpu h_db <<<"$health"
-    printf '\n== %s (%s customers, %s, %s threads, %s connections, %s) ==\n' \
-        "$name" "$CUSTOMERS" "$DURATION" "$THREADS" "$CONNECTIONS" "$TOOL"
-    printf '%-34s %11s %8s %8s %14s %12s\n' route "requests/s" "p99 ms" non-2xx "server µs/req" "db µs/req"
-    printf '%-34s %11.0f %8.2f %8d %14d %12d\n' "gated (audit)  /v1/customers/{id}" "$g_rps" "$g_p99" "$g_err" "$g_cpu" "$g_db"
-    printf '%-34s %11.0f %8.2f %8d %14d %12d\n' "baseline (no audit)" "$b_rps" "$b_p99" "$b_err" "$b_cpu" "$b_db"
-    printf '%-34s %11.0f %8.2f %8d %14d %12d\n' "floor  /healthz" "$h_rps" "$h_p99" "$h_err" "$h_cpu" "$h_db"
+    printf '\n== %s (%s customers, %s rounds of %s per route, %s threads, %s connections, %s) ==\n' \
+        "$name" "$CUSTOMERS" "$ROUNDS" "$DURATION" "$THREADS" "$CONNECTIONS" "$TOOL"
+    printf '%-6s %-34s %11s %8s %8s %14s %12s\n' round route "requests/s" "p99 ms" non-2xx "server µs/req" "db µs/req"
+    # Per round: gated, baseline, and the ratio of the pair.
+    while read -r round g_rps g_p99 g_err g_cpu g_db b_rps b_p99 b_err b_cpu b_db; do
+        [[ -z "$round" ]] && continue
+        printf '%-6s %-34s %11.0f %8.2f %8d %14d %12d\n' "$round" "gated (audit)  /v1/customers/{id}" "$g_rps" "$g_p99" "$g_err" "$g_cpu" "$g_db"
+        printf '%-6s %-34s %11.0f %8.2f %8d %14d %12d\n' "$round" "baseline (no audit)" "$b_rps" "$b_p99" "$b_err" "$b_cpu" "$b_db"
+        awk -v g="$g_rps" -v b="$b_rps" -v r="$round" 'BEGIN {printf "%-6s gated/baseline %.1f%%\n", r, 100*g/b}'
+    done <<<"$rows"
+    printf '%-6s %-34s %11.0f %8.2f %8d %14d %12d\n' "-" "floor  /healthz" "$h_rps" "$h_p99" "$h_err" "$h_cpu" "$h_db"
 
-    awk -v g="$g_rps" -v b="$b_rps" 'BEGIN {printf "gated/baseline throughput: %.1f%% (target >= 80%%)\n", 100*g/b}'
+    local mg mb mr gp bp
+    mg=$(awk '{print $2}' <<<"$rows" | grep . | median)
+    mb=$(awk '{print $7}' <<<"$rows" | grep . | median)
+    mr=$(awk '$2 > 0 && $7 > 0 {print 100*$2/$7}' <<<"$rows" | median)
+    gp=$(awk '{print $3}' <<<"$rows" | grep . | median)
+    bp=$(awk '{print $8}' <<<"$rows" | grep . | median)
+    printf 'median: gated %.0f req/s (p99 %.2f ms), baseline %.0f req/s (p99 %.2f ms)\n' "$mg" "$gp" "$mb" "$bp"
+    printf 'gated/baseline throughput: median of the rounds %.1f%% (target >= 80%%)\n' "$mr"
     awk -v n="$events" -v b="$batches" 'BEGIN {if (b > 0) printf "audit group commit: %d events in %d transactions (%.1f per commit)\n", n, b, n/b}'
 }
 

@@ -144,6 +144,74 @@ async fn rewrite_chain(app: &TestApp, edit: impl FnOnce(&mut Vec<StoredEvent>)) 
         .unwrap();
 }
 
+both_backends!(
+    events_of_the_row_format_move_into_blocks,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        // Put the chain back into the pre-0004 row table, as the previous
+        // release stored it, and empty the blocks.
+        for s in rows(&app, 0, 1000).await {
+            let e = &s.event;
+            sqlx::query(
+                "INSERT INTO audit_events (instance, seq, occurred_at, request_id, actor, roles, \
+             action, resource, customers, purpose, decision, reason, fields, status, records, \
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16, $17)",
+            )
+            .bind(&s.instance)
+            .bind(s.seq)
+            .bind(e.occurred_at)
+            .bind(&e.request_id)
+            .bind(&e.actor)
+            .bind(serde_json::to_string(&e.roles).unwrap())
+            .bind(e.action.as_str())
+            .bind(&e.resource)
+            .bind(serde_json::to_string(&e.customers).unwrap())
+            .bind(e.purpose.clone())
+            .bind(e.decision.as_str())
+            .bind(&e.reason)
+            .bind(serde_json::to_string(&e.fields).unwrap())
+            .bind(i64::from(e.status))
+            .bind(i64::try_from(e.records).unwrap())
+            .bind(s.prev_hash.to_vec())
+            .bind(s.hash.to_vec())
+            .execute(&app.state.db.pool)
+            .await
+            .unwrap();
+        }
+        exec(&app, "DELETE FROM audit_blocks WHERE instance = 't'").await;
+        assert_eq!(
+            verify(&app, key).await.problem.unwrap().kind,
+            ProblemKind::Truncated
+        );
+
+        app.state.db.migrate().await.unwrap();
+        let report = verify(&app, key).await;
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.events, 25, "{report}");
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
+        // The customer index still finds them, once each.
+        let filter = AuditFilter {
+            customer: Some(7),
+            ..AuditFilter::default()
+        };
+        let page = audit::query(&app.state.db, &filter, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![7]
+        );
+        // Running the migration again changes nothing.
+        app.state.db.migrate().await.unwrap();
+        assert_eq!(verify(&app, key).await.events, 25);
+    }
+);
+
 both_backends!(edited_event_is_named_modified, async |app: TestApp| {
     let key = chain_of_25(&app).await;
     edit_block(&app, 5, |events| {

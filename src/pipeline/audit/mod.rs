@@ -40,8 +40,10 @@
 //! 9. `u32` HTTP status; `u64` number of records returned.
 //!
 //! There are no floats, no maps and no optional omissions, so the encoding
-//! does not depend on JSON formatting or key order (the JSON columns are
-//! parsed back into typed values before hashing). Checkpoints sign
+//! does not depend on JSON formatting or key order. The store keeps exactly
+//! these bytes: one `audit_blocks` row per writer batch holds its events
+//! back to back, each with its hashes (layout in [`store::encode_block`]),
+//! and readers decode them with [`event::decode_canonical`]. Checkpoints sign
 //! `"custodian.audit.checkpoint.v1" || string instance || i64 seq ||
 //! hash[32] || i64 signed_at` with Ed25519.
 //!
@@ -60,7 +62,7 @@
 //! rewrite that re-hashes events before a checkpoint is reported at the
 //! checkpoint (`checkpoint_mismatch`), not at the first edited event. The
 //! `audit_event_customers` table is a derived index for the customer filter,
-//! filled by the statement that inserts the events, and is not covered by
+//! filled by the statement that inserts the block, and is not covered by
 //! the chain. On SQLite the audit tables live in their own file, attached
 //! as schema `audit` (see `db`). Events hold ids (subject, customer ids,
 //! field names), never personal values or tokens.

@@ -2,16 +2,17 @@
 //! the store (streaming each instance in stored order, 500 blocks a page) or
 //! from an exported NDJSON file offline. Reports the first problem found.
 //!
-//! How a problem is classified (rows are visited in seq order; `p` is the
-//! previous row of the same chain):
+//! How a problem is classified (events are visited in stored order: blocks
+//! by key, events as laid out in their block; `p` is the previous event of
+//! the same chain):
 //! - **deleted**: a gap in seq, or a chain that starts after seq 1 without a
 //!   signed checkpoint at `first - 1` vouching for its `prev_hash`;
-//! - **inserted**: the row does not chain from `p` but from `p`'s own
-//!   predecessor (two rows claim one parent: `p` was inserted, named), or a
-//!   self-consistent row that chains from no nearby row (forged);
-//! - **reordered**: the row chains from a nearby row other than `p`;
-//! - **modified**: the row links correctly but its content no longer hashes
-//!   to its stored hash (or cannot be decoded);
+//! - **inserted**: the event does not chain from `p` but from `p`'s own
+//!   predecessor (two events claim one parent: `p` was inserted, named), or
+//!   a self-consistent event that chains from no nearby event (forged);
+//! - **reordered**: the event chains from a nearby event other than `p`;
+//! - **modified**: the event links correctly but its content no longer
+//!   hashes to its stored hash (or cannot be decoded);
 //! - **checkpoint_mismatch**: a signed checkpoint's hash differs from the
 //!   event at its seq (the chain was rewritten and re-hashed before it);
 //! - **truncated**: a signed checkpoint names a seq beyond the chain's end;

@@ -2,10 +2,10 @@
 //!
 //! [`AuditWriter::record`] hands an event to one writer task per process
 //! through a bounded queue and waits until the event is committed. The task
-//! drains whatever is queued (up to `audit.max_batch`) into one statement
-//! (one transaction) on its own connection, chaining the events in order,
-//! then acknowledges every waiter at once: many concurrent requests share
-//! one commit. If the transaction fails, every waiter gets
+//! drains whatever is queued (up to `audit.max_batch`), chains the events in
+//! order, stores them as one block with one statement (one transaction) on
+//! its own connection, then acknowledges every waiter at once: many
+//! concurrent requests share one commit. If the transaction fails, every waiter gets
 //! [`AuditUnavailable`], the in-memory head is discarded (and reloaded from
 //! the store before the next batch), and the writer reports unhealthy until
 //! a later batch commits. A full queue also fails closed.
