@@ -345,7 +345,7 @@ impl TestApp {
         .fetch_one(&self.state.db.pool)
         .await
         .unwrap();
-        let mut events: Vec<_> = store::decode_block(first, &bytes)
+        let mut events: Vec<_> = store::decode_block(instance, first, &bytes)
             .into_iter()
             .map(|r| match r {
                 store::ReadRow::Ok(e) => e,

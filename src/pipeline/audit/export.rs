@@ -253,7 +253,10 @@ pub async fn query(
             .map_err(|e| QueryError::Store(e.into()))?;
         let fetched = blocks.len();
         for (at, instance, first_seq, bytes) in blocks {
-            for row in store::decode_block(first_seq, &bytes).into_iter().rev() {
+            for row in store::decode_block(&instance, first_seq, &bytes)
+                .into_iter()
+                .rev()
+            {
                 let e = match row {
                     ReadRow::Ok(e) => e,
                     ReadRow::Bad { seq, why } => {
@@ -508,7 +511,7 @@ async fn export_page(
     let next = blocks.last().map(|(first, _)| *first);
     let rows = blocks
         .iter()
-        .flat_map(|(first, bytes)| store::decode_block(*first, bytes))
+        .flat_map(|(first, bytes)| store::decode_block(instance, *first, bytes))
         .filter(|r| match r {
             ReadRow::Ok(e) => filter.matches(e),
             ReadRow::Bad { .. } => true,

@@ -59,7 +59,7 @@ pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::R
         .fetch_one(&db.pool)
         .await?;
         // The anchor must be the event the verifier will find missing.
-        let hash = match store::decode_block(block, &events).pop() {
+        let hash = match store::decode_block(&instance, block, &events).pop() {
             Some(store::ReadRow::Ok(e)) if e.seq == cut => e.hash,
             _ => anyhow::bail!("{instance}#{cut}: stored event is unreadable; not pruned"),
         };

@@ -132,10 +132,11 @@ pub fn encode_block(rows: &[StoredEvent]) -> Vec<u8> {
     out
 }
 
-/// Decodes a block stored at `first_seq`. An event that cannot be decoded
-/// is reported as [`ReadRow::Bad`] at the seq its position implies; a
-/// broken length ends the block there.
-pub fn decode_block(first_seq: i64, mut bytes: &[u8]) -> Vec<ReadRow> {
+/// Decodes a block stored under `(instance, first_seq)`. An event that
+/// cannot be decoded, or that names another chain than the block's (a
+/// block relabelled in the database), is reported as [`ReadRow::Bad`] at
+/// the seq its position implies; a broken length ends the block there.
+pub fn decode_block(instance: &str, first_seq: i64, mut bytes: &[u8]) -> Vec<ReadRow> {
     let mut rows = Vec::new();
     let mut position = first_seq;
     while !bytes.is_empty() {
@@ -155,13 +156,17 @@ pub fn decode_block(first_seq: i64, mut bytes: &[u8]) -> Vec<ReadRow> {
         };
         bytes = rest;
         rows.push(match decode_canonical(canonical) {
-            Ok((instance, seq, event)) => ReadRow::Ok(StoredEvent {
-                instance,
+            Ok((of, seq, event)) if of == instance => ReadRow::Ok(StoredEvent {
+                instance: of,
                 seq,
                 event,
                 prev_hash,
                 hash,
             }),
+            Ok((of, ..)) => ReadRow::Bad {
+                seq: position,
+                why: format!("event of chain {of:?} stored in this chain"),
+            },
             Err(why) => ReadRow::Bad { seq: position, why },
         });
         position = rows.last().map_or(position, ReadRow::seq) + 1;
@@ -246,7 +251,7 @@ pub async fn chain_head(db: &Db, instance: &str) -> anyhow::Result<(i64, Hash)> 
     .fetch_optional(&db.pool)
     .await?;
     if let Some((first_seq, events)) = last {
-        return match decode_block(first_seq, &events).pop() {
+        return match decode_block(instance, first_seq, &events).pop() {
             Some(ReadRow::Ok(e)) => Ok((e.seq, e.hash)),
             _ => anyhow::bail!("audit block {instance}#{first_seq}: last event is unreadable"),
         };
@@ -308,7 +313,7 @@ pub async fn events_after(
     .await?;
     Ok(blocks
         .iter()
-        .flat_map(|(first, events)| decode_block(*first, events))
+        .flat_map(|(first, events)| decode_block(instance, *first, events))
         .filter(|r| r.seq() > after_seq)
         .collect())
 }
@@ -335,7 +340,7 @@ pub async fn blocks_from(
     let next = blocks.last().map(|(first, _)| *first);
     let rows = blocks
         .iter()
-        .flat_map(|(first, events)| decode_block(*first, events))
+        .flat_map(|(first, events)| decode_block(instance, *first, events))
         .collect();
     Ok((rows, next))
 }
@@ -460,5 +465,59 @@ impl ReadRow {
             ReadRow::Ok(e) => e.seq,
             ReadRow::Bad { seq, .. } => *seq,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::audit::event::{Reason, GENESIS};
+
+    fn chain(instance: &str, n: i64) -> Vec<StoredEvent> {
+        let mut prev = GENESIS;
+        (1..=n)
+            .map(|seq| {
+                let event = AuditEvent::system("svc", Action::CustomerRead, "/r")
+                    .customer(seq)
+                    .allow(Reason::Admin("x".into()), 200)
+                    .build();
+                let hash = event.chain_hash(instance, seq, &prev);
+                let row = StoredEvent {
+                    instance: instance.into(),
+                    seq,
+                    event,
+                    prev_hash: prev,
+                    hash,
+                };
+                prev = hash;
+                row
+            })
+            .collect()
+    }
+
+    fn ok(rows: Vec<ReadRow>) -> Vec<StoredEvent> {
+        rows.into_iter()
+            .map(|r| match r {
+                ReadRow::Ok(e) => e,
+                ReadRow::Bad { seq, why } => panic!("{seq}: {why}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_decode_back_and_name_damage() {
+        let rows = chain("gw", 3);
+        let bytes = encode_block(&rows);
+        assert_eq!(ok(decode_block("gw", 1, &bytes)), rows);
+        assert!(decode_block("gw", 1, &[]).is_empty());
+        // Relabelled into another chain: every event is refused there.
+        assert!(decode_block("gw-2", 1, &bytes)
+            .iter()
+            .all(|r| matches!(r, ReadRow::Bad { .. })));
+        // A cut block keeps the events before the cut, names the next one.
+        let cut = decode_block("gw", 1, &bytes[..bytes.len() - 1]);
+        assert_eq!(cut.len(), 3);
+        assert!(matches!(&cut[..2], [ReadRow::Ok(_), ReadRow::Ok(_)]));
+        assert!(matches!(cut[2], ReadRow::Bad { seq: 3, .. }));
     }
 }
