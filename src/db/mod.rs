@@ -97,7 +97,7 @@ impl Db {
             Backend::Sqlite => config.database.max_connections.min(8),
             Backend::Postgres => config.database.max_connections,
         };
-        let pool = pool_options(backend, size, acquire_timeout, audit_file.clone())
+        let pool = pool_options(backend, size, acquire_timeout, audit_file.clone(), "")
             .connect_with(options.clone())
             .await
             .with_context(|| format!("cannot connect to the database at {}", redact_url(&url)))?;
@@ -116,11 +116,17 @@ impl Db {
     /// (the audit writer, which every request waits on). Connections are not
     /// pinged before use: such a task drops a connection after any error.
     pub async fn dedicated(&self, size: u32) -> anyhow::Result<Self> {
+        self.dedicated_with(size, "").await
+    }
+
+    /// [`Db::dedicated`] whose SQLite connections also run `pragmas`.
+    pub async fn dedicated_with(&self, size: u32, pragmas: &'static str) -> anyhow::Result<Self> {
         let pool = pool_options(
             self.backend,
             size,
             self.acquire_timeout,
             self.audit_file.clone(),
+            pragmas,
         )
         .test_before_acquire(false)
         .connect_with(self.options.clone())
@@ -182,6 +188,7 @@ fn pool_options(
     size: u32,
     acquire_timeout: Duration,
     audit_file: Option<Arc<str>>,
+    pragmas: &'static str,
 ) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
@@ -211,6 +218,9 @@ fn pool_options(
                             "PRAGMA audit.journal_mode = WAL; PRAGMA audit.synchronous = FULL;",
                         )
                         .await?;
+                    }
+                    if !pragmas.is_empty() {
+                        conn.execute(pragmas).await?;
                     }
                 }
                 Ok(())

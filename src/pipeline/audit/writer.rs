@@ -20,7 +20,7 @@ use super::key::{PublicKey, Signer};
 use super::store::{self, StoredEvent};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Backend, Db};
 
 /// Proof that an event is durable: its place in this instance's chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +86,8 @@ struct Handle {
     shared: Arc<Shared>,
     closing: AtomicBool,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// SQLite: the task that checkpoints the trail's WAL.
+    checkpointer: Option<tokio::task::AbortHandle>,
     instance: String,
     public_key: PublicKey,
 }
@@ -128,7 +130,20 @@ impl AuditWriter {
         let public_key = *signer.public_key();
         let instance = options.instance.clone();
         tracing::info!(instance = %instance, seq = head.0, key_id = public_key.key_id(), "audit chain loaded");
-        let store = db.dedicated(1).await?;
+        // On SQLite the writer never checkpoints the trail's WAL itself: a
+        // checkpoint inside a batch commit copies the WAL into the file and
+        // syncs it while every waiting request waits too. A background task
+        // does it on another connection instead (PASSIVE: never blocks the
+        // writer's appends).
+        let store = match db.backend {
+            Backend::Sqlite => {
+                db.dedicated_with(1, "PRAGMA audit.wal_autocheckpoint = 0;")
+                    .await?
+            }
+            Backend::Postgres => db.dedicated(1).await?,
+        };
+        let checkpointer = (db.backend == Backend::Sqlite)
+            .then(|| tokio::spawn(checkpoint_wal(db.clone())).abort_handle());
         let task = Task {
             store,
             clock,
@@ -144,6 +159,7 @@ impl AuditWriter {
             shared,
             closing: AtomicBool::new(false),
             task: Mutex::new(Some(join)),
+            checkpointer,
             instance,
             public_key,
         })))
@@ -201,6 +217,40 @@ impl AuditWriter {
         let join = self.0.task.lock().ok().and_then(|mut t| t.take());
         if let Some(join) = join {
             let _ = join.await;
+        }
+        if let Some(checkpointer) = &self.0.checkpointer {
+            checkpointer.abort();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.abort();
+        }
+    }
+}
+
+/// How often the trail's WAL is checkpointed on SQLite. Between two runs
+/// the WAL grows by what the writer commits in that time (a few MB at
+/// thousands of events a second).
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the trail's WAL into its database file every
+/// [`WAL_CHECKPOINT_EVERY`], on a pooled connection (not the writer's).
+/// PASSIVE never waits for the writer or readers; what it cannot copy now
+/// is copied at the next run. The last connection to close checkpoints too.
+async fn checkpoint_wal(db: Db) {
+    let mut tick = tokio::time::interval(WAL_CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA audit.wal_checkpoint(PASSIVE)")
+            .execute(&db.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "audit WAL checkpoint failed; retried in a second");
         }
     }
 }
