@@ -27,3 +27,13 @@ CREATE TABLE audit_blocks (
 ALTER TABLE audit_blocks ALTER COLUMN events SET STORAGE EXTERNAL;
 -- Newest-first paging of GET /v1/audit.
 CREATE INDEX audit_blocks_time ON audit_blocks (at, instance, first_seq);
+
+-- An instance still running the previous version would keep inserting
+-- into the retired table, which nothing reads any more: refuse, so that
+-- it fails closed (503) instead of acknowledging events nobody will see.
+CREATE FUNCTION audit_events_retired() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_events is retired (migration 0004): upgrade this instance';
+END $$;
+CREATE TRIGGER audit_events_retired BEFORE INSERT ON audit_events
+    FOR EACH ROW EXECUTE FUNCTION audit_events_retired();

@@ -31,3 +31,11 @@ BEGIN
     INSERT OR IGNORE INTO audit_event_customers (customer_id, instance, seq)
     SELECT c.value ->> 0, NEW.instance, c.value ->> 1 FROM json_each(NEW.customers) AS c;
 END;
+
+-- An instance still running the previous version would keep inserting
+-- into the retired table, which nothing reads any more: refuse, so that
+-- it fails closed (503) instead of acknowledging events nobody will see.
+CREATE TRIGGER IF NOT EXISTS audit.audit_events_retired BEFORE INSERT ON audit_events
+BEGIN
+    SELECT RAISE(ABORT, 'audit_events is retired (migration 0004): upgrade this instance');
+END;

@@ -148,8 +148,30 @@ both_backends!(
     events_of_the_row_format_move_into_blocks,
     async |app: TestApp| {
         let key = chain_of_25(&app).await;
+        // An instance on the previous version can no longer write there.
+        let old_writer = sqlx::query(
+            "INSERT INTO audit_events (instance, seq, occurred_at, request_id, actor, roles, \
+             action, resource, customers, purpose, decision, reason, fields, status, records, \
+             prev_hash, hash) VALUES ('old', 1, 0, '', 'a', '[]', 'x', 'r', '[]', NULL, \
+             'allow', 'r', '[]', 200, 0, $1, $1)",
+        )
+        .bind(vec![0u8; 32])
+        .execute(&app.state.db.pool)
+        .await;
+        assert!(old_writer.is_err());
         // Put the chain back into the pre-0004 row table, as the previous
-        // release stored it, and empty the blocks.
+        // release stored it (before that table was retired), and empty the
+        // blocks.
+        exec(
+            &app,
+            match app.backend {
+                custodian::db::Backend::Sqlite => "DROP TRIGGER audit.audit_events_retired",
+                custodian::db::Backend::Postgres => {
+                    "DROP TRIGGER audit_events_retired ON audit_events"
+                }
+            },
+        )
+        .await;
         for s in rows(&app, 0, 1000).await {
             let e = &s.event;
             sqlx::query(
@@ -275,6 +297,60 @@ both_backends!(
         broken[entry - 4] = 0xff; // high byte of this entry's length
         set_block_bytes(&app, 1, broken).await;
         assert_problem(&verify(&app, key).await, ProblemKind::Modified, 13);
+    }
+);
+
+both_backends!(
+    block_columns_are_held_to_their_events,
+    async |app: TestApp| {
+        let key = chain_of_25(&app).await;
+        // Each column alone: the block is reported where it starts.
+        for sql in [
+            "UPDATE audit_blocks SET at = 0 WHERE instance = 't' AND first_seq = 7",
+            "UPDATE audit_blocks SET last_seq = 999 WHERE instance = 't' AND first_seq = 7",
+            "UPDATE audit_blocks SET customers = '[]' WHERE instance = 't' AND first_seq = 7",
+        ] {
+            let before: (i64, i64, String) = sqlx::query_as(
+            "SELECT at, last_seq, customers FROM audit_blocks WHERE instance = 't' AND first_seq = 7",
+        )
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+            exec(&app, sql).await;
+            assert_problem(&verify(&app, key).await, ProblemKind::Modified, 7);
+            sqlx::query(
+                "UPDATE audit_blocks SET at = $1, last_seq = $2, customers = $3 \
+             WHERE instance = 't' AND first_seq = 7",
+            )
+            .bind(before.0)
+            .bind(before.1)
+            .bind(before.2)
+            .execute(&app.state.db.pool)
+            .await
+            .unwrap();
+            assert!(verify(&app, key).await.is_intact(), "{sql}");
+        }
+    }
+);
+
+both_backends!(
+    prune_refuses_a_block_whose_time_was_edited,
+    async |app: TestApp| {
+        let signer = Signer::ephemeral().unwrap();
+        let (w, _) = writer(&app).await;
+        for i in 1..=5 {
+            w.record(event(i)).await.unwrap();
+        }
+        w.shutdown().await;
+        // Make a recent block look old: prune must not sign it away.
+        exec(
+            &app,
+            "UPDATE audit_blocks SET at = 0 WHERE instance = 't' AND first_seq = 3",
+        )
+        .await;
+        let now = app.state.clock.now_micros();
+        assert!(audit::prune(&app.state.db, &signer, 1, now).await.is_err());
+        assert_eq!(rows(&app, 0, 100).await.len(), 5);
     }
 );
 

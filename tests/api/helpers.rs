@@ -353,8 +353,27 @@ impl TestApp {
             })
             .collect();
         edit(&mut events);
-        self.set_audit_block_bytes(instance, first, store::encode_block(&events))
-            .await;
+        // A careful forger keeps the block's columns consistent with it.
+        let links: Vec<(i64, i64)> = events
+            .iter()
+            .flat_map(|e| e.event.customers.iter().map(|c| (*c, e.seq)))
+            .collect();
+        let (Some(new_first), Some(new_last)) = (events.first(), events.last()) else {
+            panic!("edit left the block empty");
+        };
+        sqlx::query(
+            "UPDATE audit_blocks SET events = $1, first_seq = $2, last_seq = $3, customers = $4 \
+             WHERE instance = $5 AND first_seq = $6",
+        )
+        .bind(store::encode_block(&events))
+        .bind(new_first.seq)
+        .bind(new_last.seq)
+        .bind(serde_json::to_string(&links).unwrap())
+        .bind(instance)
+        .bind(first)
+        .execute(&self.state.db.pool)
+        .await
+        .unwrap();
     }
 
     /// Overwrites the stored bytes of one audit block.

@@ -36,7 +36,9 @@ pub struct PruneReport {
 /// remains with signed checkpoints. `now` is the checkpoint time.
 pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::Result<PruneReport> {
     let mut report = PruneReport::default();
-    for (instance, head) in store::chain_heads(db).await? {
+    for (instance, _) in store::chain_heads(db).await? {
+        // The head from decoded content, not from the untrusted columns.
+        let (head, _) = store::chain_head(db, &instance).await?;
         // Whole blocks only (a block's events share one time), and never
         // the block holding the chain's last event.
         let cut: Option<(i64, i64)> = sqlx::query_as(
@@ -58,10 +60,31 @@ pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::R
         .bind(block)
         .fetch_one(&db.pool)
         .await?;
-        // The anchor must be the event the verifier will find missing.
-        let hash = match store::decode_block(&instance, block, &events).pop() {
-            Some(store::ReadRow::Ok(e)) if e.seq == cut => e.hash,
-            _ => anyhow::bail!("{instance}#{cut}: stored event is unreadable; not pruned"),
+        // The columns chose this block; its content must agree before a
+        // signature vouches for the cut: every event older than the
+        // cut-off, the last one at `cut`, below the head. (Someone who
+        // edited `at` or `last_seq` must not get recent events pruned
+        // under a valid signature.)
+        let decoded = store::decode_block(&instance, block, &events);
+        let mut hash = None;
+        for row in &decoded {
+            match row {
+                store::ReadRow::Ok(e) if e.event.occurred_at < before => {
+                    hash = Some((e.seq, e.hash));
+                }
+                _ => anyhow::bail!(
+                    "{instance}#{}: block content disagrees with its columns or is \
+                     unreadable; not pruned (run `custodian audit verify`)",
+                    row.seq()
+                ),
+            }
+        }
+        let hash = match hash {
+            Some((seq, hash)) if seq == cut && seq < head => hash,
+            _ => anyhow::bail!(
+                "{instance}#{cut}: block content disagrees with its columns; not pruned \
+                 (run `custodian audit verify`)"
+            ),
         };
         let checkpoint = signer.sign(&instance, cut, hash, now);
         let mut tx = db.pool.begin().await?;

@@ -169,7 +169,8 @@ pub fn decode_block(instance: &str, first_seq: i64, mut bytes: &[u8]) -> Vec<Rea
             },
             Err(why) => ReadRow::Bad { seq: position, why },
         });
-        position = rows.last().map_or(position, ReadRow::seq) + 1;
+        // Stored seqs are untrusted: no overflow on i64::MAX.
+        position = rows.last().map_or(position, ReadRow::seq).saturating_add(1);
     }
     rows
 }
@@ -208,10 +209,7 @@ where
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(());
     };
-    let links: Vec<(i64, i64)> = rows
-        .iter()
-        .flat_map(|r| r.event.customers.iter().map(|c| (*c, r.seq)))
-        .collect();
+    let links = links(rows);
     let inserted = sqlx::query(match backend {
         Backend::Sqlite => INSERT_SQLITE,
         Backend::Postgres => INSERT_POSTGRES,
@@ -328,21 +326,70 @@ pub async fn blocks_from(
     after_first_seq: i64,
     max_blocks: i64,
 ) -> anyhow::Result<(Vec<ReadRow>, Option<i64>)> {
-    let blocks: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT first_seq, events FROM audit_blocks WHERE instance = $1 AND first_seq > $2 \
-         ORDER BY first_seq LIMIT $3",
+    let blocks: Vec<(i64, i64, i64, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT first_seq, last_seq, at, customers, events FROM audit_blocks \
+         WHERE instance = $1 AND first_seq > $2 ORDER BY first_seq LIMIT $3",
     )
     .bind(instance)
     .bind(after_first_seq)
     .bind(max_blocks)
     .fetch_all(&db.pool)
     .await?;
-    let next = blocks.last().map(|(first, _)| *first);
-    let rows = blocks
-        .iter()
-        .flat_map(|(first, events)| decode_block(instance, *first, events))
-        .collect();
+    let next = blocks.last().map(|(first, ..)| *first);
+    let mut rows = Vec::new();
+    for (first, last, at, customers, events) in &blocks {
+        let decoded = decode_block(instance, *first, events);
+        match columns_disagree(*first, *last, *at, customers, &decoded) {
+            None => rows.extend(decoded),
+            Some(why) => rows.push(ReadRow::Bad {
+                seq: *first,
+                why: format!("block columns do not match its events: {why}"),
+            }),
+        }
+    }
     Ok((rows, next))
+}
+
+/// Why a block's indexed columns (seq range, time, customer list) differ
+/// from what its events say, if they do. Readers narrow by these columns
+/// (time filters, retention, chain heads), so verification holds them to
+/// the content. A block with undecodable events is left to report those.
+fn columns_disagree(
+    first_seq: i64,
+    last_seq: i64,
+    at: i64,
+    customers: &str,
+    rows: &[ReadRow],
+) -> Option<&'static str> {
+    let mut events = Vec::with_capacity(rows.len());
+    for r in rows {
+        match r {
+            ReadRow::Ok(e) => events.push(e),
+            ReadRow::Bad { .. } => return None,
+        }
+    }
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Some("no events");
+    };
+    if first.seq != first_seq || last.seq != last_seq {
+        return Some("seq range");
+    }
+    if events.iter().any(|e| e.event.occurred_at != at) {
+        return Some("time");
+    }
+    let stored: Option<Vec<(i64, i64)>> = serde_json::from_str(customers).ok();
+    if stored != Some(links(events)) {
+        return Some("customer list");
+    }
+    None
+}
+
+/// `(customer_id, seq)` for every customer of every event: the block's
+/// `customers` column and the index rows derived from it.
+fn links<'a>(rows: impl IntoIterator<Item = &'a StoredEvent>) -> Vec<(i64, i64)> {
+    rows.into_iter()
+        .flat_map(|r| r.event.customers.iter().map(move |c| (*c, r.seq)))
+        .collect()
 }
 
 /// Events in the store, as the blocks' seq ranges count them (for progress).
@@ -366,6 +413,13 @@ pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
             .await?;
     for instance in instances {
         let mut tx = db.pool.begin().await?;
+        if db.backend == Backend::Postgres {
+            // Instances still on the previous version are refused inserts
+            // by migration 0004; this waits out any insert in flight.
+            sqlx::query("LOCK TABLE audit_events IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM audit_events WHERE instance = $1 ORDER BY seq"
         ))
@@ -388,8 +442,10 @@ pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
                 insert_block(&mut *tx, db.backend, part).await?;
             }
         }
-        sqlx::query("DELETE FROM audit_events WHERE instance = $1")
+        let moved = events.last().map_or(0, |e| e.seq);
+        sqlx::query("DELETE FROM audit_events WHERE instance = $1 AND seq <= $2")
             .bind(&instance)
+            .bind(moved)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;

@@ -142,8 +142,13 @@ impl AuditWriter {
             }
             Backend::Postgres => db.dedicated(1).await?,
         };
-        let checkpointer = (db.backend == Backend::Sqlite)
-            .then(|| tokio::spawn(checkpoint_wal(db.clone())).abort_handle());
+        let checkpointer = match db.backend {
+            // Its own connection too: never queued behind request traffic.
+            Backend::Sqlite => {
+                Some(tokio::spawn(checkpoint_wal(db.dedicated(1).await?)).abort_handle())
+            }
+            Backend::Postgres => None,
+        };
         let task = Task {
             store,
             clock,
@@ -238,7 +243,7 @@ impl Drop for Handle {
 const WAL_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Copies the trail's WAL into its database file every
-/// [`WAL_CHECKPOINT_EVERY`], on a pooled connection (not the writer's).
+/// [`WAL_CHECKPOINT_EVERY`], on a connection of its own (not the writer's).
 /// PASSIVE never waits for the writer or readers; what it cannot copy now
 /// is copied at the next run. The last connection to close checkpoints too.
 async fn checkpoint_wal(db: Db) {
