@@ -248,24 +248,19 @@ both_backends!(edited_event_is_named_modified, async |app: TestApp| {
 async fn one_block_of_25(app: &TestApp) -> (PublicKey, Vec<u8>) {
     let signer = Signer::ephemeral().unwrap();
     let at = app.state.clock.now_micros();
-    let mut prev = audit::GENESIS;
-    let mut all = Vec::new();
-    for seq in 1..=25 {
-        let mut e = event(seq);
-        e.occurred_at = at;
-        let hash = e.chain_hash(CHAIN, seq, &prev);
-        all.push(StoredEvent {
-            instance: CHAIN.into(),
-            seq,
-            event: e,
-            prev_hash: prev,
-            hash,
-        });
-        prev = hash;
-    }
-    store::insert_batch(&app.state.db.pool, app.state.db.backend, &all)
+    let block = store::Block::chain(
+        CHAIN,
+        (0, audit::GENESIS),
+        (1..=25).map(|seq| {
+            let mut e = event(seq);
+            e.occurred_at = at;
+            e
+        }),
+    );
+    store::insert_batch(&app.state.db.pool, app.state.db.backend, &block.rows)
         .await
         .unwrap();
+    let (_, prev) = block.head().unwrap();
     let cp = signer.sign(CHAIN, 25, prev, at);
     store::insert_checkpoint(&app.state.db, &cp).await.unwrap();
     let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_blocks")
@@ -273,7 +268,7 @@ async fn one_block_of_25(app: &TestApp) -> (PublicKey, Vec<u8>) {
         .await
         .unwrap();
     assert_eq!(blocks, 1);
-    (*signer.public_key(), store::encode_block(&all))
+    (*signer.public_key(), block.bytes().to_vec())
 }
 
 both_backends!(

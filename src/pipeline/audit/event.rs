@@ -266,11 +266,17 @@ impl AuditEvent {
 
     /// `SHA-256(prev_hash || canonical(event))`.
     pub fn chain_hash(&self, instance: &str, seq: i64, prev_hash: &Hash) -> Hash {
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        ctx.update(prev_hash);
-        ctx.update(&self.canonical(instance, seq));
-        to_hash(ctx.finish().as_ref()).unwrap_or(GENESIS)
+        link_hash(prev_hash, &self.canonical(instance, seq))
     }
+}
+
+/// `SHA-256(prev_hash || canonical)`, for a caller that already holds the
+/// canonical encoding (the writer stores those bytes too).
+pub fn link_hash(prev_hash: &Hash, canonical: &[u8]) -> Hash {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(prev_hash);
+    ctx.update(canonical);
+    to_hash(ctx.finish().as_ref()).unwrap_or(GENESIS)
 }
 
 /// The inverse of [`AuditEvent::canonical`]: `(instance, seq, event)`, or

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::event::{decode_canonical, to_hash, Action, AuditEvent, Decision, Hash, GENESIS};
+use super::event::{
+    decode_canonical, link_hash, to_hash, Action, AuditEvent, Decision, Hash, GENESIS,
+};
 use super::key::Checkpoint;
 use crate::db::{Backend, Db};
 
@@ -119,17 +121,68 @@ fn try_decode(row: &AnyRow) -> Result<StoredEvent, String> {
 pub fn encode_block(rows: &[StoredEvent]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.len() * 320);
     for r in rows {
-        let canonical = r.event.canonical(&r.instance, r.seq);
-        out.extend_from_slice(
-            &u32::try_from(canonical.len())
-                .unwrap_or(u32::MAX)
-                .to_be_bytes(),
-        );
-        out.extend_from_slice(&canonical);
-        out.extend_from_slice(&r.prev_hash);
-        out.extend_from_slice(&r.hash);
+        push_entry(&mut out, &r.event.canonical(&r.instance, r.seq), r);
     }
     out
+}
+
+fn push_entry(out: &mut Vec<u8>, canonical: &[u8], r: &StoredEvent) {
+    out.extend_from_slice(
+        &u32::try_from(canonical.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(canonical);
+    out.extend_from_slice(&r.prev_hash);
+    out.extend_from_slice(&r.hash);
+}
+
+/// Events chained after a head and laid out as one block: each event's
+/// canonical encoding is computed once, for its hash and for the stored
+/// bytes ([`encode_block`] of `rows` gives the same bytes).
+pub struct Block {
+    pub rows: Vec<StoredEvent>,
+    bytes: Vec<u8>,
+}
+
+impl Block {
+    /// Chains `events` as the seqs after `head` `(seq, hash)` of `instance`.
+    pub fn chain(
+        instance: &str,
+        head: (i64, Hash),
+        events: impl IntoIterator<Item = AuditEvent>,
+    ) -> Self {
+        let (mut seq, mut prev) = head;
+        let mut bytes = Vec::new();
+        let rows = events
+            .into_iter()
+            .map(|event| {
+                seq = seq.saturating_add(1);
+                let canonical = event.canonical(instance, seq);
+                let row = StoredEvent {
+                    instance: instance.to_owned(),
+                    seq,
+                    event,
+                    prev_hash: prev,
+                    hash: link_hash(&prev, &canonical),
+                };
+                push_entry(&mut bytes, &canonical, &row);
+                prev = row.hash;
+                row
+            })
+            .collect();
+        Self { rows, bytes }
+    }
+
+    /// The block's stored bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The chain's head after this block: its last event, if any.
+    pub fn head(&self) -> Option<(i64, Hash)> {
+        self.rows.last().map(|r| (r.seq, r.hash))
+    }
 }
 
 /// Decodes a block stored under `(instance, first_seq)`. An event that
@@ -192,16 +245,18 @@ where
     for block in
         rows.chunk_by(|a, b| a.event.occurred_at == b.event.occurred_at && a.instance == b.instance)
     {
-        insert_block(exec, backend, block).await?;
+        insert_block(exec, backend, block, &encode_block(block)).await?;
     }
     Ok(())
 }
 
-/// Inserts `rows` as one block (the caller keeps them one chain, one time).
+/// Inserts `rows`, laid out as `bytes`, as one block (the caller keeps them
+/// one chain, one time).
 pub async fn insert_block<'c, E>(
     exec: E,
     backend: Backend,
     rows: &[StoredEvent],
+    bytes: &[u8],
 ) -> anyhow::Result<()>
 where
     E: sqlx::Executor<'c, Database = Any>,
@@ -219,7 +274,7 @@ where
     .bind(last.seq)
     .bind(first.event.occurred_at)
     .bind(serde_json::to_string(&links)?)
-    .bind(encode_block(rows))
+    .bind(bytes)
     .execute(exec)
     .await?
     .rows_affected();
@@ -439,7 +494,7 @@ pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
         }
         for block in events.chunk_by(|a, b| a.event.occurred_at == b.event.occurred_at) {
             for part in block.chunks(512) {
-                insert_block(&mut *tx, db.backend, part).await?;
+                insert_block(&mut *tx, db.backend, part, &encode_block(part)).await?;
             }
         }
         let moved = events.last().map_or(0, |e| e.seq);
@@ -529,26 +584,17 @@ mod tests {
     use super::*;
     use crate::pipeline::audit::event::{Reason, GENESIS};
 
-    fn chain(instance: &str, n: i64) -> Vec<StoredEvent> {
-        let mut prev = GENESIS;
-        (1..=n)
-            .map(|seq| {
-                let event = AuditEvent::system("svc", Action::CustomerRead, "/r")
+    fn chain(instance: &str, n: i64) -> Block {
+        Block::chain(
+            instance,
+            (0, GENESIS),
+            (1..=n).map(|seq| {
+                AuditEvent::system("svc", Action::CustomerRead, "/r")
                     .customer(seq)
                     .allow(Reason::Admin("x".into()), 200)
-                    .build();
-                let hash = event.chain_hash(instance, seq, &prev);
-                let row = StoredEvent {
-                    instance: instance.into(),
-                    seq,
-                    event,
-                    prev_hash: prev,
-                    hash,
-                };
-                prev = hash;
-                row
-            })
-            .collect()
+                    .build()
+            }),
+        )
     }
 
     fn ok(rows: Vec<ReadRow>) -> Vec<StoredEvent> {
@@ -562,8 +608,10 @@ mod tests {
 
     #[test]
     fn blocks_decode_back_and_name_damage() {
-        let rows = chain("gw", 3);
-        let bytes = encode_block(&rows);
+        let block = chain("gw", 3);
+        let (rows, bytes) = (block.rows, block.bytes);
+        assert_eq!(encode_block(&rows), bytes);
+        assert!(rows.iter().all(StoredEvent::self_consistent));
         assert_eq!(ok(decode_block("gw", 1, &bytes)), rows);
         assert!(decode_block("gw", 1, &[]).is_empty());
         // Relabelled into another chain: every event is refused there.

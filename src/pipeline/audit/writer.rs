@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::event::{AuditEvent, Hash};
 use super::key::{PublicKey, Signer};
-use super::store::{self, StoredEvent};
+use super::store::{self, Block};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{Backend, Db};
@@ -337,14 +337,17 @@ impl Task {
         let (events, acks): (Vec<AuditEvent>, Vec<Ack>) =
             batch.into_iter().map(|(event, ack)| (*event, ack)).unzip();
         let result = async {
-            let (rows, head) = self.chain(&instance, events).await?;
-            self.insert(&rows).await?;
-            anyhow::Ok((rows, head))
+            let block = self.chain(&instance, events).await?;
+            self.insert(&block).await?;
+            anyhow::Ok(block)
         }
         .await;
         match result {
-            Ok((rows, head)) => {
-                self.head = Some(head);
+            Ok(block) => {
+                if let Some(head) = block.head() {
+                    self.head = Some(head);
+                }
+                let rows = block.rows;
                 if !self.shared.healthy.swap(true, Ordering::AcqRel) {
                     tracing::info!(instance, "audit store writable again");
                     metrics::gauge!("custodian_audit_healthy").set(1.0);
@@ -380,35 +383,21 @@ impl Task {
     }
 
     /// Stamps and chains the batch after the current head (reloaded from
-    /// the store after a failure). Returns the rows and the new head.
-    async fn chain(
-        &self,
-        instance: &str,
-        events: Vec<AuditEvent>,
-    ) -> anyhow::Result<(Vec<StoredEvent>, (i64, Hash))> {
-        let (mut seq, mut prev) = match self.head {
+    /// the store after a failure), as one block.
+    async fn chain(&self, instance: &str, events: Vec<AuditEvent>) -> anyhow::Result<Block> {
+        let head = match self.head {
             Some(head) => head,
             None => store::chain_head(&self.store, instance).await?,
         };
         let now = self.clock.now_micros();
-        let rows = events
-            .into_iter()
-            .map(|mut event| {
+        Ok(Block::chain(
+            instance,
+            head,
+            events.into_iter().map(|mut event| {
                 event.occurred_at = now;
-                seq += 1;
-                let hash = event.chain_hash(instance, seq, &prev);
-                let row = StoredEvent {
-                    instance: instance.to_owned(),
-                    seq,
-                    event,
-                    prev_hash: prev,
-                    hash,
-                };
-                prev = hash;
-                row
-            })
-            .collect();
-        Ok((rows, (seq, prev)))
+                event
+            }),
+        ))
     }
 
     /// One statement on the writer's own connection. A connection that
@@ -417,20 +406,21 @@ impl Task {
     /// tried once more on a fresh one. That is safe: if the first attempt
     /// did commit, the retry hits the `(instance, seq)` key and the batch
     /// fails closed, and the head is reloaded from the store.
-    async fn insert(&self, rows: &[StoredEvent]) -> anyhow::Result<()> {
-        let first = self.insert_once(rows).await;
+    async fn insert(&self, block: &Block) -> anyhow::Result<()> {
+        let first = self.insert_once(block).await;
         match &first {
             Err(e) if connection_lost(e) => {
                 tracing::warn!("audit store connection lost; retrying the batch once");
-                self.insert_once(rows).await
+                self.insert_once(block).await
             }
             _ => first,
         }
     }
 
-    async fn insert_once(&self, rows: &[StoredEvent]) -> anyhow::Result<()> {
+    async fn insert_once(&self, block: &Block) -> anyhow::Result<()> {
         let mut conn = self.store.pool.acquire().await?;
-        let result = store::insert_block(&mut *conn, self.store.backend, rows).await;
+        let result =
+            store::insert_block(&mut *conn, self.store.backend, &block.rows, block.bytes()).await;
         if result.is_err() {
             conn.close_on_drop();
         }
