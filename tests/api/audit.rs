@@ -138,10 +138,9 @@ async fn rewrite_chain(app: &TestApp, edit: impl FnOnce(&mut Vec<StoredEvent>)) 
         "DELETE FROM audit_event_customers WHERE instance = 't'",
     )
     .await;
+    exec(app, "DELETE FROM audit_index_progress WHERE instance = 't'").await;
     exec(app, "DELETE FROM audit_blocks WHERE instance = 't'").await;
-    store::insert_batch(&app.state.db.pool, app.state.db.backend, &all)
-        .await
-        .unwrap();
+    store::insert_batch(&app.state.db.pool, &all).await.unwrap();
 }
 
 both_backends!(
@@ -202,6 +201,12 @@ both_backends!(
             .unwrap();
         }
         exec(&app, "DELETE FROM audit_blocks WHERE instance = 't'").await;
+        // The previous release had no indexing progress (its insert indexed).
+        exec(
+            &app,
+            "DELETE FROM audit_index_progress WHERE instance = 't'",
+        )
+        .await;
         assert_eq!(
             verify(&app, key).await.problem.unwrap().kind,
             ProblemKind::Truncated
@@ -216,6 +221,8 @@ both_backends!(
             .await
             .unwrap();
         assert_eq!(left, 0);
+        // Their index rows were kept, and the progress says so.
+        assert_eq!(indexed_through(&app).await, 25);
         // The customer index still finds them, once each.
         let filter = AuditFilter {
             customer: Some(7),
@@ -234,6 +241,83 @@ both_backends!(
     }
 );
 
+/// Events 1..=n (event `i` touches customer `i`) chained by hand into ONE
+/// block of chain `t` and stored directly, as a busy writer stores a batch
+/// (but no writer has indexed it).
+async fn store_one_block(app: &TestApp, n: i64) -> store::Block {
+    let at = app.state.clock.now_micros();
+    let block = store::Block::chain(
+        CHAIN,
+        (0, audit::GENESIS),
+        (1..=n).map(|seq| {
+            let mut e = event(seq);
+            e.occurred_at = at;
+            e
+        }),
+    );
+    store::insert_batch(&app.state.db.pool, &block.rows)
+        .await
+        .unwrap();
+    block
+}
+
+/// How far chain `t` is in the customer index (migration 0005).
+async fn indexed_through(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT indexed_through FROM audit_index_progress WHERE instance = 't'")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn seqs_of_customer(app: &TestApp, customer: i64) -> Vec<i64> {
+    let filter = AuditFilter {
+        customer: Some(customer),
+        instance: Some(CHAIN.to_owned()),
+        ..AuditFilter::default()
+    };
+    let page = audit::query(&app.state.db, &filter, None, 10)
+        .await
+        .unwrap();
+    page.events.iter().map(|e| e.seq).collect()
+}
+
+both_backends!(
+    customer_filter_reads_what_the_index_has_not_reached,
+    async |app: TestApp| {
+        store_one_block(&app, 6).await;
+        // Not in the index yet: found by reading the block itself.
+        assert_eq!(seqs_of_customer(&app, 4).await, vec![4]);
+        assert_eq!(seqs_of_customer(&app, 9).await, Vec::<i64>::new());
+        // The chain's writer indexes it (normally within INDEX_EVERY).
+        let (w, _) = writer(&app).await;
+        w.index_now().await;
+        let linked: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT customer_id, seq FROM audit_event_customers WHERE instance = 't' \
+             ORDER BY seq",
+        )
+        .fetch_all(&app.state.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(linked, (1..=6).map(|i| (i, i)).collect::<Vec<_>>());
+        assert_eq!(seqs_of_customer(&app, 4).await, vec![4]);
+        // Indexed blocks are found through the index only (so it is the
+        // index that answers; it is derived data, see SECURITY.md).
+        exec(
+            &app,
+            "DELETE FROM audit_event_customers WHERE customer_id = 4",
+        )
+        .await;
+        assert_eq!(seqs_of_customer(&app, 4).await, Vec::<i64>::new());
+        // A new event is found at once, indexed or not.
+        assert_eq!(w.record(event(4)).await.unwrap().seq, 7);
+        assert_eq!(seqs_of_customer(&app, 4).await, vec![7]);
+        w.shutdown().await;
+        // Shutdown indexes what is left.
+        assert_eq!(seqs_of_customer(&app, 4).await, vec![7]);
+        assert_eq!(indexed_through(&app).await, 7);
+    }
+);
+
 both_backends!(edited_event_is_named_modified, async |app: TestApp| {
     let key = chain_of_25(&app).await;
     edit_block(&app, 5, |events| {
@@ -247,19 +331,8 @@ both_backends!(edited_event_is_named_modified, async |app: TestApp| {
 /// 25 events chained by hand into ONE block, as a busy writer stores a batch.
 async fn one_block_of_25(app: &TestApp) -> (PublicKey, Vec<u8>) {
     let signer = Signer::ephemeral().unwrap();
-    let at = app.state.clock.now_micros();
-    let block = store::Block::chain(
-        CHAIN,
-        (0, audit::GENESIS),
-        (1..=25).map(|seq| {
-            let mut e = event(seq);
-            e.occurred_at = at;
-            e
-        }),
-    );
-    store::insert_batch(&app.state.db.pool, app.state.db.backend, &block.rows)
-        .await
-        .unwrap();
+    let block = store_one_block(app, 25).await;
+    let at = block.rows[0].event.occurred_at;
     let (_, prev) = block.head().unwrap();
     let cp = signer.sign(CHAIN, 25, prev, at);
     store::insert_checkpoint(&app.state.db, &cp).await.unwrap();
@@ -646,6 +719,7 @@ both_backends!(pruning_keeps_the_rest_verifiable, async |app: TestApp| {
     for i in 13..=20 {
         w.record(event(i)).await.unwrap();
     }
+    w.index_now().await;
     let now = app.state.clock.now_micros();
     let report = audit::prune(&app.state.db, &signer, cutoff, now)
         .await
@@ -679,3 +753,49 @@ both_backends!(pruning_keeps_the_rest_verifiable, async |app: TestApp| {
         .unwrap();
     assert_problem(&verified, ProblemKind::Deleted, 12);
 });
+
+/// The WAL's checkpoint counter (header bytes 12..16): SQLite increments it
+/// each time the WAL starts over from its beginning.
+fn wal_restarts(app: &TestApp) -> u32 {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    std::fs::File::open(app.data_dir.path().join("custodian.audit.db-wal"))
+        .unwrap()
+        .read_exact(&mut header)
+        .unwrap();
+    u32::from_be_bytes(header[12..16].try_into().unwrap())
+}
+
+/// A checkpoint concurrent with a busy writer never copies the last frames,
+/// and a WAL only starts over once every frame is copied: without the
+/// writer's own finishing step the trail's WAL grew for as long as the load
+/// lasted. Under writes that never pause, it must still start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_trail_wal_starts_over_under_steady_writes() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    app.state.audit.record(event(0)).await.unwrap();
+    let before = wal_restarts(&app);
+    let until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let audit = app.state.audit.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while tokio::time::Instant::now() < until {
+                    audit.record(event(i)).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut events = 0;
+    for w in writers {
+        events += w.await.unwrap();
+    }
+    assert!(events > 100, "{events} events");
+    assert!(
+        wal_restarts(&app) > before,
+        "the WAL never started over during {events} events"
+    );
+}

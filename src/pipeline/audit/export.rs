@@ -137,9 +137,13 @@ impl Where {
             w.and("b.instance = ?", vec![Bind::Text(v.clone())]);
         }
         if let Some(v) = filter.customer {
+            // The index lags the writer by up to one indexing pass: blocks
+            // past their chain's progress are read and matched without it.
             w.and(
-                "EXISTS (SELECT 1 FROM audit_event_customers c WHERE c.customer_id = ? \
-                 AND c.instance = b.instance AND c.seq BETWEEN b.first_seq AND b.last_seq)",
+                "(EXISTS (SELECT 1 FROM audit_event_customers c WHERE c.customer_id = ? \
+                 AND c.instance = b.instance AND c.seq BETWEEN b.first_seq AND b.last_seq) \
+                 OR b.last_seq > COALESCE((SELECT p.indexed_through FROM audit_index_progress p \
+                 WHERE p.instance = b.instance), 0))",
                 vec![Bind::Int(v)],
             );
         }

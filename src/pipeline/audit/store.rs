@@ -229,51 +229,41 @@ pub fn decode_block(instance: &str, first_seq: i64, mut bytes: &[u8]) -> Vec<Rea
 }
 
 /// Inserts chained events as blocks: the writer's batch is ONE block (its
-/// events share one time), inserted by ONE statement that also fills the
-/// derived customer index (on SQLite through a trigger, migration 0004).
-/// One statement is atomic on both backends without BEGIN/COMMIT, so a batch
-/// costs one round trip. Events with differing times (only tools and tests
+/// events share one time), inserted by ONE statement. One statement is
+/// atomic on both backends without BEGIN/COMMIT, so a batch costs one round
+/// trip. The customer index is filled later, off the request path
+/// ([`index_customers`]). Events with differing times (only tools and tests
 /// write those) become one block per run of equal times.
-pub async fn insert_batch<'c, E>(
-    exec: E,
-    backend: Backend,
-    rows: &[StoredEvent],
-) -> anyhow::Result<()>
+pub async fn insert_batch<'c, E>(exec: E, rows: &[StoredEvent]) -> anyhow::Result<()>
 where
     E: sqlx::Executor<'c, Database = Any> + Copy,
 {
     for block in
         rows.chunk_by(|a, b| a.event.occurred_at == b.event.occurred_at && a.instance == b.instance)
     {
-        insert_block(exec, backend, block, &encode_block(block)).await?;
+        insert_block(exec, block, &encode_block(block)).await?;
     }
     Ok(())
 }
 
 /// Inserts `rows`, laid out as `bytes`, as one block (the caller keeps them
 /// one chain, one time).
-pub async fn insert_block<'c, E>(
-    exec: E,
-    backend: Backend,
-    rows: &[StoredEvent],
-    bytes: &[u8],
-) -> anyhow::Result<()>
+pub async fn insert_block<'c, E>(exec: E, rows: &[StoredEvent], bytes: &[u8]) -> anyhow::Result<()>
 where
     E: sqlx::Executor<'c, Database = Any>,
 {
     let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Ok(());
     };
-    let links = links(rows);
-    let inserted = sqlx::query(match backend {
-        Backend::Sqlite => INSERT_SQLITE,
-        Backend::Postgres => INSERT_POSTGRES,
-    })
+    let inserted = sqlx::query(
+        "INSERT INTO audit_blocks (instance, first_seq, last_seq, at, customers, events) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
     .bind(&first.instance)
     .bind(first.seq)
     .bind(last.seq)
     .bind(first.event.occurred_at)
-    .bind(serde_json::to_string(&links)?)
+    .bind(serde_json::to_string(&links(rows))?)
     .bind(bytes)
     .execute(exec)
     .await?
@@ -282,16 +272,77 @@ where
     Ok(())
 }
 
-const INSERT_SQLITE: &str = "INSERT INTO audit_blocks \
-     (instance, first_seq, last_seq, at, customers, events) VALUES ($1, $2, $3, $4, $5, $6)";
+/// Adds the customer links of `instance`'s blocks past its indexing
+/// progress (migration 0005) to the customer index, at most `max_blocks`
+/// blocks, and advances the progress in the same transaction. Returns the
+/// number of blocks indexed (0: nothing new). Only the chain's own writer
+/// process calls it; two of its passes may overlap harmlessly (links are
+/// inserted once, progress only moves forward). The links come from the
+/// blocks' `customers` columns; the index is derived data, never evidence.
+pub async fn index_customers(db: &Db, instance: &str, max_blocks: i64) -> anyhow::Result<u64> {
+    let mut tx = db.pool.begin().await?;
+    let done: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(indexed_through), 0) AS BIGINT) FROM audit_index_progress \
+         WHERE instance = $1",
+    )
+    .bind(instance)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (blocks, through): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT), MAX(last_seq) FROM (SELECT last_seq FROM audit_blocks \
+         WHERE instance = $1 AND first_seq > $2 ORDER BY first_seq LIMIT $3) AS b",
+    )
+    .bind(instance)
+    .bind(done)
+    .bind(max_blocks)
+    .fetch_one(&mut *tx)
+    .await?;
+    let Some(through) = through else {
+        return Ok(0);
+    };
+    sqlx::query(match db.backend {
+        Backend::Sqlite => LINK_SQLITE,
+        Backend::Postgres => LINK_POSTGRES,
+    })
+    .bind(instance)
+    .bind(done)
+    .bind(through)
+    .execute(&mut *tx)
+    .await?;
+    advance_index_progress(&mut tx, instance, through).await?;
+    tx.commit().await?;
+    Ok(u64::try_from(blocks).unwrap_or(0))
+}
 
-/// A data-modifying CTE always runs to completion, and the statement is
-/// atomic as a whole (a trigger cost more than the insert it maintains).
-const INSERT_POSTGRES: &str = "WITH c AS (INSERT INTO audit_event_customers \
-     (customer_id, instance, seq) SELECT (x ->> 0)::bigint, $1, (x ->> 1)::bigint \
-     FROM jsonb_array_elements(cast($5 AS jsonb)) AS x ON CONFLICT DO NOTHING) \
-     INSERT INTO audit_blocks (instance, first_seq, last_seq, at, customers, events) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+/// Records that `instance`'s events up to `through` are in the customer
+/// index. Never moves it back, so two passes that overlap (a background
+/// pass and `AuditWriter::index_now` on PostgreSQL) cannot undo each other.
+async fn advance_index_progress(
+    tx: &mut Transaction<'_, Any>,
+    instance: &str,
+    through: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_index_progress (instance, indexed_through) VALUES ($1, $2) \
+         ON CONFLICT (instance) DO UPDATE SET indexed_through = excluded.indexed_through \
+         WHERE excluded.indexed_through > audit_index_progress.indexed_through",
+    )
+    .bind(instance)
+    .bind(through)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The links of the blocks with `$2 < first_seq <= $3` (block boundaries).
+const LINK_SQLITE: &str = "INSERT OR IGNORE INTO audit_event_customers \
+     (customer_id, instance, seq) SELECT c.value ->> 0, b.instance, c.value ->> 1 \
+     FROM audit_blocks b, json_each(b.customers) c \
+     WHERE b.instance = $1 AND b.first_seq > $2 AND b.first_seq <= $3";
+const LINK_POSTGRES: &str = "INSERT INTO audit_event_customers \
+     (customer_id, instance, seq) SELECT (c ->> 0)::bigint, b.instance, (c ->> 1)::bigint \
+     FROM audit_blocks b, jsonb_array_elements(b.customers::jsonb) c \
+     WHERE b.instance = $1 AND b.first_seq > $2 AND b.first_seq <= $3 ON CONFLICT DO NOTHING";
 
 /// The head of `instance`'s chain: the last event, or (when retention
 /// removed every event) the last checkpoint, or genesis `(0, zeros)`.
@@ -460,7 +511,8 @@ pub async fn count_events(db: &Db) -> anyhow::Result<u64> {
 /// Moves events of the pre-0004 `audit_events` table into blocks, one
 /// transaction per chain (a block per run of equal times, as the writer
 /// made them), then empties that table. Their customer index rows are
-/// already there and are kept. A no-op once done.
+/// already there and are kept, and the chain's indexing progress covers
+/// them. A no-op once done.
 pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
     let instances: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT instance FROM audit_events ORDER BY 1")
@@ -494,7 +546,7 @@ pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
         }
         for block in events.chunk_by(|a, b| a.event.occurred_at == b.event.occurred_at) {
             for part in block.chunks(512) {
-                insert_block(&mut *tx, db.backend, part, &encode_block(part)).await?;
+                insert_block(&mut *tx, part, &encode_block(part)).await?;
             }
         }
         let moved = events.last().map_or(0, |e| e.seq);
@@ -503,6 +555,9 @@ pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
             .bind(moved)
             .execute(&mut *tx)
             .await?;
+        // Their customer index rows are there: the moved events count as
+        // indexed (migration 0005).
+        advance_index_progress(&mut tx, &instance, moved).await?;
         tx.commit().await?;
         tracing::info!(
             instance,
