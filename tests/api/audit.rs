@@ -290,7 +290,7 @@ both_backends!(
         assert_eq!(seqs_of_customer(&app, 9).await, Vec::<i64>::new());
         // The chain's writer indexes it (normally within INDEX_EVERY).
         let (w, _) = writer(&app).await;
-        w.index_now().await;
+        assert!(w.index_now().await);
         let linked: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT customer_id, seq FROM audit_event_customers WHERE instance = 't' \
              ORDER BY seq",
@@ -719,7 +719,7 @@ both_backends!(pruning_keeps_the_rest_verifiable, async |app: TestApp| {
     for i in 13..=20 {
         w.record(event(i)).await.unwrap();
     }
-    w.index_now().await;
+    assert!(w.index_now().await);
     let now = app.state.clock.now_micros();
     let report = audit::prune(&app.state.db, &signer, cutoff, now)
         .await

@@ -242,7 +242,7 @@ both_backends!(
             (last.1.as_str(), last.2.as_str(), last.3, last.4.as_str()),
             ("customer.read", "deny", 500, "outcome:integrity_failure")
         );
-        app.state.audit.index_now().await;
+        assert!(app.state.audit.index_now().await);
         let failed = app
             .audit_events()
             .await
@@ -414,7 +414,7 @@ both_backends!(
         // (actor, decision, status, customer from the index), one per
         // indexed customer, or one with None: a LEFT JOIN on the index.
         let mut rows: Vec<(String, String, u16, Option<i64>)> = Vec::new();
-        app.state.audit.index_now().await;
+        assert!(app.state.audit.index_now().await);
         for e in app.audit_events().await {
             if e.event.action.as_str() != "pseudonym.resolve" {
                 continue;

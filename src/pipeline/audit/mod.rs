@@ -62,9 +62,10 @@
 //! rewrite that re-hashes events before a checkpoint is reported at the
 //! checkpoint (`checkpoint_mismatch`), not at the first edited event. The
 //! `audit_event_customers` table is a derived index for the customer filter,
-//! filled by the chain's writer between batches (`store::index_customers`,
-//! progress in `audit_index_progress`), and is not covered by the chain. On SQLite the audit tables live in their own file, attached
-//! as schema `audit` (see `db`). Events hold ids (subject, customer ids,
+//! filled outside the commits by the chain's writer process
+//! (`store::index_customers`, progress in `audit_index_progress`), and is
+//! not covered by the chain. On SQLite the audit tables live in their own
+//! file, attached as schema `audit` (see `db`). Events hold ids (subject, customer ids,
 //! field names), never personal values or tokens.
 
 pub mod event;

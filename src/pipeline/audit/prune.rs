@@ -88,6 +88,8 @@ pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::R
         };
         let checkpoint = signer.sign(&instance, cut, hash, now);
         let mut tx = db.pool.begin().await?;
+        // Not beside an index pass of this chain (see the function).
+        store::lock_index_progress(&mut tx, db.backend, &instance).await?;
         store::insert_checkpoint_tx(&mut tx, &checkpoint).await?;
         sqlx::query(match db.backend {
             Backend::Sqlite => UNLINK_SQLITE,

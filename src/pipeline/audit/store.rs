@@ -281,13 +281,7 @@ where
 /// blocks' `customers` columns; the index is derived data, never evidence.
 pub async fn index_customers(db: &Db, instance: &str, max_blocks: i64) -> anyhow::Result<u64> {
     let mut tx = db.pool.begin().await?;
-    let done: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(MAX(indexed_through), 0) AS BIGINT) FROM audit_index_progress \
-         WHERE instance = $1",
-    )
-    .bind(instance)
-    .fetch_one(&mut *tx)
-    .await?;
+    let done = lock_index_progress(&mut tx, db.backend, instance).await?;
     let (blocks, through): (i64, Option<i64>) = sqlx::query_as(
         "SELECT CAST(COUNT(*) AS BIGINT), MAX(last_seq) FROM (SELECT last_seq FROM audit_blocks \
          WHERE instance = $1 AND first_seq > $2 ORDER BY first_seq LIMIT $3) AS b",
@@ -312,6 +306,37 @@ pub async fn index_customers(db: &Db, instance: &str, max_blocks: i64) -> anyhow
     advance_index_progress(&mut tx, instance, through).await?;
     tx.commit().await?;
     Ok(u64::try_from(blocks).unwrap_or(0))
+}
+
+/// Takes `instance`'s indexing progress for this transaction and returns
+/// it. Index passes and retention both take it first, so they never
+/// interleave on one chain: a pass cannot link a block that retention is
+/// deleting (its links would outlive the block). PostgreSQL: the row lock;
+/// SQLite: the write lock of the trail's file, taken by the first
+/// statement (before any read, so the transaction never works from a
+/// snapshot another writer made stale).
+pub(crate) async fn lock_index_progress(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    instance: &str,
+) -> anyhow::Result<i64> {
+    sqlx::query(
+        "INSERT INTO audit_index_progress (instance, indexed_through) VALUES ($1, 0) \
+         ON CONFLICT (instance) DO NOTHING",
+    )
+    .bind(instance)
+    .execute(&mut **tx)
+    .await?;
+    let done: i64 = sqlx::query_scalar(match backend {
+        Backend::Sqlite => "SELECT indexed_through FROM audit_index_progress WHERE instance = $1",
+        Backend::Postgres => {
+            "SELECT indexed_through FROM audit_index_progress WHERE instance = $1 FOR UPDATE"
+        }
+    })
+    .bind(instance)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(done)
 }
 
 /// Records that `instance`'s events up to `through` are in the customer

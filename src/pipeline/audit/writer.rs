@@ -96,8 +96,9 @@ enum Msg {
 
 /// Handled after the events queued before it are committed.
 enum Control {
-    /// Index every block not yet in the customer index.
-    Index(oneshot::Sender<()>),
+    /// Index every block not yet in the customer index; answers whether
+    /// that worked.
+    Index(oneshot::Sender<bool>),
     /// Index, sign a final checkpoint, stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -227,19 +228,19 @@ impl AuditWriter {
         &self.0.public_key
     }
 
-    /// Returns once every event committed before the call is in the
-    /// customer index (normally it lags by up to [`INDEX_EVERY`]).
-    pub async fn index_now(&self) {
-        self.control(Control::Index).await;
+    /// Indexes every event committed before the call (normally the
+    /// customer index lags by up to [`INDEX_EVERY`]). False when the store
+    /// refused (tried a few times) or the writer is gone.
+    pub async fn index_now(&self) -> bool {
+        self.control(Control::Index).await.unwrap_or(false)
     }
 
     /// Sends a control message after the queued events and waits until the
-    /// task has handled it (or is gone).
-    async fn control(&self, message: fn(oneshot::Sender<()>) -> Control) {
+    /// task has handled it (`None`: the task is gone).
+    async fn control<T>(&self, message: fn(oneshot::Sender<T>) -> Control) -> Option<T> {
         let (done_tx, done_rx) = oneshot::channel();
-        if self.0.tx.send(Msg::Control(message(done_tx))).await.is_ok() {
-            let _ = done_rx.await;
-        }
+        self.0.tx.send(Msg::Control(message(done_tx))).await.ok()?;
+        done_rx.await.ok()
     }
 
     /// Refuses new events, commits everything queued, signs a final
@@ -271,20 +272,21 @@ async fn open_connections(
     instance: &str,
 ) -> anyhow::Result<(Db, Arc<AtomicBool>, tokio::task::AbortHandle)> {
     let backfilled = Arc::new(AtomicBool::new(false));
-    let own = db.dedicated(1).await?;
-    Ok(match db.backend {
+    // Both connections before the task starts: a failed start leaves
+    // nothing running.
+    let store = match db.backend {
         Backend::Sqlite => {
-            let store = db
-                .dedicated_with(1, "PRAGMA audit.wal_autocheckpoint = 0;")
-                .await?;
-            let task = tokio::spawn(checkpoint_wal(own, backfilled.clone()));
-            (store, backfilled, task.abort_handle())
+            db.dedicated_with(1, "PRAGMA audit.wal_autocheckpoint = 0;")
+                .await?
         }
-        Backend::Postgres => {
-            let task = tokio::spawn(index_in_background(own, instance.to_owned()));
-            (db.dedicated(1).await?, backfilled, task.abort_handle())
-        }
-    })
+        Backend::Postgres => db.dedicated(1).await?,
+    };
+    let own = db.dedicated(1).await?;
+    let task = match db.backend {
+        Backend::Sqlite => tokio::spawn(checkpoint_wal(own, backfilled.clone())),
+        Backend::Postgres => tokio::spawn(index_in_background(own, instance.to_owned())),
+    };
+    Ok((store, backfilled, task.abort_handle()))
 }
 
 /// PostgreSQL: a customer-indexing pass every [`INDEX_EVERY`] beside the
@@ -402,7 +404,7 @@ impl Task {
                 }
                 // Idle periods; under load it runs after a commit.
                 _ = maintenance.tick() => {
-                    self.maintain().await;
+                    self.maintain(true).await;
                     continue;
                 }
             };
@@ -429,16 +431,15 @@ impl Task {
                         self.checkpoint_if_pending().await;
                     }
                 }
-                self.maintain().await;
+                self.maintain(false).await;
             }
             match control {
                 None => {}
                 Some(Control::Index(done)) => {
-                    self.index_pending(i64::MAX).await;
-                    let _ = done.send(());
+                    let _ = done.send(self.index_all().await);
                 }
                 Some(Control::Shutdown(done)) => {
-                    self.index_pending(i64::MAX).await;
+                    self.index_all().await;
                     self.checkpoint_if_pending().await;
                     let _ = done.send(());
                     break;
@@ -449,8 +450,12 @@ impl Task {
 
     /// SQLite: work kept out of the commits, done between batches when
     /// due: the customer index pass and the end of the WAL checkpoint.
-    async fn maintain(&mut self) {
-        if self.store.backend == Backend::Sqlite && self.last_index.elapsed() >= INDEX_EVERY {
+    /// `tick`: the maintenance interval fired (the task was idle), so the
+    /// index pass is due whatever the clock says since the last one.
+    async fn maintain(&mut self, tick: bool) {
+        if self.store.backend == Backend::Sqlite
+            && (tick || self.last_index.elapsed() >= INDEX_EVERY)
+        {
             self.index_pending(INDEX_BLOCKS_PER_PASS).await;
         }
         if self.wal_backfilled.swap(false, Ordering::AcqRel) {
@@ -468,18 +473,34 @@ impl Task {
         }
     }
 
+    /// Indexes everything committed, trying a few times: a pass can lose a
+    /// lock race (PostgreSQL: with the background pass or retention;
+    /// SQLite: a busy file).
+    async fn index_all(&mut self) -> bool {
+        for _ in 0..3 {
+            if self.index_pending(i64::MAX).await {
+                return true;
+            }
+        }
+        false
+    }
+
     /// One customer-indexing pass over this chain's new blocks (at most
     /// `max_blocks`), skipped when nothing was committed since the index
     /// last caught up.
-    async fn index_pending(&mut self, max_blocks: i64) {
+    /// True when the index has caught up with the head.
+    async fn index_pending(&mut self, max_blocks: i64) -> bool {
         self.last_index = tokio::time::Instant::now();
         let head = self.head.map(|(seq, _)| seq);
         if head.is_some() && head == self.indexed_head {
-            return;
+            return true;
         }
-        if index_pass(&self.store, &self.options.instance, max_blocks).await == Some(true) {
+        let caught_up =
+            index_pass(&self.store, &self.options.instance, max_blocks).await == Some(true);
+        if caught_up {
             self.indexed_head = head;
         }
+        caught_up
     }
 
     async fn commit(&mut self, batch: Vec<(Box<AuditEvent>, Ack)>) {
