@@ -253,15 +253,7 @@ both_backends!(
                     && e.event.resource == "/v1/customers/{id}"
             })
             .unwrap();
-        let touched: Vec<i64> = sqlx::query_scalar(
-            "SELECT customer_id FROM audit_event_customers WHERE instance = $1 AND seq = $2",
-        )
-        .bind(&failed.instance)
-        .bind(failed.seq)
-        .fetch_all(&app.state.db.pool)
-        .await
-        .unwrap();
-        assert_eq!(touched, vec![b_id]);
+        assert_eq!(app.indexed_customers(&failed).await, vec![b_id]);
         // The victim of the copy is intact.
         let (status, text) = get_as(&app, "P-1", "support_agent", "customer_support").await;
         assert_eq!(status, 200, "{text}");
@@ -419,14 +411,7 @@ both_backends!(
             if e.event.action.as_str() != "pseudonym.resolve" {
                 continue;
             }
-            let linked: Vec<i64> = sqlx::query_scalar(
-                "SELECT customer_id FROM audit_event_customers WHERE instance = $1 AND seq = $2",
-            )
-            .bind(&e.instance)
-            .bind(e.seq)
-            .fetch_all(&app.state.db.pool)
-            .await
-            .unwrap();
+            let linked = app.indexed_customers(&e).await;
             let row = |c| {
                 (
                     e.event.actor.clone(),

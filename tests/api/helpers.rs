@@ -296,6 +296,23 @@ impl TestApp {
             .collect()
     }
 
+    /// The customers the derived customer index links to `event`. The index
+    /// lags the writer: call `state.audit.index_now()` first.
+    pub async fn indexed_customers(
+        &self,
+        event: &custodian::pipeline::audit::StoredEvent,
+    ) -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT customer_id FROM audit_event_customers WHERE instance = $1 AND seq = $2 \
+             ORDER BY customer_id",
+        )
+        .bind(&event.instance)
+        .bind(event.seq)
+        .fetch_all(&self.state.db.pool)
+        .await
+        .unwrap()
+    }
+
     /// Every stored audit event of every chain, by seq (then instance),
     /// decoded from the blocks.
     pub async fn audit_events(&self) -> Vec<custodian::pipeline::audit::StoredEvent> {

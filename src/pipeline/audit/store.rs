@@ -276,9 +276,10 @@ where
 /// progress (migration 0005) to the customer index, at most `max_blocks`
 /// blocks, and advances the progress in the same transaction. Returns the
 /// number of blocks indexed (0: nothing new). Only the chain's own writer
-/// process calls it; two of its passes may overlap harmlessly (links are
-/// inserted once, progress only moves forward). The links come from the
-/// blocks' `customers` columns; the index is derived data, never evidence.
+/// process calls it; its passes (and retention) take the chain's progress
+/// row first ([`lock_index_progress`]), so they run one after another. The
+/// links come from the blocks' `customers` columns; the index is derived
+/// data, never evidence.
 pub async fn index_customers(db: &Db, instance: &str, max_blocks: i64) -> anyhow::Result<u64> {
     let mut tx = db.pool.begin().await?;
     let done = lock_index_progress(&mut tx, db.backend, instance).await?;
@@ -340,8 +341,8 @@ pub(crate) async fn lock_index_progress(
 }
 
 /// Records that `instance`'s events up to `through` are in the customer
-/// index. Never moves it back, so two passes that overlap (a background
-/// pass and `AuditWriter::index_now` on PostgreSQL) cannot undo each other.
+/// index. Never moves it back: the legacy move records its (older) events
+/// without taking the progress row, and must not undo a pass.
 async fn advance_index_progress(
     tx: &mut Transaction<'_, Any>,
     instance: &str,

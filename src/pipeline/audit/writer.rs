@@ -342,19 +342,27 @@ async fn checkpoint_wal(db: Db, backfilled: Arc<AtomicBool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let started = tokio::time::Instant::now();
-        match sqlx::query("PRAGMA audit.wal_checkpoint(PASSIVE)")
-            .execute(&db.pool)
-            .await
-        {
-            Ok(_) => backfilled.store(true, Ordering::Release),
-            Err(e) => {
-                tracing::warn!(error = %e, "audit WAL checkpoint failed; retried in a second")
-            }
+        if wal_checkpoint(&db, "background").await {
+            backfilled.store(true, Ordering::Release);
         }
-        metrics::histogram!("custodian_audit_wal_checkpoint_seconds", "by" => "background")
-            .record(started.elapsed().as_secs_f64());
     }
+}
+
+/// One PASSIVE checkpoint of the trail's WAL on `db`'s connection, timed
+/// under `by`. PASSIVE never waits: a reader holding an old snapshot only
+/// defers the WAL's restart to a later run. False when it failed (retried
+/// at the next run).
+async fn wal_checkpoint(db: &Db, by: &'static str) -> bool {
+    let started = tokio::time::Instant::now();
+    let result = sqlx::query("PRAGMA audit.wal_checkpoint(PASSIVE)")
+        .execute(&db.pool)
+        .await;
+    metrics::histogram!("custodian_audit_wal_checkpoint_seconds", "by" => by)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        tracing::warn!(error = %e, by, "audit WAL checkpoint failed; retried in a second");
+    }
+    result.is_ok()
 }
 
 /// Whether an error means the connection broke (not that the database
@@ -378,7 +386,8 @@ struct Task {
     last_checkpoint: i64,
     /// When the last indexing pass ran.
     last_index: tokio::time::Instant,
-    /// SQLite: set by the background checkpointer after each run.
+    /// SQLite: set by the background checkpointer after each run (never
+    /// set on PostgreSQL).
     wal_backfilled: Arc<AtomicBool>,
     /// The head seq when the index last caught up with it.
     indexed_head: Option<i64>,
@@ -402,8 +411,9 @@ impl Task {
                     self.checkpoint_if_pending().await;
                     continue;
                 }
-                // Idle periods; under load it runs after a commit.
-                _ = maintenance.tick() => {
+                // Idle periods; under load it runs after a commit. SQLite
+                // only: on PostgreSQL there is nothing to do between batches.
+                _ = maintenance.tick(), if self.store.backend == Backend::Sqlite => {
                     self.maintain(true).await;
                     continue;
                 }
@@ -431,7 +441,9 @@ impl Task {
                         self.checkpoint_if_pending().await;
                     }
                 }
-                self.maintain(false).await;
+                if self.store.backend == Backend::Sqlite {
+                    self.maintain(false).await;
+                }
             }
             match control {
                 None => {}
@@ -453,23 +465,11 @@ impl Task {
     /// `tick`: the maintenance interval fired (the task was idle), so the
     /// index pass is due whatever the clock says since the last one.
     async fn maintain(&mut self, tick: bool) {
-        if self.store.backend == Backend::Sqlite
-            && (tick || self.last_index.elapsed() >= INDEX_EVERY)
-        {
+        if tick || self.last_index.elapsed() >= INDEX_EVERY {
             self.index_pending(INDEX_BLOCKS_PER_PASS).await;
         }
         if self.wal_backfilled.swap(false, Ordering::AcqRel) {
-            let started = tokio::time::Instant::now();
-            // PASSIVE never waits: a reader holding an old snapshot only
-            // defers the restart to a later run.
-            if let Err(e) = sqlx::query("PRAGMA audit.wal_checkpoint(PASSIVE)")
-                .execute(&self.store.pool)
-                .await
-            {
-                tracing::warn!(error = %e, "audit WAL checkpoint failed; retried in a second");
-            }
-            metrics::histogram!("custodian_audit_wal_checkpoint_seconds", "by" => "writer")
-                .record(started.elapsed().as_secs_f64());
+            wal_checkpoint(&self.store, "writer").await;
         }
     }
 
@@ -487,8 +487,7 @@ impl Task {
 
     /// One customer-indexing pass over this chain's new blocks (at most
     /// `max_blocks`), skipped when nothing was committed since the index
-    /// last caught up.
-    /// True when the index has caught up with the head.
+    /// last caught up. True when the index has caught up with the head.
     async fn index_pending(&mut self, max_blocks: i64) -> bool {
         self.last_index = tokio::time::Instant::now();
         let head = self.head.map(|(seq, _)| seq);
