@@ -25,6 +25,24 @@ pub enum ImportSource {
     /// The UCI "Online Retail" CSV (InvoiceNo, StockCode, Description,
     /// Quantity, InvoiceDate, UnitPrice, CustomerID, Country).
     OnlineRetail(OnlineRetailArgs),
+    /// The CDNOW purchase history CSV (customer_id, date, number_of_cds,
+    /// dollar_value).
+    Cdnow(CdnowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CdnowArgs {
+    /// The CSV file.
+    pub file: PathBuf,
+    /// Customers per transaction.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_customers: u32,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -51,7 +69,39 @@ pub struct OnlineRetailArgs {
 pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
     match args.source {
         ImportSource::OnlineRetail(a) => online_retail(config, a).await,
+        ImportSource::Cdnow(a) => cdnow(config, a).await,
     }
+}
+
+async fn cdnow(config: Config, args: CdnowArgs) -> anyhow::Result<()> {
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let db = Db::connect(&config).await?;
+    db.migrate().await?;
+    let opts = ImportOptions {
+        batch_invoices: usize::try_from(args.batch_customers).unwrap_or(500),
+        ..ImportOptions::default()
+    };
+    let bar = progress_bar(len, args.quiet);
+    let progress: &dyn Progress = match &bar {
+        Some(bar) => bar,
+        None => &NoProgress,
+    };
+    let summary = crate::import::import_cdnow(&db, reader, &opts, progress)
+        .await
+        .with_context(|| format!("import of {} failed", args.file.display()))?;
+    print_summary(&summary, args.json)
+}
+
+fn print_summary(summary: &ImportSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(())
 }
 
 async fn online_retail(config: Config, args: OnlineRetailArgs) -> anyhow::Result<()> {

@@ -290,7 +290,7 @@ pub async fn import_online_retail<R: Read + Send>(
 }
 
 /// Errors confined to one record (the reader can continue past them).
-fn is_row_error(e: &csv::Error) -> bool {
+pub(crate) fn is_row_error(e: &csv::Error) -> bool {
     matches!(
         e.kind(),
         csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }

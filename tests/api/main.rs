@@ -11,6 +11,7 @@ mod crypto;
 mod customers;
 mod health;
 mod import;
+mod import_cdnow;
 mod keys;
 mod orders;
 mod policy;
