@@ -2,6 +2,7 @@
 //! look-up that links a return to the order it returns.
 
 use sqlx::{Any, Row, Transaction};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::bulk::{list_placeholders, rows_per_statement, values_clause, Placeholders};
@@ -33,8 +34,11 @@ pub struct NewOrder {
     pub placed_at: i64,
     pub country: Option<String>,
     pub total_cents: i64,
-    /// Where the row came from (`online_retail`, `demo`, `api`, …).
-    pub source: &'static str,
+    /// Where the row came from (`online_retail`, `demo`, `api`, or a
+    /// mapped source's name).
+    pub source: Cow<'static, str>,
+    /// ISO 4217 code of `total_cents` and the lines' prices.
+    pub currency: Option<Cow<'static, str>>,
 }
 
 /// One line of an order.
@@ -57,12 +61,12 @@ pub async fn insert_many(
 ) -> anyhow::Result<HashMap<String, i64>> {
     let style = Placeholders::of(tx);
     let mut created = HashMap::with_capacity(orders.len());
-    for chunk in orders.chunks(rows_per_statement(9)) {
+    for chunk in orders.chunks(rows_per_statement(10)) {
         let sql = format!(
             "INSERT INTO orders (external_id, customer_id, kind, return_of, placed_at, country, \
-             total_cents, source, created_at) VALUES {} \
+             total_cents, source, currency, created_at) VALUES {} \
              ON CONFLICT (external_id) DO NOTHING RETURNING id, external_id",
-            values_clause(style, chunk.len(), 9)
+            values_clause(style, chunk.len(), 10)
         );
         let mut q = sqlx::query(&sql);
         for o in chunk {
@@ -74,7 +78,8 @@ pub async fn insert_many(
                 .bind(o.placed_at)
                 .bind(&o.country)
                 .bind(o.total_cents)
-                .bind(o.source)
+                .bind(o.source.as_ref())
+                .bind(o.currency.as_deref())
                 .bind(now);
         }
         for row in q.fetch_all(&mut **tx).await? {

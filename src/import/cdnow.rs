@@ -239,7 +239,8 @@ async fn flush(
             placed_at: p.placed_at,
             country: None,
             total_cents: p.total_cents,
-            source: SOURCE,
+            source: SOURCE.into(),
+            currency: Some(CURRENCY.into()),
         });
     }
     let created = orders::insert_many(&mut tx, &new_orders, now).await?;

@@ -140,19 +140,28 @@ pub struct ConsentSpec {
 }
 
 fn default_granted() -> Vec<String> {
-    ["yes", "y", "true", "1", "granted", "opt-in"]
+    ["yes", "y", "true", "1", "granted", "opt-in", "ja", "oui"]
         .map(str::to_owned)
         .to_vec()
 }
 
 fn default_withdrawn() -> Vec<String> {
-    ["no", "n", "false", "0", "withdrawn", "opt-out"]
-        .map(str::to_owned)
-        .to_vec()
+    [
+        "no",
+        "n",
+        "false",
+        "0",
+        "withdrawn",
+        "opt-out",
+        "nein",
+        "non",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// How duplicates across sources are recognised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchRule {
     Email,

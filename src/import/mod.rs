@@ -20,8 +20,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub mod cdnow;
+pub mod input;
+pub mod mapped;
 pub mod mapping;
 pub mod online_retail;
+pub mod quarantine;
 pub mod standardize;
 pub mod store;
 pub mod synth;

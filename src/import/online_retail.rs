@@ -519,7 +519,8 @@ async fn flush(
             placed_at: inv.placed_at,
             country: inv.country.clone(),
             total_cents: inv.total_cents(),
-            source: SOURCE,
+            source: SOURCE.into(),
+            currency: Some("GBP".into()),
         })
         .collect();
     let order_ids = orders::insert_many(&mut tx, &new_orders, now).await?;

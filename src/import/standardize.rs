@@ -88,6 +88,22 @@ const COUNTRY_ALIASES: &[(&str, &str)] = &[
     ("vatican", "VA"),
     ("palestine", "PS"),
     ("micronesia", "FM"),
+    // Names in the country's own language that exports often carry.
+    ("deutschland", "DE"),
+    ("österreich", "AT"),
+    ("schweiz", "CH"),
+    ("suisse", "CH"),
+    ("españa", "ES"),
+    ("italia", "IT"),
+    ("nederland", "NL"),
+    ("polska", "PL"),
+    ("sverige", "SE"),
+    ("danmark", "DK"),
+    ("norge", "NO"),
+    ("suomi", "FI"),
+    ("belgique", "BE"),
+    ("belgië", "BE"),
+    ("česko", "CZ"),
 ];
 
 /// ISO 3166-1 alpha-2 code of a country given by code or name; `None` when

@@ -12,6 +12,7 @@ mod customers;
 mod health;
 mod import;
 mod import_cdnow;
+mod import_mapped;
 mod keys;
 mod orders;
 mod policy;
