@@ -326,6 +326,7 @@ pub async fn load_demo(
             },
             channel,
             occurred_at: at,
+            properties: None,
         });
     }
     summary.events = events::insert_many(&mut tx, &event_rows, now).await?;

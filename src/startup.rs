@@ -74,6 +74,7 @@ impl Application {
             config.server.rate_limit_per_second,
             config.server.rate_limit_burst,
         );
+        let event_schema = crate::import::event_schema::EventSchema::load(&config.policy_dir)?;
         let state = AppState::new(Inner {
             config,
             db,
@@ -86,6 +87,7 @@ impl Application {
             catalog,
             vault,
             limits,
+            event_schema,
         });
         crate::crypto::rotation::spawn_background(state.downgrade());
         let weak = state.downgrade();

@@ -32,6 +32,8 @@ pub struct Inner {
     pub catalog: FieldCatalog,
     pub vault: Vault,
     pub limits: RateLimits,
+    /// The declared event schema `POST /v1/events` validates against.
+    pub event_schema: crate::import::event_schema::EventSchema,
 }
 
 impl std::ops::Deref for AppState {

@@ -5,6 +5,10 @@
 -- written before this migration.
 ALTER TABLE orders ADD COLUMN currency TEXT;
 
+-- Event properties, as the declared event schema (policies/events.toml)
+-- allows them for the kind: a JSON object.
+ALTER TABLE events ADD COLUMN properties TEXT;
+
 -- One row per run of a mapped import or a replay. The run's data key (a
 -- DEK like a customer's, wrapped under the active KEK with the record id
 -- -id so it can never pass for a customer's key) encrypts the run's

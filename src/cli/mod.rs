@@ -15,6 +15,7 @@ use crate::db::Db;
 use crate::startup::Application;
 
 pub mod import;
+pub mod quality;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +44,8 @@ pub enum Command {
     Migrate,
     /// Import a data set (see `custodian import --help`).
     Import(import::ImportArgs),
+    /// Data quality: checks, report, quarantine, replay.
+    Quality(quality::QualityCommand),
     /// Audit trail: public key, verify, tail, prune.
     Audit(audit::AuditCommand),
     /// Keys: status, rotate (resumable).
@@ -90,6 +93,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(config, args).await,
         Command::Demo(args) => serve(config, ServeArgs { demo: true, ..args }).await,
         Command::Import(args) => import::run(config, args).await,
+        Command::Quality(cmd) => quality::run(config, cmd).await,
         Command::Migrate => {
             let db = Db::connect(&config).await?;
             db.migrate().await?;

@@ -17,6 +17,7 @@ use crate::db::orders::{self, OrderView};
 use crate::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
+use crate::import::event_schema::EventSchema;
 use crate::pipeline::gate::{Caller, Gate};
 use crate::state::AppState;
 
@@ -116,6 +117,11 @@ pub struct EventInput {
     pub channel: String,
     /// RFC 3339, not in the future.
     pub occurred_at: String,
+    /// Properties of the event, as the event schema declares them for its
+    /// kind (`policies/events.toml`): unplanned properties, missing
+    /// required ones and type mismatches refuse the batch, each reported.
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -126,7 +132,9 @@ pub struct Ingested {
     pub duplicates: u64,
 }
 
-/// Ingest a batch of browsing events.
+/// Ingest a batch of browsing events, validated against the declared event
+/// schema (a tracking plan): every violation of every event is listed in
+/// the 422 message, and the batch is refused whole.
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body = EventBatch,
     params(("X-Purpose" = String, Header, description = "Purpose id")),
@@ -147,6 +155,24 @@ async fn ingest_events(
         if n == 0 || n > MAX_EVENTS {
             return Err(ApiError::unprocessable(format!(
                 "events: between 1 and {MAX_EVENTS} entries"
+            )));
+        }
+        let mut violations = Vec::new();
+        for (i, e) in batch.events.iter().enumerate() {
+            let v = state.event_schema.check(
+                &format!("events[{i}]"),
+                &e.kind,
+                e.product_sku.is_some(),
+                e.properties.as_ref(),
+            );
+            if !v.is_empty() {
+                violations.push((i, v));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::unprocessable(EventSchema::message(
+                n,
+                &violations,
             )));
         }
         let mut uids = HashSet::with_capacity(n);
@@ -215,6 +241,11 @@ async fn ingest_events(
                     &e.occurred_at,
                     now,
                 )?,
+                properties: e
+                    .properties
+                    .as_ref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| serde_json::Value::Object(p.clone()).to_string()),
             });
         }
         let accepted = events::insert_many(&mut tx, &rows, now)

@@ -912,7 +912,7 @@ impl MappedImport<'_> {
                     new_products.push(NewProduct {
                         name: p.text("product_name").unwrap_or(&sku).to_owned(),
                         category: p.text("category").unwrap_or("other").to_owned(),
-                        price_cents: p.int("unit_price").unwrap_or(0),
+                        price_cents: unit_price(p),
                         sku,
                     });
                 }
@@ -926,13 +926,9 @@ impl MappedImport<'_> {
             .iter()
             .filter_map(|(group, customer_id)| {
                 let (_, _, p) = group.first()?;
-                let total = group.iter().fold(0i64, |t, (_, _, l)| {
-                    t.saturating_add(
-                        l.int("quantity")
-                            .unwrap_or(0)
-                            .saturating_mul(l.int("unit_price").unwrap_or(0)),
-                    )
-                });
+                let total = group
+                    .iter()
+                    .fold(0i64, |t, (_, _, l)| t.saturating_add(line_total(l)));
                 Some(NewOrder {
                     external_id: format!(
                         "{}{}",
@@ -970,7 +966,7 @@ impl MappedImport<'_> {
                                 .copied()
                                 .context("a product vanished during import")?,
                             quantity: p.int("quantity").unwrap_or(0),
-                            unit_price_cents: p.int("unit_price").unwrap_or(0),
+                            unit_price_cents: unit_price(p),
                         });
                     }
                     None => summary.already_present += 1,
@@ -981,6 +977,25 @@ impl MappedImport<'_> {
         summary.order_lines_created += orders::insert_lines(tx, &lines).await?;
         Ok(())
     }
+}
+
+/// A line's unit price: as given, or its total / quantity rounded half up.
+fn unit_price(p: &Parsed) -> i64 {
+    if let Some(u) = p.int("unit_price") {
+        return u;
+    }
+    let q = p.int("quantity").unwrap_or(1).max(1);
+    let total = p.int("line_total").unwrap_or(0);
+    (total.saturating_mul(2).saturating_add(q)) / (2 * q)
+}
+
+/// A line's total: as given (exact), or quantity × unit price.
+fn line_total(p: &Parsed) -> i64 {
+    p.int("line_total").unwrap_or_else(|| {
+        p.int("quantity")
+            .unwrap_or(0)
+            .saturating_mul(p.int("unit_price").unwrap_or(0))
+    })
 }
 
 /// A stable receipt id for an imported consent answer, so a re-run adds

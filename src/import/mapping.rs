@@ -60,7 +60,10 @@ impl Entity {
                 ("product_name", false, Text),
                 ("category", false, Text),
                 ("quantity", true, Integer),
-                ("unit_price", true, Amount),
+                // One of the two: the price of one unit, or the line's total
+                // (the unit price is then total / quantity, to the cent).
+                ("unit_price", false, Amount),
+                ("line_total", false, Amount),
             ],
         }
     }
@@ -207,6 +210,10 @@ fn default_match() -> Vec<MatchRule> {
     vec![MatchRule::Email, MatchRule::Phone]
 }
 
+/// The pseudo-column holding the row's line number in the file, for
+/// sources without an id of their own (stable as long as the file is).
+pub const LINE_COLUMN: &str = "@line";
+
 /// A resolved field: where its value comes from and how to read it.
 #[derive(Clone, Debug)]
 pub struct Field {
@@ -323,6 +330,16 @@ impl Mapping {
                 default: spec.default,
                 time_format,
             });
+        }
+        let given = |n: &str| {
+            fields
+                .iter()
+                .any(|f: &Field| f.name == n && (f.column.is_some() || f.default.is_some()))
+        };
+        if file.entity == Entity::Orders && given("unit_price") == given("line_total") {
+            anyhow::bail!(
+                "fields: an orders mapping needs exactly one of unit_price and line_total"
+            );
         }
         if file.entity != Entity::Customers && !file.consent.is_empty() {
             anyhow::bail!("consent: only customer sources carry consent");

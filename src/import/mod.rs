@@ -20,10 +20,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub mod cdnow;
+pub mod event_schema;
 pub mod input;
 pub mod mapped;
 pub mod mapping;
 pub mod online_retail;
+pub mod quality;
 pub mod quarantine;
 pub mod standardize;
 pub mod store;

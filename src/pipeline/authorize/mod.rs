@@ -96,6 +96,8 @@ pub mod vocabulary {
         ("policy", &["read", "write"]),
         ("pseudonym", &["resolve"]),
         ("product", &["read", "write"]),
+        ("quality", &["read"]),
+        ("quarantine", &["read"]),
     ];
 
     /// Customer fields, each an object `customer.<field>`.
