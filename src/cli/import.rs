@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::crypto::Vault;
 use crate::db::customers::ProfileSealer;
 use crate::db::Db;
-use crate::import::mapped::{MappedImport, MappedSummary};
+use crate::import::mapped::{MappedImport, MappedSummary, NothingWritten};
 use crate::import::mapping::Mapping;
 use crate::import::{GuestPolicy, ImportOptions, ImportSummary, NoProgress, Progress};
 use crate::pipeline::purpose::PurposeCatalog;
@@ -35,6 +35,23 @@ pub enum ImportSource {
     /// mapping onto the standard schema (see README, "Bringing in a new
     /// source"). Failed rows go to the quarantine.
     Mapped(MappedArgs),
+    /// An event stream (web logs, app analytics) as NDJSON, one event per
+    /// line in the shape of POST /v1/events, checked against the event
+    /// schema; events that do not match are quarantined.
+    Events(EventsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// The stream's name in reports and the quarantine (`a-z0-9_`).
+    #[arg(long)]
+    pub source: String,
+    /// The NDJSON file.
+    pub file: PathBuf,
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -93,11 +110,61 @@ pub async fn run(config: Config, args: ImportArgs) -> anyhow::Result<()> {
         ImportSource::OnlineRetail(a) => online_retail(config, a).await,
         ImportSource::Cdnow(a) => cdnow(config, a).await,
         ImportSource::Mapped(a) => mapped(config, a).await,
+        ImportSource::Events(a) => event_stream(config, a).await,
     }
+}
+
+async fn event_stream(config: Config, args: EventsArgs) -> anyhow::Result<()> {
+    let schema = crate::import::event_schema::EventSchema::load(&config.policy_dir)?;
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let db = Db::connect(&config).await?;
+    db.migrate().await?;
+    let vault = open_vault(&config, &db).await?;
+    let actor = cli_actor();
+    let bar = progress_bar(len, args.quiet);
+    let progress: &dyn Progress = match &bar {
+        Some(bar) => bar,
+        None => &NoProgress,
+    };
+    let job = crate::import::events::EventImport {
+        db: &db,
+        vault: &vault,
+        schema: &schema,
+        source: &args.source,
+        actor: &actor,
+        now: SystemClock.now_micros(),
+    };
+    let result = job.run(file, progress).await;
+    let resource = format!("import/{}", args.source);
+    let recorded = if NothingWritten::in_result(&result) {
+        Ok(())
+    } else {
+        record_run(&config, &db, &actor, &resource, mapped_outcome(&result)).await
+    };
+    let summary = result.with_context(|| format!("import of {} failed", args.file.display()))?;
+    recorded?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{summary}");
+    }
+    Ok(())
 }
 
 async fn mapped(config: Config, args: MappedArgs) -> anyhow::Result<()> {
     let mapping = Mapping::load(&args.mapping)?;
+    let purposes = load_purposes(&config)?;
+    for c in &mapping.consent {
+        if !purposes.contains(&c.purpose) {
+            anyhow::bail!(
+                "mapping {}: consent.purpose {}: not a purpose of purposes.toml",
+                args.mapping.display(),
+                c.purpose
+            );
+        }
+    }
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -119,8 +186,15 @@ async fn mapped(config: Config, args: MappedArgs) -> anyhow::Result<()> {
     };
     let result = job.run(file, progress).await;
     let resource = format!("import/{}", mapping.source);
-    record_run(&config, &db, &actor, &resource, &result).await?;
+    let recorded = if NothingWritten::in_result(&result) {
+        Ok(())
+    } else {
+        record_run(&config, &db, &actor, &resource, mapped_outcome(&result)).await
+    };
+    // The run's own failure is the one to report; a successful run is not
+    // done until its audit event is recorded.
     let summary = result.with_context(|| format!("import of {} failed", args.file.display()))?;
+    recorded?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -142,24 +216,67 @@ pub fn cli_actor() -> String {
     format!("cli:{user}")
 }
 
+fn load_purposes(config: &Config) -> anyhow::Result<PurposeCatalog> {
+    let path = config.policy_dir.join("purposes.toml");
+    PurposeCatalog::load(&path).map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", path.display()))
+}
+
 /// The vault, opened with the same master key and purposes as `serve`.
 pub async fn open_vault(config: &Config, db: &Db) -> anyhow::Result<Vault> {
-    let path = config.policy_dir.join("purposes.toml");
-    let purposes = PurposeCatalog::load(&path)
-        .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", path.display()))?;
+    let purposes = load_purposes(config)?;
     let ids: Vec<_> = purposes.all().iter().map(|p| p.id.clone()).collect();
     Vault::open(config, db, &ids).await
 }
 
+/// What an import run did, for its audit event: records written and a
+/// one-line account; `None` when the run failed.
+pub type RunOutcome = Option<(u64, String)>;
+
+/// The audit account of a mapped import or replay.
+pub fn mapped_outcome(result: &anyhow::Result<MappedSummary>) -> RunOutcome {
+    result.as_ref().ok().map(|s| {
+        (
+            s.imported + s.merged,
+            format!(
+                "run {}: {} read, {} imported, {} merged, {} already present, {} quarantined, \
+                 {} skipped",
+                s.run_id,
+                s.rows_read,
+                s.imported,
+                s.merged,
+                s.already_present,
+                s.quarantined,
+                s.skipped_total()
+            ),
+        )
+    })
+}
+
+/// The audit account of a data set import.
+fn summary_outcome(result: &anyhow::Result<ImportSummary>) -> RunOutcome {
+    result.as_ref().ok().map(|s| {
+        (
+            s.order_lines_created,
+            format!(
+                "{} read, {} lines created, {} already present, {} skipped",
+                s.rows_read,
+                s.order_lines_created,
+                s.lines_already_present,
+                s.skipped_total()
+            ),
+        )
+    })
+}
+
 /// One audit event per run (system actor with the OS user), on the CLI's
-/// own chain. A run that changed data is not reported as done unless its
-/// event is recorded.
+/// own chain, failed runs included (what was committed before the failure
+/// stays). A run is not reported as done unless its event is recorded.
 pub async fn record_run(
     config: &Config,
     db: &Db,
     actor: &str,
     resource: &str,
-    result: &anyhow::Result<MappedSummary>,
+    outcome: RunOutcome,
 ) -> anyhow::Result<()> {
     use crate::pipeline::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
     let clock: crate::clock::SharedClock = std::sync::Arc::new(SystemClock);
@@ -169,25 +286,12 @@ pub async fn record_run(
     let writer = AuditWriter::start(db.clone(), clock, signer, options).await?;
     let builder = AuditEvent::system(actor, Action::Import, resource)
         .request_id(uuid::Uuid::new_v4().to_string());
-    let event = match result {
-        Ok(s) => builder
-            .records(s.imported + s.merged)
-            .allow(
-                Reason::Admin(format!(
-                    "run {}: {} read, {} imported, {} merged, {} already present, {} quarantined, \
-                     {} skipped",
-                    s.run_id,
-                    s.rows_read,
-                    s.imported,
-                    s.merged,
-                    s.already_present,
-                    s.quarantined,
-                    s.skipped_total()
-                )),
-                200,
-            )
+    let event = match outcome {
+        Some((records, account)) => builder
+            .records(records)
+            .allow(Reason::Admin(account), 200)
             .build(),
-        Err(_) => builder
+        None => builder
             .allow(Reason::Outcome("import_failed".to_owned()), 500)
             .build(),
     };
@@ -213,9 +317,17 @@ async fn cdnow(config: Config, args: CdnowArgs) -> anyhow::Result<()> {
         Some(bar) => bar,
         None => &NoProgress,
     };
-    let summary = crate::import::import_cdnow(&db, reader, &opts, progress)
-        .await
-        .with_context(|| format!("import of {} failed", args.file.display()))?;
+    let result = crate::import::import_cdnow(&db, reader, &opts, progress).await;
+    let recorded = record_run(
+        &config,
+        &db,
+        &cli_actor(),
+        "import/cdnow",
+        summary_outcome(&result),
+    )
+    .await;
+    let summary = result.with_context(|| format!("import of {} failed", args.file.display()))?;
+    recorded?;
     print_summary(&summary, args.json)
 }
 
@@ -253,10 +365,19 @@ async fn online_retail(config: Config, args: OnlineRetailArgs) -> anyhow::Result
         Some(bar) => bar,
         None => &NoProgress,
     };
-    let summary: ImportSummary =
-        crate::import::import_online_retail(&db, sealer.as_deref(), reader, &opts, progress)
-            .await
-            .with_context(|| format!("import of {} failed", args.file.display()))?;
+    let result =
+        crate::import::import_online_retail(&db, sealer.as_deref(), reader, &opts, progress).await;
+    let resource = "import/online_retail";
+    let recorded = record_run(
+        &config,
+        &db,
+        &cli_actor(),
+        resource,
+        summary_outcome(&result),
+    )
+    .await;
+    let summary = result.with_context(|| format!("import of {} failed", args.file.display()))?;
+    recorded?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

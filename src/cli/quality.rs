@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::import::{cli_actor, open_vault, record_run};
+use super::import::{cli_actor, mapped_outcome, open_vault, record_run};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
@@ -193,14 +193,13 @@ async fn replay(config: &Config, db: &Db, args: ReplayArgs) -> anyhow::Result<()
         now: SystemClock.now_micros(),
     };
     let result = job.replay(&NoProgress).await;
-    record_run(
-        config,
-        db,
-        &actor,
-        &format!("quarantine/{}", mapping.source),
-        &result,
-    )
-    .await?;
+    let recorded = if crate::import::mapped::NothingWritten::in_result(&result) {
+        Ok(())
+    } else {
+        let resource = format!("quarantine/{}", mapping.source);
+        record_run(config, db, &actor, &resource, mapped_outcome(&result)).await
+    };
     let summary = result.context("replay failed")?;
+    recorded?;
     print_json_or(&summary, args.json)
 }

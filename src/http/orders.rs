@@ -23,8 +23,7 @@ use crate::state::AppState;
 
 /// Largest event batch one request may carry.
 pub const MAX_EVENTS: usize = 1000;
-const KINDS: &[&str] = &["view", "search", "add_to_cart", "purchase", "click"];
-const CHANNELS: &[&str] = &["web", "app", "email", "store", "other"];
+use crate::import::event_schema::{STORE_CHANNELS as CHANNELS, STORE_KINDS as KINDS};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

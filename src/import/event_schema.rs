@@ -16,6 +16,8 @@ use std::path::Path;
 
 /// Kinds the events table accepts.
 pub const STORE_KINDS: &[&str] = &["view", "search", "add_to_cart", "purchase", "click"];
+/// Channels an event may come from.
+pub const STORE_CHANNELS: &[&str] = &["web", "app", "email", "store", "other"];
 
 /// A property's type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

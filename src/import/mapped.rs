@@ -54,6 +54,28 @@ pub const MAX_QUANTITY: i64 = 100_000;
 /// Largest unit price accepted, in cents.
 pub const MAX_UNIT_PRICE_CENTS: i64 = 100_000_000;
 
+/// The context of an error that stopped a run before it wrote anything
+/// (a bad header, a mapping naming a missing column, a read-only store):
+/// there is nothing to audit or to clean up.
+#[derive(Clone, Copy, Debug)]
+pub struct NothingWritten;
+
+impl std::fmt::Display for NothingWritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("nothing was written")
+    }
+}
+
+impl NothingWritten {
+    /// Whether `result` failed before writing anything.
+    pub fn in_result<T>(result: &anyhow::Result<T>) -> bool {
+        result
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.downcast_ref::<NothingWritten>().is_some())
+    }
+}
+
 /// Where a row came from: the file, or an open quarantine entry (a replay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -190,8 +212,8 @@ impl MappedImport<'_> {
         progress: &dyn Progress,
     ) -> anyhow::Result<MappedSummary> {
         let started = Instant::now();
-        let mut rows = Rows::open(reader, self.mapping)?;
-        let key = self.start().await?;
+        let mut rows = Rows::open(reader, self.mapping).context(NothingWritten)?;
+        let key = self.start().await.context(NothingWritten)?;
         let mut summary = self.new_summary(key.run_id);
         let mut batch: Vec<(Origin, RawRow)> = Vec::with_capacity(BATCH_ROWS);
         let result: anyhow::Result<()> = async {
@@ -215,7 +237,7 @@ impl MappedImport<'_> {
     /// Replays the open quarantine of the mapping's source and entity.
     pub async fn replay(&self, progress: &dyn Progress) -> anyhow::Result<MappedSummary> {
         let started = Instant::now();
-        let key = self.start().await?;
+        let key = self.start().await.context(NothingWritten)?;
         let mut summary = self.new_summary(key.run_id);
         let keyring = self.vault.keyring();
         let mut keys: HashMap<i64, Arc<RunKey>> = HashMap::new();
@@ -383,17 +405,15 @@ impl MappedImport<'_> {
         match existing {
             Some(id) => quarantine::update_reasons(tx, id, problems).await,
             None => {
-                quarantine::insert(
-                    tx,
-                    key,
-                    &self.mapping.source,
-                    self.mapping.entity.as_str(),
-                    row.line_no,
+                let entry = quarantine::NewEntry {
+                    source: &self.mapping.source,
+                    entity: self.mapping.entity.as_str(),
+                    line_no: row.line_no,
                     problems,
-                    &bytes,
-                    self.now,
-                )
-                .await
+                    row: &bytes,
+                    now: self.now,
+                };
+                quarantine::insert(tx, key, &entry).await
             }
         }
     }

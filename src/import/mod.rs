@@ -21,6 +21,7 @@ use std::fmt;
 
 pub mod cdnow;
 pub mod event_schema;
+pub mod events;
 pub mod input;
 pub mod mapped;
 pub mod mapping;

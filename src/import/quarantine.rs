@@ -76,6 +76,11 @@ pub enum ProblemCode {
     UnknownCustomer,
     /// Another line of the same order failed; orders are taken whole.
     OrderHasInvalidLines,
+    /// The event does not match the declared event schema (the field names
+    /// the path: `event.kind`, `event.properties.query`, …).
+    SchemaViolation,
+    /// The event names a product the store does not have.
+    UnknownProduct,
 }
 
 impl ProblemCode {
@@ -93,6 +98,8 @@ impl ProblemCode {
             Self::InconsistentOrder => "inconsistent_order",
             Self::UnknownCustomer => "unknown_customer",
             Self::OrderHasInvalidLines => "order_has_invalid_lines",
+            Self::SchemaViolation => "schema_violation",
+            Self::UnknownProduct => "unknown_product",
         }
     }
 }
@@ -239,17 +246,31 @@ async fn run_key_in(
     })
 }
 
+/// A row to quarantine.
+pub struct NewEntry<'a> {
+    pub source: &'a str,
+    pub entity: &'a str,
+    pub line_no: i64,
+    pub problems: &'a [Problem],
+    /// The row in clear; stored only encrypted.
+    pub row: &'a [u8],
+    pub now: i64,
+}
+
 /// A new quarantine entry.
 pub async fn insert(
     tx: &mut Transaction<'_, Any>,
     key: &RunKey,
-    source: &str,
-    entity: &str,
-    line_no: i64,
-    problems: &[Problem],
-    row: &[u8],
-    now: i64,
+    entry: &NewEntry<'_>,
 ) -> anyhow::Result<()> {
+    let NewEntry {
+        source,
+        entity,
+        line_no,
+        problems,
+        row,
+        now,
+    } = *entry;
     let ct = key.seal(line_no, row)?;
     sqlx::query(
         "INSERT INTO quarantine (run_id, source, entity, line_no, reasons, row_ct, status, \

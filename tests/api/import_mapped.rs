@@ -470,9 +470,12 @@ both_backends!(bad_input_stops_with_one_clear_line, async |app: TestApp| {
     // A mapping naming a column the file does not have: refused before any write.
     let err = try_run(&app, CRM_MAPPING, "Kundennr;E-Mail\n1;a@example.com\n")
         .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.starts_with("line 1:"), "{err}");
+        .unwrap_err();
+    assert!(err
+        .downcast_ref::<custodian::import::mapped::NothingWritten>()
+        .is_some());
+    let err = format!("{err:#}");
+    assert!(err.starts_with("nothing was written: line 1:"), "{err}");
     assert!(err.contains("\"Telefon\""), "{err}");
     // UTF-16 is not read as garbage.
     let utf16 = "\u{feff}Kundennr"
@@ -489,8 +492,8 @@ both_backends!(bad_input_stops_with_one_clear_line, async |app: TestApp| {
     }
     .run(utf16.as_slice(), &NoProgress)
     .await
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
+    let err = format!("{err:#}");
     assert!(err.contains("UTF-16"), "{err}");
     assert_eq!(count(db, "SELECT COUNT(*) FROM import_runs").await, 0);
     assert_eq!(count(db, "SELECT COUNT(*) FROM customers").await, 0);
@@ -524,3 +527,101 @@ both_backends!(bad_input_stops_with_one_clear_line, async |app: TestApp| {
         "completed"
     );
 });
+
+fn cli(app: &TestApp, args: &[&std::ffi::OsStr], db_url: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_custodian"));
+    cmd.args(args)
+        .env("CUSTODIAN_DATA_DIR", &app.config.data_dir)
+        .env("CUSTODIAN_LOG", "error")
+        .env("USER", "alice")
+        .env_remove("DATABASE_URL");
+    if let Some(url) = db_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_mapped_import_is_audited_and_bad_input_is_one_line() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mapping = dir.path().join("crm.toml");
+    std::fs::write(&mapping, CRM_MAPPING).unwrap();
+    let csv = dir.path().join("crm.csv");
+    std::fs::write(&csv, CRM_CSV).unwrap();
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    let base = [
+        os("import"),
+        os("mapped"),
+        os("--quiet"),
+        os("--mapping"),
+        mapping.as_os_str(),
+    ];
+
+    let mut args = base.to_vec();
+    args.extend([os("--json"), csv.as_os_str()]);
+    let out = cli(&app, &args, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["imported"], 3);
+    assert_eq!(summary["quarantined"], 5);
+    // One audit event for the run, with the OS user as actor.
+    let events = app.audit_events().await;
+    let run: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.action.as_str() == "import")
+        .collect();
+    assert_eq!(run.len(), 1);
+    assert_eq!(run[0].event.actor, "cli:alice");
+    assert!(
+        run[0].event.reason.contains("3 imported"),
+        "{}",
+        run[0].event.reason
+    );
+    assert_eq!(run[0].event.resource, "import/crm");
+
+    // A mapping naming a column the file lacks: one line, non-zero, nothing written.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "Kundennr;E-Mail\n1;a@example.com\n").unwrap();
+    let mut args = base.to_vec();
+    args.push(bad.as_os_str());
+    let out = cli(&app, &args, None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("line 1: the mapping's fields.phone"),
+        "{stderr}"
+    );
+    let customers: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(customers, 3);
+
+    // A read-only destination: one line, non-zero, nothing written.
+    let ro = format!(
+        "sqlite://{}?mode=ro",
+        app.config.data_dir.join("custodian.db").display()
+    );
+    let mut args = base.to_vec();
+    args.push(csv.as_os_str());
+    let out = cli(&app, &args, Some(&ro));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("readonly") || stderr.contains("read-only"),
+        "{stderr}"
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM import_runs")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(runs, 1);
+    app.stop().await;
+}
