@@ -278,7 +278,7 @@ pub async fn record_run(
     resource: &str,
     outcome: RunOutcome,
 ) -> anyhow::Result<()> {
-    use crate::pipeline::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
+    use crate::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
     let clock: crate::clock::SharedClock = std::sync::Arc::new(SystemClock);
     let signer = Signer::from_config(config)?;
     let mut options = WriterOptions::from_config(config);

@@ -163,13 +163,13 @@ async fn list(config: &Config, db: &Db, args: QuarantineArgs) -> anyhow::Result<
 }
 
 async fn audit_read(config: &Config, db: &Db, actor: &str, n: u64) -> anyhow::Result<()> {
-    use crate::pipeline::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
+    use crate::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
     let clock: crate::clock::SharedClock = std::sync::Arc::new(SystemClock);
     let mut options = WriterOptions::from_config(config);
     options.instance = format!("{}.cli", options.instance);
     let writer =
         AuditWriter::start(db.clone(), clock, Signer::from_config(config)?, options).await?;
-    let event = AuditEvent::system(actor, Action::Other("quarantine.read".into()), "quarantine")
+    let event = AuditEvent::system(actor, Action::QuarantineRead, "quarantine")
         .request_id(uuid::Uuid::new_v4().to_string())
         .records(n)
         .allow(Reason::Admin("operator".into()), 200)

@@ -11,11 +11,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Action;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::http::extract::Caller;
 use crate::import::quality::{self, QualityConfig, QualityReport};
 use crate::import::quarantine::{self, Entry};
-use crate::pipeline::gate::{Caller, Gate};
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,7 +36,7 @@ async fn quality_report(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<QualityReport>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "quality", "read");
+    let mut gate = Gate::new(&state, &caller, Action::QualityRead);
     let outcome = async {
         gate.authorize()?;
         let config = QualityConfig::load(&state.config.policy_dir).map_err(ApiError::Internal)?;
@@ -80,7 +82,7 @@ async fn quarantine_list(
     caller: Caller,
     q: ApiQuery<QuarantineQuery>,
 ) -> Result<Json<QuarantinePage>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "quarantine", "read");
+    let mut gate = Gate::new(&state, &caller, Action::QuarantineRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;

@@ -10,6 +10,7 @@ mod consents;
 mod crypto;
 mod customers;
 mod event_schema;
+mod gate;
 mod health;
 mod import;
 mod import_cdnow;
