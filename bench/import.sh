@@ -5,8 +5,8 @@
 #
 #   cargo build --release
 #   PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres bench/import.sh \
-#       ../shared/datasets/online_retail/online_retail_uci.csv \
-#       ../shared/datasets/cdnow/cdnow_master.csv
+#       online_retail_uci.csv \
+#       cdnow_master.csv
 #
 # Without PG_ADMIN_URL only SQLite is measured. Generated files and
 # databases live in a temporary directory removed at the end.
