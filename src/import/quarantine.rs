@@ -315,7 +315,7 @@ pub async fn find_open(
         let Some(ct) = c.try_get::<Option<Vec<u8>>, _>(2)? else {
             continue;
         };
-        let key = run_key_in(&mut **tx, keyring, run_id).await?;
+        let key = run_key_in(tx, keyring, run_id).await?;
         if key.open(line_no, &ct)?.as_slice() == row {
             return Ok(Some(id));
         }
