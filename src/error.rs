@@ -37,6 +37,9 @@ pub enum ApiError {
     Conflict(Cow<'static, str>),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 415: a body without `Content-Type: application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
     /// 422: the body parsed but its content is invalid.
     #[error("{0}")]
     Unprocessable(Cow<'static, str>),
@@ -98,6 +101,7 @@ impl ApiError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +116,7 @@ impl ApiError {
             Self::NotFound => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unprocessable(_) => "invalid_input",
             Self::RateLimited => "rate_limited",
             Self::AuditUnavailable => "audit_unavailable",
@@ -157,7 +162,15 @@ impl IntoResponse for ApiError {
             // `{:#}` prints the whole cause chain on one line.
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        error_response(self.status(), self.code(), &self.public_message())
+        let mut response = error_response(self.status(), self.code(), &self.public_message());
+        if let Self::RateLimited = self {
+            // The limiter refills at least one request per second.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

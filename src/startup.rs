@@ -37,6 +37,17 @@ impl Application {
     }
 
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+        // Everything that can be checked without side effects is checked
+        // first: a bad policy directory must not leave generated keys or a
+        // migrated database behind.
+        check_policy_dir(&config.policy_dir)?;
+        let purposes_path = config.policy_dir.join("purposes.toml");
+        let purposes = PurposeCatalog::load(&purposes_path)
+            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
+        let fields_path = config.policy_dir.join("fields.toml");
+        let catalog = FieldCatalog::load(&fields_path)
+            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", fields_path.display()))?;
+        let authenticator = authenticate::setup::build(&config)?;
         let db = Db::connect(&config).await?;
         db.migrate().await?;
         let listener = TcpListener::bind(config.server.listen)
@@ -52,13 +63,6 @@ impl Application {
         )
         .await
         .context("audit trail: cannot load this instance's chain")?;
-        let purposes_path = config.policy_dir.join("purposes.toml");
-        let purposes = PurposeCatalog::load(&purposes_path)
-            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
-        let fields_path = config.policy_dir.join("fields.toml");
-        let catalog = FieldCatalog::load(&fields_path)
-            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", fields_path.display()))?;
-        let authenticator = authenticate::setup::build(&config)?;
         let (authorizer, revision) =
             sync::bootstrap(&db, &config.policy_dir, &purposes, clock.now_micros()).await?;
         let authorizer = Arc::new(authorizer);
@@ -155,6 +159,28 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The policy directory holds the four files the gateway needs; its absence
+/// is one line that says how to point at it.
+pub fn check_policy_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "policy_dir {}: no such directory (point at the directory holding model.conf, \
+             policy.csv, purposes.toml and fields.toml with policy_dir in the config file or \
+             CUSTODIAN_POLICY_DIR)",
+            dir.display()
+        );
+    }
+    for file in ["model.conf", "policy.csv", "purposes.toml", "fields.toml"] {
+        if !dir.join(file).is_file() {
+            anyhow::bail!(
+                "policy_dir {}: {file} is missing (see the shipped policies/ directory)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

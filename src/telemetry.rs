@@ -2,17 +2,17 @@
 //! `--log-format json`. Spans carry request ids and opaque subject ids only;
 //! never an email, a token or a key.
 
-use crate::config::{LogConfig, LogFormat};
-use tracing_subscriber::EnvFilter;
+use crate::config::{log_filter, ConfigError, LogConfig, LogFormat};
+use std::io::IsTerminal;
 
 /// Installs the global subscriber. Safe to call more than once (tests): later
-/// calls are ignored.
-pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_env("CUSTODIAN_LOG")
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// calls are ignored. A bad `CUSTODIAN_LOG` is refused, not ignored.
+pub fn init(config: &LogConfig) -> Result<(), ConfigError> {
+    let filter = log_filter(config)?;
+    // Colour codes only for a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match config.format {
         LogFormat::Json => builder
@@ -22,4 +22,5 @@ pub fn init(config: &LogConfig) {
             .try_init(),
         LogFormat::Human => builder.try_init(),
     };
+    Ok(())
 }

@@ -85,7 +85,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             LogFormat::Human
         };
     }
-    crate::telemetry::init(&config.log);
+    crate::telemetry::init(&config.log)?;
     match cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Demo(args) => serve(config, ServeArgs { demo: true, ..args }).await,
@@ -103,7 +103,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Keys(cmd) => keys::run(config, cmd).await,
         Command::Policy(cmd) => policy::run(config, cmd).await,
-        Command::Token(args) => token::run(&config, &args),
+        Command::Token(args) => token::run(&config, &args).await,
     }
 }
 

@@ -37,7 +37,8 @@ pub struct ListQuery {
     pub country: Option<String>,
     /// Cursor from the previous page's `next_cursor`.
     pub after: Option<String>,
-    /// Page size (default 100, at most `max_page_size`).
+    /// Page size (default 100; above `max_page_size`, 1000 by default, is 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -68,7 +69,7 @@ async fn list_customers(
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
-        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
+        let limit = validate::page_limit(q.limit, 100, state.config.max_page_size)?;
         let rows = match (&q.email, &q.phone) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad_request(

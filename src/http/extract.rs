@@ -52,10 +52,7 @@ fn map_rejection(rejection: &JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::bad_request("malformed_json", "the body is not valid JSON")
         }
-        JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
-            "unsupported_media_type",
-            "expected Content-Type: application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge
         }

@@ -35,7 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OrdersQuery {
-    /// Most orders to return, newest first (default 50, at most `max_page_size`).
+    /// Most orders to return, newest first (default 50; above `max_page_size`,
+    /// 1000 by default, is 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -66,7 +68,7 @@ async fn customer_orders(
             .ok_or(ApiError::NotFound)?;
         gate.touch([customer]);
         gate.require_consent(customer).await?;
-        let limit = i64::from(q.limit.unwrap_or(50).clamp(1, state.config.max_page_size));
+        let limit = validate::page_limit(q.limit, 50, state.config.max_page_size)?;
         let orders = orders::for_customer(&state.db, customer, limit)
             .await
             .map_err(ApiError::Internal)?;

@@ -84,9 +84,38 @@ pub fn timestamp(field: &str, v: &str, now: i64) -> Result<i64, ApiError> {
     Ok(t)
 }
 
+/// The largest page any list route returns; `max_page_size` may lower it.
+/// The OpenAPI document states it as the `limit` parameters' `maximum`.
+pub const PAGE_LIMIT_MAX: u32 = 1000;
+
+/// A `limit` query parameter: absent means `default`; out of `1..=max` is a
+/// 400 `invalid_query` (never silently clamped: a client asking for 5,000
+/// rows must not believe that 1,000 were all there is).
+pub fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<i64, ApiError> {
+    let max = max.min(PAGE_LIMIT_MAX);
+    match limit {
+        None => Ok(i64::from(default.min(max))),
+        Some(l) if (1..=max).contains(&l) => Ok(i64::from(l)),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit: must be between 1 and {max}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_limit_refuses_out_of_range() {
+        assert_eq!(page_limit(None, 100, 1000).unwrap(), 100);
+        assert_eq!(page_limit(Some(1000), 100, 1000).unwrap(), 1000);
+        assert!(page_limit(Some(0), 100, 1000).is_err());
+        assert!(page_limit(Some(1001), 100, 1000).is_err());
+        assert!(page_limit(Some(60), 100, 50).is_err());
+        assert_eq!(page_limit(None, 100, 50).unwrap(), 50);
+    }
 
     #[test]
     fn rejects_bad_values_without_echoing_them() {

@@ -12,5 +12,6 @@ mod customers;
 mod health;
 mod import;
 mod keys;
+mod ops;
 mod orders;
 mod policy;
