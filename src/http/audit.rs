@@ -77,6 +77,87 @@ pub struct AuditQuery {
     pub format: Option<String>,
 }
 
+/// The filters both audit routes take, as the OpenAPI document states them
+/// (with the constraints the server checks). Documentation only: the
+/// handlers parse [`AuditQuery`], which refuses a parameter of the other
+/// route with a 400.
+macro_rules! audit_filter_params {
+    ($name:ident, $doc:literal, { $($extra:tt)* }) => {
+        #[doc = $doc]
+        #[derive(Debug, Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        #[allow(dead_code)] // read by utoipa's derive only
+        pub struct $name {
+            /// Events at or after this time (RFC 3339, inclusive).
+            #[param(format = DateTime)]
+            pub from: Option<String>,
+            /// Events before this time (RFC 3339, exclusive).
+            #[param(format = DateTime)]
+            pub to: Option<String>,
+            /// Only this gateway instance's chain.
+            #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+            pub instance: Option<String>,
+            /// The actor (`sub` claim, or `anonymous` for failed authentications).
+            #[param(min_length = 1, max_length = 256)]
+            pub actor: Option<String>,
+            /// The shop's customer id (external id, as in `/v1/customers/{id}`):
+            /// events that touched this customer. An unknown id matches nothing.
+            #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+            pub customer: Option<String>,
+            /// The internal customer id as stored in events' `customers` list
+            /// (still works after the customer row is erased). Exclusive with `customer`.
+            #[param(minimum = 1)]
+            pub customer_id: Option<i64>,
+            /// The declared purpose.
+            #[param(pattern = r"^[a-z0-9_]{1,64}$")]
+            pub purpose: Option<String>,
+            /// The action code, e.g. `customer.read`, `audit.read`, `auth.failed`.
+            #[param(pattern = r"^[a-z_]+\.[a-z_]+$")]
+            pub action: Option<String>,
+            /// `allow` or `deny`.
+            #[param(inline)]
+            pub decision: Option<DecisionParam>,
+            /// The HTTP status of the request.
+            #[param(minimum = 100, maximum = 599)]
+            pub status: Option<u16>,
+            $($extra)*
+        }
+    };
+}
+
+/// `allow` or `deny`, as the audit filters take it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation of the parameter only
+pub enum DecisionParam {
+    Allow,
+    Deny,
+}
+
+/// `ndjson` or `csv`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation of the parameter only
+pub enum FormatParam {
+    Ndjson,
+    Csv,
+}
+
+audit_filter_params!(AuditListParams, "Query parameters of `GET /v1/audit`.", {
+    /// The previous page's `next_cursor` (opaque).
+    #[param(min_length = 1, max_length = 200)]
+    pub cursor: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+});
+
+audit_filter_params!(AuditExportParams, "Query parameters of `GET /v1/audit/export`.", {
+    /// `ndjson` (default; verifiable offline) or `csv` (events only).
+    #[param(inline)]
+    pub format: Option<FormatParam>,
+});
+
 fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
     ApiError::bad_request("invalid_query", message)
 }
@@ -205,7 +286,7 @@ pub struct EventPage {
 /// The event of this read is written after the page is read, so it appears
 /// in the next read, not in this one.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
-    params(AuditQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(AuditListParams, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
     responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn list_events(
@@ -254,10 +335,11 @@ async fn list_events(
 /// page in constant memory; if the store fails midway the connection is
 /// aborted, so a partial download never ends cleanly.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
-    params(AuditQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(AuditExportParams, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
-    responses((status = 200, content_type = "application/x-ndjson"),
-               (status = 200, content_type = "text/csv"),
+    responses((status = 200, description = "The export: NDJSON by default, CSV with `format=csv`",
+                content((String = "application/x-ndjson"), (String = "text/csv")),
+                headers(("content-disposition" = String, description = "attachment; filename=custodian-audit-<time>.<ext>"))),
                (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn export_events(
     State(state): State<AppState>,

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod middleware;
+pub mod openapi;
 pub mod orders;
 pub mod policies;
 pub mod pseudonyms;
@@ -77,7 +78,8 @@ impl utoipa::Modify for BearerAuth {
 /// 5. `metrics` (inside the router, so it knows the matched route);
 /// 6. timeout, then the body size limit, closest to the handlers.
 pub fn app(state: AppState) -> Router {
-    let (router, openapi) = api_router().split_for_parts();
+    let (router, mut openapi) = api_router().split_for_parts();
+    openapi::complete(&mut openapi, &state.purposes);
     let openapi = std::sync::Arc::new(openapi);
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
     let max_body = state.config.server.max_body_bytes;
