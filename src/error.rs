@@ -33,6 +33,10 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// 404: a body names a resource that does not exist (the message names
+    /// the field, never the value).
+    #[error("{0}")]
+    MissingReference(Cow<'static, str>),
     #[error("{0}")]
     Conflict(Cow<'static, str>),
     #[error("request body too large")]
@@ -98,7 +102,7 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::MissingReference(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -113,7 +117,7 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } | Self::Forbidden { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::MissingReference(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

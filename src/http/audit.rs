@@ -59,7 +59,8 @@ pub struct AuditQuery {
     /// events that touched this customer. An unknown id matches nothing.
     pub customer: Option<String>,
     /// The internal customer id as stored in events' `customers` list
-    /// (still works after the customer row is erased). Exclusive with `customer`.
+    /// (still works after the customer row is erased). With `customer` too,
+    /// both must name the same customer.
     pub customer_id: Option<String>,
     /// The declared purpose.
     pub purpose: Option<String>,
@@ -95,24 +96,25 @@ macro_rules! audit_filter_params {
             #[param(format = DateTime)]
             pub to: Option<String>,
             /// Only this gateway instance's chain.
-            #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+            #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
             pub instance: Option<String>,
             /// The actor (`sub` claim, or `anonymous` for failed authentications).
-            #[param(min_length = 1, max_length = 256)]
+            #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
             pub actor: Option<String>,
             /// The shop's customer id (external id, as in `/v1/customers/{id}`):
             /// events that touched this customer. An unknown id matches nothing.
             #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
             pub customer: Option<String>,
             /// The internal customer id as stored in events' `customers` list
-            /// (still works after the customer row is erased). Exclusive with `customer`.
-            #[param(minimum = 1)]
+            /// (still works after the customer row is erased). With `customer` too,
+    /// both must name the same customer.
+            #[param(minimum = 0)]
             pub customer_id: Option<i64>,
             /// The declared purpose.
-            #[param(pattern = r"^[a-z0-9_]{1,64}$")]
+            #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
             pub purpose: Option<String>,
             /// The action code, e.g. `customer.read`, `audit.read`, `auth.failed`.
-            #[param(pattern = r"^[a-z_]+\.[a-z_]+$")]
+            #[param(pattern = r"^[a-z._]{1,256}$")]
             pub action: Option<String>,
             /// `allow` or `deny`.
             #[param(inline)]
@@ -183,11 +185,7 @@ async fn to_filter(
     };
     let from = time("from", &q.from)?;
     let to = time("to", &q.to)?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f >= t {
-            return Err(invalid("from: must be before to"));
-        }
-    }
+    // `from` at or after `to` is an empty interval: it matches nothing.
     let text = |name: &'static str, v: &Option<String>| -> Result<Option<String>, ApiError> {
         match v.as_deref() {
             None => Ok(None),
@@ -236,15 +234,16 @@ async fn to_filter(
         ),
     };
     let customer = match (&q.customer, customer_id) {
-        (Some(_), Some(_)) => {
-            return Err(invalid("use either customer or customer_id, not both"));
-        }
-        (Some(external), None) => {
+        (Some(external), given) => {
             validate::identifier("customer", external)
                 .map_err(|_| invalid("customer: 1-64 characters of A-Za-z0-9._-"))?;
             // An unknown (or erased) external id matches no event: -1 is
             // never a customer id.
-            let id = customers::id_of(&state.db, external).await?.unwrap_or(-1);
+            let mut id = customers::id_of(&state.db, external).await?.unwrap_or(-1);
+            // Both given: one customer, so they must name the same one.
+            if given.is_some_and(|g| g != id) {
+                id = -1;
+            }
             if id >= 0 {
                 gate.touch([id]);
             }

@@ -18,9 +18,12 @@
 //! | a request body             | 400 `malformed_json`, 413, 415, 422               |
 //!
 //! A response a handler already declares keeps its description; when it has
-//! no body, the error envelope is attached. The `X-Purpose` parameter gets
-//! the purpose ids of the running catalog as its `enum`.
+//! no body, the error envelope is attached. The `X-Purpose` parameter, and
+//! every body property named `purpose`, gets the purpose ids of the running
+//! catalog as its `enum` (only the consent-based ones where a schema is
+//! listed in `CONSENT_PURPOSE_SCHEMAS`).
 
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::{
     Content, HeaderBuilder, ObjectBuilder, OpenApi, Ref, RefOr, Response, Schema, Type,
@@ -28,6 +31,79 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::pipeline::purpose::PurposeCatalog;
+
+/// OpenAPI links between operations, so clients and stateful test tools can
+/// chain them: (operation id, status, link name, target operation id,
+/// [(target parameter, runtime expression)]). Add a line for a new route
+/// whose answer names something another route takes.
+pub const LINKS: &[(&str, &str, &str, &str, &[(&str, &str)])] = &[
+    (
+        "create_customer",
+        "201",
+        "GetCustomer",
+        "get_customer",
+        &[("id", "$response.body#/external_id")],
+    ),
+    (
+        "create_customer",
+        "201",
+        "GetCustomerOrders",
+        "customer_orders",
+        &[("id", "$response.body#/external_id")],
+    ),
+    (
+        "create_customer",
+        "201",
+        "GetConsents",
+        "get_consents",
+        &[("customer_id", "$response.body#/external_id")],
+    ),
+    (
+        "create_customer",
+        "201",
+        "RecordConsents",
+        "record_consents",
+        &[("customer_id", "$response.body#/external_id")],
+    ),
+    (
+        "record_consents",
+        "201",
+        "GetReceipt",
+        "get_receipt",
+        &[("receipt_id", "$response.body#/receipts/0/receipt_id")],
+    ),
+    (
+        "record_consents",
+        "201",
+        "GetConsents",
+        "get_consents",
+        &[("customer_id", "$request.path.customer_id")],
+    ),
+    (
+        "resolve_pseudonym",
+        "200",
+        "GetCustomer",
+        "get_customer",
+        &[("id", "$response.body#/external_id")],
+    ),
+    (
+        "list_customers",
+        "200",
+        "NextPage",
+        "list_customers",
+        &[("after", "$response.body#/next_cursor")],
+    ),
+    (
+        "list_events",
+        "200",
+        "NextPage",
+        "list_events",
+        &[("cursor", "$response.body#/next_cursor")],
+    ),
+];
+
+/// Schemas whose `purpose` must be one that rests on consent.
+const CONSENT_PURPOSE_SCHEMAS: &[&str] = &["ConsentChangeInput"];
 
 /// Name of the error envelope schema in `components.schemas`.
 pub const ERROR_SCHEMA: &str = "Error";
@@ -89,7 +165,13 @@ const UNAVAILABLE: Standard = Standard {
 const PURPOSE: Standard = Standard {
     status: "400",
     description: "`X-Purpose` missing or not in the purpose catalog, or a malformed request",
-    codes: &["purpose_missing", "purpose_unknown", "invalid_query", "malformed_json", "bad_request"],
+    codes: &[
+        "purpose_missing",
+        "purpose_unknown",
+        "invalid_query",
+        "malformed_json",
+        "bad_request",
+    ],
 };
 const QUERY: Standard = Standard {
     status: "400",
@@ -118,7 +200,8 @@ const MEDIA_TYPE: Standard = Standard {
 };
 const INVALID: Standard = Standard {
     status: "422",
-    description: "The body parsed but a value is invalid (the message names the field, never its value)",
+    description:
+        "The body parsed but a value is invalid (the message names the field, never its value)",
     codes: &["invalid_input"],
 };
 
@@ -136,6 +219,20 @@ pub fn complete(doc: &mut OpenApi, purposes: &PurposeCatalog) {
         .entry(ERROR_SCHEMA.to_owned())
         .or_insert_with(<ErrorEnvelope as PartialSchema>::schema);
     let purpose_ids: Vec<String> = purposes.all().iter().map(|p| p.id.to_string()).collect();
+    let consent_ids: Vec<String> = purposes
+        .all()
+        .iter()
+        .filter(|p| p.consent_required)
+        .map(|p| p.id.to_string())
+        .collect();
+    for (name, schema) in components.schemas.iter_mut() {
+        let ids = if CONSENT_PURPOSE_SCHEMAS.contains(&name.as_str()) {
+            &consent_ids
+        } else {
+            &purpose_ids
+        };
+        constrain_purpose_property(schema, ids);
+    }
     for item in doc.paths.paths.values_mut() {
         let operations = [
             &mut item.get,
@@ -147,6 +244,48 @@ pub fn complete(doc: &mut OpenApi, purposes: &PurposeCatalog) {
         for operation in operations.into_iter().flatten() {
             add_standard_errors(operation);
             constrain_purpose(operation, &purpose_ids);
+        }
+    }
+    add_links(doc);
+}
+
+/// Adds the [`LINKS`] whose both ends exist in the document.
+fn add_links(doc: &mut OpenApi) {
+    let exists = |id: &str| {
+        doc.paths.paths.values().any(|item| {
+            [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+                .any(|op| op.operation_id.as_deref() == Some(id))
+        })
+    };
+    let wanted: Vec<_> = LINKS
+        .iter()
+        .filter(|(from, _, _, to, _)| exists(from) && exists(to))
+        .collect();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            for (from, status, name, to, params) in &wanted {
+                if op.operation_id.as_deref() != Some(*from) {
+                    continue;
+                }
+                if let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) {
+                    let mut link = LinkBuilder::new().operation_id(*to);
+                    for (param, expression) in params.iter() {
+                        link = link.parameter(*param, *expression);
+                    }
+                    response
+                        .links
+                        .insert((*name).to_owned(), RefOr::T(link.build()));
+                }
+            }
         }
     }
 }
@@ -223,9 +362,25 @@ fn error_content() -> Content {
 
 fn retry_after() -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
-        .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)))
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1)),
+        )
         .description(Some("Seconds to wait before retrying"))
         .build()
+}
+
+/// A body property named `purpose` (a string) takes one of the catalog's ids.
+fn constrain_purpose_property(schema: &mut RefOr<Schema>, purpose_ids: &[String]) {
+    let RefOr::T(Schema::Object(object)) = schema else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut("purpose") {
+        if property.enum_values.is_none() {
+            property.enum_values = Some(purpose_ids.iter().map(|id| id.as_str().into()).collect());
+        }
+    }
 }
 
 /// `X-Purpose` takes one of the catalog's ids.
@@ -242,4 +397,39 @@ fn constrain_purpose(op: &mut Operation, purpose_ids: &[String]) {
             p.schema = Some(RefOr::T(Schema::Object(schema)));
         }
     }
+}
+
+/// The document as served: JSON, with link objects' keys in the camel case
+/// the specification spells (utoipa 5 serializes `Link` fields in snake
+/// case, which tools then read as links without a target).
+pub fn render(doc: &OpenApi) -> serde_json::Value {
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    if let Some(paths) = value.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
+            for op in item.values_mut().filter_map(|o| o.as_object_mut()) {
+                let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut())
+                else {
+                    continue;
+                };
+                for response in responses.values_mut() {
+                    let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut())
+                    else {
+                        continue;
+                    };
+                    for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                        for (snake, camel) in [
+                            ("operation_id", "operationId"),
+                            ("operation_ref", "operationRef"),
+                            ("request_body", "requestBody"),
+                        ] {
+                            if let Some(v) = link.remove(snake) {
+                                link.insert(camel.to_owned(), v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    value
 }
