@@ -88,6 +88,12 @@ pub struct ServerConfig {
     /// customer read at `/bench/baseline/customers/{id}` to measure the
     /// audit trail's cost. Refused in production mode; see `http::bench`.
     pub bench_baseline_route: bool,
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <this>`
+    /// (compared in constant time); otherwise anyone who reaches the port
+    /// may scrape. Prefer `metrics_token_file`.
+    pub metrics_token: Option<SecretString>,
+    /// A file holding the metrics token (refused when readable by others).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -178,6 +184,8 @@ impl Default for ServerConfig {
             rate_limit_burst: 2000,
             shutdown_grace_secs: 30,
             bench_baseline_route: false,
+            metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }

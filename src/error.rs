@@ -63,6 +63,11 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
+/// The machine code of an error response, kept on the response for the
+/// layers that count requests by deny reason.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
+
 #[derive(Serialize)]
 struct Envelope<'a> {
     error: Body<'a>,
@@ -167,6 +172,8 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
         let mut response = error_response(self.status(), self.code(), &self.public_message());
+        // For the request metrics' deny reason class (see http::middleware).
+        response.extensions_mut().insert(ErrorCode(self.code()));
         if let Self::RateLimited = self {
             // The limiter refills at least one request per second.
             response.headers_mut().insert(

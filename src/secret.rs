@@ -43,3 +43,33 @@ impl<'de> Deserialize<'de> for SecretString {
         String::deserialize(deserializer).map(Self::new)
     }
 }
+
+/// Reads a one-line secret from a file that only its owner may read
+/// (refused when readable by group or others), trimmed.
+pub fn read_private_file(path: &std::path::Path) -> anyhow::Result<SecretString> {
+    use anyhow::Context;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("{}: cannot stat", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{}: readable by group or others (mode {:o}); run chmod 600",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?,
+    );
+    let value = text.trim();
+    if value.is_empty() {
+        anyhow::bail!("{}: empty", path.display());
+    }
+    Ok(SecretString::new(value.to_owned()))
+}

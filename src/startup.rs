@@ -36,11 +36,19 @@ impl Application {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(mut config: Config, clock: SharedClock) -> anyhow::Result<Self> {
         // Everything that can be checked without side effects is checked
         // first: a bad policy directory must not leave generated keys or a
         // migrated database behind.
         check_policy_dir(&config.policy_dir)?;
+        if let Some(path) = &config.server.metrics_token_file {
+            let token = crate::secret::read_private_file(path)
+                .map_err(|e| anyhow::anyhow!("server.metrics_token_file: {e:#}"))?;
+            config.server.metrics_token = Some(token);
+        }
+        // Before anything records a metric (the audit writer sets its
+        // health gauge as it starts).
+        let metrics = metrics_handle();
         let purposes_path = config.policy_dir.join("purposes.toml");
         let purposes = PurposeCatalog::load(&purposes_path)
             .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
@@ -82,7 +90,7 @@ impl Application {
             config,
             db,
             clock,
-            metrics: metrics_handle(),
+            metrics,
             audit,
             authenticator,
             authorizer,

@@ -150,7 +150,7 @@ const UNAUTHENTICATED: Standard = Standard {
 const FORBIDDEN: Standard = Standard {
     status: "403",
     description: "The policy does not allow this role this action for this purpose",
-    codes: &["forbidden"],
+    codes: &["forbidden", "consent_required"],
 };
 const RATE_LIMITED: Standard = Standard {
     status: "429",
