@@ -52,7 +52,7 @@ pub async fn metrics(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| crate::http::extract::UNMATCHED_ROUTE.to_owned());
     tracing::Span::current().record("route", route.as_str());
     let method = req.method().to_string();
     let response = next.run(req).await;
