@@ -50,7 +50,10 @@ impl Application {
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
-                    anyhow::anyhow!("server.metrics_token_file: {}: empty or not UTF-8", path.display())
+                    anyhow::anyhow!(
+                        "server.metrics_token_file: {}: empty or not UTF-8",
+                        path.display()
+                    )
                 })?;
             config.server.metrics_token = Some(crate::secret::SecretString::new(token.to_owned()));
         }

@@ -79,25 +79,14 @@ async fn list_customers(
         let rows = match (&q.email, &q.phone) {
             (Some(email), Some(phone)) => {
                 // Both given: the customers matching both.
-                let by_phone: std::collections::HashSet<i64> = blind_lookup(
-                    &state,
-                    &mut gate,
-                    BlindField::Phone,
-                    phone,
-                    limit,
-                )
-                .await?
-                .iter()
-                .map(|r| r.id)
-                .collect();
-                let mut rows = blind_lookup(
-                    &state,
-                    &mut gate,
-                    BlindField::Email,
-                    email,
-                    limit,
-                )
-                .await?;
+                let by_phone: std::collections::HashSet<i64> =
+                    blind_lookup(&state, &mut gate, BlindField::Phone, phone, limit)
+                        .await?
+                        .iter()
+                        .map(|r| r.id)
+                        .collect();
+                let mut rows =
+                    blind_lookup(&state, &mut gate, BlindField::Email, email, limit).await?;
                 rows.retain(|r| by_phone.contains(&r.id));
                 rows
             }

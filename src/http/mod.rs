@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bench;
 pub mod consents;
 pub mod customers;
+pub mod docs;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -132,6 +133,7 @@ pub fn app(state: AppState) -> Router {
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
+        .merge(docs::router())
         .merge(customers::router())
         .merge(audit::router())
         .merge(consents::router())

@@ -240,3 +240,15 @@ async fn postgres_notices_are_not_printed() {
     }
     db.drop_now().await;
 }
+
+#[test]
+fn completions_and_man_page_need_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = custodian(&["completions", "bash"], &[], dir.path());
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("custodian"));
+    let out = custodian(&["man"], &[], dir.path());
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH custodian"));
+    assert!(!dir.path().join("custodian-data").exists());
+}

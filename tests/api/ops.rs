@@ -237,3 +237,40 @@ both_backends!(openapi_documents_every_error, async |app: TestApp| {
         custodian::http::validate::PAST_TIMESTAMP_PATTERN
     );
 });
+
+both_backends!(
+    docs_page_is_self_contained_under_a_strict_policy,
+    async |app: TestApp| {
+        let page = app.get("/docs").await;
+        assert_eq!(page.status(), 200);
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+            "{csp}"
+        );
+        let html = page.text().await.unwrap();
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "no external assets"
+        );
+        assert!(!html.contains("<script>"), "no inline script");
+        for asset in ["/docs/docs.js", "/docs/docs.css"] {
+            let r = app.get(asset).await;
+            assert_eq!(r.status(), 200, "{asset}");
+            let body = r.text().await.unwrap();
+            assert!(
+                !body.contains("https://"),
+                "{asset} fetches nothing from elsewhere"
+            );
+        }
+        // Other routes keep the API's own policy.
+        let health = app.get("/healthz").await;
+        assert_eq!(
+            health.headers()["content-security-policy"],
+            "default-src 'none'; frame-ancestors 'none'"
+        );
+    }
+);
