@@ -274,3 +274,11 @@ both_backends!(
         );
     }
 );
+
+#[test]
+fn shipped_production_configuration_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/production.toml");
+    let config = custodian::config::Config::load(Some(std::path::Path::new(path))).unwrap();
+    assert_eq!(config.mode, custodian::config::Mode::Production);
+    assert!(config.server.metrics_token_file.is_some());
+}
