@@ -97,11 +97,8 @@ pub fn decision_class(status: StatusCode, code: Option<&str>) -> (&'static str, 
     };
     ("deny", reason)
 }
-/// The access log: one span per request (request id, method, route
-/// template, principal; the last two are filled in once known) and one
-/// line per response (status, latency), through tower-http's trace layer.
-/// Never the path, which may hold ids, nor the query string.
-pub fn access_log() -> tower_http::trace::TraceLayer<
+/// The trace layer [`access_log`] builds.
+pub type AccessLog = tower_http::trace::TraceLayer<
     tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
     fn(&Request) -> tracing::Span,
     (),
@@ -109,7 +106,13 @@ pub fn access_log() -> tower_http::trace::TraceLayer<
     (),
     (),
     (),
-> {
+>;
+
+/// The access log: one span per request (request id, method, route
+/// template, principal; the last two are filled in once known) and one
+/// line per response (status, latency), through tower-http's trace layer.
+/// Never the path, which may hold ids, nor the query string.
+pub fn access_log() -> AccessLog {
     tower_http::trace::TraceLayer::new_for_http()
         .make_span_with(request_span as fn(&Request) -> tracing::Span)
         .on_request(())

@@ -32,74 +32,84 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::pipeline::purpose::PurposeCatalog;
 
+/// One OpenAPI link: the `status` answer of operation `from` names values
+/// that operation `to` takes.
+pub struct Link {
+    pub from: &'static str,
+    pub status: &'static str,
+    pub name: &'static str,
+    pub to: &'static str,
+    /// (target parameter, runtime expression such as `$response.body#/id`).
+    pub params: &'static [(&'static str, &'static str)],
+}
+
 /// OpenAPI links between operations, so clients and stateful test tools can
-/// chain them: (operation id, status, link name, target operation id,
-/// [(target parameter, runtime expression)]). Add a line for a new route
-/// whose answer names something another route takes.
-pub const LINKS: &[(&str, &str, &str, &str, &[(&str, &str)])] = &[
-    (
-        "create_customer",
-        "201",
-        "GetCustomer",
-        "get_customer",
-        &[("id", "$response.body#/external_id")],
-    ),
-    (
-        "create_customer",
-        "201",
-        "GetCustomerOrders",
-        "customer_orders",
-        &[("id", "$response.body#/external_id")],
-    ),
-    (
-        "create_customer",
-        "201",
-        "GetConsents",
-        "get_consents",
-        &[("customer_id", "$response.body#/external_id")],
-    ),
-    (
-        "create_customer",
-        "201",
-        "RecordConsents",
-        "record_consents",
-        &[("customer_id", "$response.body#/external_id")],
-    ),
-    (
-        "record_consents",
-        "201",
-        "GetReceipt",
-        "get_receipt",
-        &[("receipt_id", "$response.body#/receipts/0/receipt_id")],
-    ),
-    (
-        "record_consents",
-        "201",
-        "GetConsents",
-        "get_consents",
-        &[("customer_id", "$request.path.customer_id")],
-    ),
-    (
-        "resolve_pseudonym",
-        "200",
-        "GetCustomer",
-        "get_customer",
-        &[("id", "$response.body#/external_id")],
-    ),
-    (
-        "list_customers",
-        "200",
-        "NextPage",
-        "list_customers",
-        &[("after", "$response.body#/next_cursor")],
-    ),
-    (
-        "list_events",
-        "200",
-        "NextPage",
-        "list_events",
-        &[("cursor", "$response.body#/next_cursor")],
-    ),
+/// chain them. Add one for a new route whose answer names something another
+/// route takes.
+pub const LINKS: &[Link] = &[
+    Link {
+        from: "create_customer",
+        status: "201",
+        name: "GetCustomer",
+        to: "get_customer",
+        params: &[("id", "$response.body#/external_id")],
+    },
+    Link {
+        from: "create_customer",
+        status: "201",
+        name: "GetCustomerOrders",
+        to: "customer_orders",
+        params: &[("id", "$response.body#/external_id")],
+    },
+    Link {
+        from: "create_customer",
+        status: "201",
+        name: "GetConsents",
+        to: "get_consents",
+        params: &[("customer_id", "$response.body#/external_id")],
+    },
+    Link {
+        from: "create_customer",
+        status: "201",
+        name: "RecordConsents",
+        to: "record_consents",
+        params: &[("customer_id", "$response.body#/external_id")],
+    },
+    Link {
+        from: "record_consents",
+        status: "201",
+        name: "GetReceipt",
+        to: "get_receipt",
+        params: &[("receipt_id", "$response.body#/receipts/0/receipt_id")],
+    },
+    Link {
+        from: "record_consents",
+        status: "201",
+        name: "GetConsents",
+        to: "get_consents",
+        params: &[("customer_id", "$request.path.customer_id")],
+    },
+    Link {
+        from: "resolve_pseudonym",
+        status: "200",
+        name: "GetCustomer",
+        to: "get_customer",
+        params: &[("id", "$response.body#/external_id")],
+    },
+    Link {
+        from: "list_customers",
+        status: "200",
+        name: "NextPage",
+        to: "list_customers",
+        params: &[("after", "$response.body#/next_cursor")],
+    },
+    Link {
+        from: "list_events",
+        status: "200",
+        name: "NextPage",
+        to: "list_events",
+        params: &[("cursor", "$response.body#/next_cursor")],
+    },
 ];
 
 /// Schemas whose `purpose` must be one that rests on consent.
@@ -259,9 +269,9 @@ fn add_links(doc: &mut OpenApi) {
                 .any(|op| op.operation_id.as_deref() == Some(id))
         })
     };
-    let wanted: Vec<_> = LINKS
+    let wanted: Vec<&Link> = LINKS
         .iter()
-        .filter(|(from, _, _, to, _)| exists(from) && exists(to))
+        .filter(|l| exists(l.from) && exists(l.to))
         .collect();
     for item in doc.paths.paths.values_mut() {
         let operations = [
@@ -272,18 +282,18 @@ fn add_links(doc: &mut OpenApi) {
             &mut item.patch,
         ];
         for op in operations.into_iter().flatten() {
-            for (from, status, name, to, params) in &wanted {
-                if op.operation_id.as_deref() != Some(*from) {
+            for l in &wanted {
+                if op.operation_id.as_deref() != Some(l.from) {
                     continue;
                 }
-                if let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) {
-                    let mut link = LinkBuilder::new().operation_id(*to);
-                    for (param, expression) in params.iter() {
+                if let Some(RefOr::T(response)) = op.responses.responses.get_mut(l.status) {
+                    let mut link = LinkBuilder::new().operation_id(l.to);
+                    for (param, expression) in l.params {
                         link = link.parameter(*param, *expression);
                     }
                     response
                         .links
-                        .insert((*name).to_owned(), RefOr::T(link.build()));
+                        .insert(l.name.to_owned(), RefOr::T(link.build()));
                 }
             }
         }
