@@ -78,6 +78,8 @@ impl FromRequestParts<AppState> for Authenticated {
             .authenticate(header, state.clock.now_secs())
         {
             Ok(principal) => {
+                // The access log's principal: the opaque subject id.
+                tracing::Span::current().record("principal", principal.sub.as_str());
                 if !state.limits.allow_principal(&principal.sub) {
                     metrics::counter!("custodian_rate_limited_total", "kind" => "principal")
                         .increment(1);
@@ -192,10 +194,7 @@ fn map_rejection(rejection: &JsonRejection) -> ApiError {
         JsonRejection::JsonSyntaxError(_) => {
             ApiError::bad_request("malformed_json", "the body is not valid JSON")
         }
-        JsonRejection::MissingJsonContentType(_) => ApiError::bad_request(
-            "unsupported_media_type",
-            "expected Content-Type: application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge
         }

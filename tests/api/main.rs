@@ -13,5 +13,6 @@ mod gate;
 mod health;
 mod import;
 mod keys;
+mod ops;
 mod orders;
 mod policy;
