@@ -84,6 +84,14 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     /// Time given to in-flight requests on SIGTERM / Ctrl-C.
     pub shutdown_grace_secs: u64,
+    /// A client must send a request's complete header within this time
+    /// (HTTP/1; idle keep-alive connections too), or the connection is
+    /// closed: slow-header clients cannot hold connections open.
+    pub header_read_timeout_ms: u64,
+    /// Open connections at most; past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_ip: usize,
     /// Benchmarks only (`bench/load.sh`): mounts an unaudited copy of the
     /// customer read at `/bench/baseline/customers/{id}` to measure the
     /// audit trail's cost. Refused in production mode; see `http::bench`.
@@ -177,6 +185,9 @@ impl Default for ServerConfig {
             rate_limit_per_second: 1000,
             rate_limit_burst: 2000,
             shutdown_grace_secs: 30,
+            header_read_timeout_ms: 5_000,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
             bench_baseline_route: false,
         }
     }
@@ -286,6 +297,14 @@ impl Config {
         let err = |s: &str| Err(ConfigError(s.to_owned()));
         if self.server.max_body_bytes == 0 {
             return err("server.max_body_bytes: must be greater than 0");
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return err("server.header_read_timeout_ms: must be greater than 0");
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            return err(
+                "server.max_connections, server.max_connections_per_ip: must be greater than 0",
+            );
         }
         if self.server.request_timeout_ms == 0 {
             return err("server.request_timeout_ms: must be greater than 0");

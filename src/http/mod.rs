@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod orders;
 pub mod policies;
 pub mod pseudonyms;
+pub mod serve;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -74,8 +75,9 @@ impl utoipa::Modify for BearerAuth {
 /// 2. `request_id`: every response, even errors, carries `x-request-id`;
 /// 3. `json_errors`: framework errors get the JSON envelope;
 /// 4. `security_headers`;
-/// 5. `metrics` (inside the router, so it knows the matched route);
-/// 6. timeout, then the body size limit, closest to the handlers.
+/// 5. `body_limit`: one body limit for every route, known or not;
+/// 6. `metrics` (inside the router, so it knows the matched route);
+/// 7. timeout, then the extractors' body limit (the same number).
 pub fn app(state: AppState) -> Router {
     let (router, openapi) = api_router().split_for_parts();
     let openapi = std::sync::Arc::new(openapi);
@@ -116,6 +118,9 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            middleware::body_limit(max_body, req, next)
+        }))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn(middleware::request_id))
