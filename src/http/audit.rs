@@ -147,12 +147,7 @@ async fn to_filter(
     };
     let customer_id = match q.customer_id.as_deref() {
         None => None,
-        Some(s) => Some(
-            s.parse::<i64>()
-                .ok()
-                .filter(|id| *id >= 0)
-                .ok_or_else(|| invalid("customer_id: must be a non-negative integer"))?,
-        ),
+        Some(s) => Some(crate::http::validate::non_negative_int("customer_id", s)?),
     };
     let customer = match (&q.customer, customer_id) {
         (Some(_), Some(_)) => {

@@ -130,6 +130,36 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     rewritten
 }
 
+/// Refuses, before routing, a request target whose path or query decodes to
+/// something no value of ours can be: invalid UTF-8 (which extractors would
+/// otherwise decode lossily, so `%FF` would match stored U+FFFD), a NUL byte
+/// (which PostgreSQL refuses with an error) or another control character.
+/// One check for every route, present and future, so no such value reaches
+/// a query. Pre-authentication like the body limit: counted, not audited.
+pub async fn request_target(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let clean = decodes_cleanly(uri.path()) && uri.query().is_none_or(decodes_cleanly);
+    if clean {
+        return next.run(req).await;
+    }
+    metrics::counter!("custodian_targets_refused_total").increment(1);
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_target",
+        "the path or query contains invalid UTF-8 or a control character",
+    )
+}
+
+/// True when every percent-decoded component is UTF-8 without control
+/// characters (`+` in a query is a space, so it is fine either way).
+pub fn decodes_cleanly(raw: &str) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    match std::str::from_utf8(&decoded) {
+        Ok(text) => !text.chars().any(char::is_control),
+        Err(_) => false,
+    }
+}
+
 /// The body limit of every route, in one place (`server.max_body_bytes`).
 ///
 /// A declared `Content-Length` over the limit is refused before anything
@@ -195,4 +225,19 @@ pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response
         "internal",
         "internal error",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decodes_cleanly;
+
+    #[test]
+    fn targets_with_nul_invalid_utf8_or_controls_are_refused() {
+        for bad in ["/v1/customers/%00", "country=%FF", "a%00b", "x=%C3", "x=%0A", "x=%7F", "/a%E2%82"] {
+            assert!(!decodes_cleanly(bad), "{bad}");
+        }
+        for good in ["/v1/customers/C-1", "country=Deutschland&limit=5", "q=%C3%A9t%C3%A9", "a+b=%2B"] {
+            assert!(decodes_cleanly(good), "{good}");
+        }
+    }
 }

@@ -75,7 +75,8 @@ impl utoipa::Modify for BearerAuth {
 /// 2. `request_id`: every response, even errors, carries `x-request-id`;
 /// 3. `json_errors`: framework errors get the JSON envelope;
 /// 4. `security_headers`;
-/// 5. `body_limit`: one body limit for every route, known or not;
+/// 5. `body_limit`: one body limit for every route, known or not, then
+///    `request_target`: no NUL, control or invalid UTF-8 in path or query;
 /// 6. `metrics` (inside the router, so it knows the matched route);
 /// 7. timeout, then the extractors' body limit (the same number).
 pub fn app(state: AppState) -> Router {
@@ -121,6 +122,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |req, next| {
             middleware::body_limit(max_body, req, next)
         }))
+        .layer(axum::middleware::from_fn(middleware::request_target))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(axum::middleware::from_fn(middleware::request_id))
