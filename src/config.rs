@@ -61,12 +61,16 @@ pub struct PolicyConfig {
     /// How often each instance checks the stored policy revision (PostgreSQL
     /// instances are also notified at once through LISTEN/NOTIFY).
     pub reload_poll_ms: u64,
+    /// Accept policy rules with the `*` purpose (a permission for every
+    /// purpose). Off by default: each permission names its one purpose.
+    pub allow_wildcard_purpose: bool,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             reload_poll_ms: 500,
+            allow_wildcard_purpose: false,
         }
     }
 }

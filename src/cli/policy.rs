@@ -190,6 +190,7 @@ async fn import(
         &authorizer,
         csv,
         purposes,
+        config.policy.allow_wildcard_purpose,
         CLI_ACTOR,
         clock.now_micros(),
     )

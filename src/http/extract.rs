@@ -99,7 +99,8 @@ fn path_of<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
     for segment in segments.into_iter().take(keep) {
         match segment {
             serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            serde_path_to_error::Segment::Map { key } | serde_path_to_error::Segment::Enum { variant: key } => {
+            serde_path_to_error::Segment::Map { key }
+            | serde_path_to_error::Segment::Enum { variant: key } => {
                 if !out.is_empty() {
                     out.push('.');
                 }
@@ -267,7 +268,10 @@ mod tests {
     fn json_errors_name_the_path_and_the_expectation_never_the_value() {
         let secret = "zelda.private@example.org";
         let cases = [
-            (format!(r#"{{"granted": "{secret}"}}"#), "granted: expected a boolean"),
+            (
+                format!(r#"{{"granted": "{secret}"}}"#),
+                "granted: expected a boolean",
+            ),
             (
                 format!(r#"{{"granted": true, "{secret}": 1}}"#),
                 "unknown field, expected one of",
@@ -276,10 +280,19 @@ mod tests {
                 format!(r#"{{"granted": true, "items": [{{"kind": "{secret}"}}]}}"#),
                 "items[0].kind: expected one of `view`, `click`",
             ),
-            (r#"{"granted": true, "limit": 99999999999999999999}"#.to_owned(), "limit: expected u32"),
-            (r#"{"granted": true, "limit": -1}"#.to_owned(), "limit: expected u32"),
+            (
+                r#"{"granted": true, "limit": 99999999999999999999}"#.to_owned(),
+                "limit: expected u32",
+            ),
+            (
+                r#"{"granted": true, "limit": -1}"#.to_owned(),
+                "limit: expected u32",
+            ),
             (r#"{"limit": 1}"#.to_owned(), "missing field `granted`"),
-            (r#"{"granted": true, "granted": false}"#.to_owned(), "duplicate field `granted`"),
+            (
+                r#"{"granted": true, "granted": false}"#.to_owned(),
+                "duplicate field `granted`",
+            ),
         ];
         for (body, want) in cases {
             let got = message(&body);
@@ -290,12 +303,21 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_malformed_json() {
-        for body in ["{", "{\"granted\": tru}", "{\"granted\": true} trailing", &"[".repeat(200), "\u{0}"] {
+        for body in [
+            "{",
+            "{\"granted\": tru}",
+            "{\"granted\": true} trailing",
+            &"[".repeat(200),
+            "\u{0}",
+        ] {
             let e = parse_json::<Body>(body.as_bytes()).unwrap_err();
             assert_eq!(e.code(), "malformed_json", "{body}");
         }
         let invalid_utf8 = b"{\"granted\": \"\xff\"}";
-        assert_eq!(parse_json::<Body>(invalid_utf8).unwrap_err().code(), "malformed_json");
+        assert_eq!(
+            parse_json::<Body>(invalid_utf8).unwrap_err().code(),
+            "malformed_json"
+        );
     }
 
     #[derive(Debug, Deserialize)]
@@ -310,7 +332,10 @@ mod tests {
     fn query_errors_never_echo_values() {
         for (q, want) in [
             ("limit=zelda%40example.org", "limit: "),
-            ("kind=zelda%40example.org", "kind: expected `view` or `click`"),
+            (
+                "kind=zelda%40example.org",
+                "kind: expected `view` or `click`",
+            ),
             ("zelda%40example.org=1", "unknown field"),
         ] {
             let e = parse_query::<Query>(q).unwrap_err();

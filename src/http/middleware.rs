@@ -233,10 +233,23 @@ mod tests {
 
     #[test]
     fn targets_with_nul_invalid_utf8_or_controls_are_refused() {
-        for bad in ["/v1/customers/%00", "country=%FF", "a%00b", "x=%C3", "x=%0A", "x=%7F", "/a%E2%82"] {
+        for bad in [
+            "/v1/customers/%00",
+            "country=%FF",
+            "a%00b",
+            "x=%C3",
+            "x=%0A",
+            "x=%7F",
+            "/a%E2%82",
+        ] {
             assert!(!decodes_cleanly(bad), "{bad}");
         }
-        for good in ["/v1/customers/C-1", "country=Deutschland&limit=5", "q=%C3%A9t%C3%A9", "a+b=%2B"] {
+        for good in [
+            "/v1/customers/C-1",
+            "country=Deutschland&limit=5",
+            "q=%C3%A9t%C3%A9",
+            "a+b=%2B",
+        ] {
             assert!(decodes_cleanly(good), "{good}");
         }
     }

@@ -20,12 +20,15 @@ use crate::db::policy_store;
 use crate::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::pipeline::audit::Action;
+use crate::pipeline::authorize::safety::{self, PolicyDiff};
 use crate::pipeline::authorize::sync::{self, PolicyChangeError};
 use crate::pipeline::gate::{Caller, Gate};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_policy, replace_policy))
+    OpenApiRouter::new()
+        .routes(routes!(get_policy, replace_policy))
+        .routes(routes!(preview_policy))
 }
 
 /// The policy this instance enforces.
@@ -123,19 +126,81 @@ async fn replace_policy(
             &state.authorizer,
             body.csv,
             &state.purposes,
+            state.config.policy.allow_wildcard_purpose,
             &caller.principal.sub,
             state.clock.now_micros(),
         )
         .await
-        .map_err(|e| match e {
-            PolicyChangeError::Invalid(reason) => {
-                // A rule type is not length-checked: cap what is echoed.
-                let reason: String = reason.chars().take(300).collect();
-                ApiError::unprocessable(format!("policy refused: {reason}"))
-            }
-            PolicyChangeError::Store(e) => ApiError::Internal(e),
-        })?;
+        .map_err(refusal)?;
         Ok(Json(PolicyStored { version, revision }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+fn refusal(e: PolicyChangeError) -> ApiError {
+    match e {
+        PolicyChangeError::Invalid(reason) => {
+            // A rule type is not length-checked: cap what is echoed.
+            let reason: String = reason.chars().take(300).collect();
+            ApiError::unprocessable(format!("policy refused: {reason}"))
+        }
+        PolicyChangeError::Store(e) => ApiError::Internal(e),
+    }
+}
+
+/// What a replacement would do, without doing it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyPreview {
+    /// Hex SHA-256 the policy would have.
+    pub version: String,
+    /// The version in force now.
+    pub current_version: String,
+    /// Who would gain and who would lose which permission (role
+    /// inheritance expanded).
+    pub changes: PolicyDiff,
+}
+
+/// Preview a replacement policy: the same checks as a replacement (422 for
+/// a policy that would be refused), and who gains and loses what. Nothing
+/// is stored; the preview is audited like a read of the policy.
+#[utoipa::path(post, path = "/v1/admin/policies/preview", tag = "admin",
+    request_body = NewPolicy,
+    params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyPreview), (status = 400), (status = 401), (status = 403),
+               (status = 413), (status = 422, description = "the policy would be refused; the message says why"),
+               (status = 503)))]
+async fn preview_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<NewPolicy>,
+) -> Result<Json<PolicyPreview>, ApiError> {
+    // Only who may change the policy may try changes out.
+    let mut gate = Gate::new(&state, &caller, "policy", "write");
+    gate.audit_as(Action::Other("policy.preview".into()));
+    let outcome = async {
+        gate.authorize()?;
+        let body = body.into_inner()?;
+        let current = state.authorizer.current();
+        let compiled = sync::validate_safe(
+            &state.authorizer,
+            body.csv,
+            &state.purposes,
+            state.config.policy.allow_wildcard_purpose,
+        )
+        .await
+        .map_err(refusal)?;
+        let changes = safety::diff(current.rules(), compiled.rules());
+        gate.returned(
+            Vec::new(),
+            (changes.gained.len() + changes.lost.len()) as u64,
+        );
+        Ok(Json(PolicyPreview {
+            version: compiled.version().to_owned(),
+            current_version: current.version().to_owned(),
+            changes,
+        }))
     }
     .await;
     gate.finish(outcome).await

@@ -57,8 +57,9 @@ both_backends!(
     async |app: TestApp| {
         customer(&app, "K1").await;
         let r = crm_read(&app, "K1").await;
-        assert_eq!(r.status(), 403);
-        assert_eq!(error_code(r).await, "consent_required");
+        // Without consent the customer is not there for this purpose.
+        assert_eq!(r.status(), 404);
+        assert_eq!(error_code(r).await, "not_found");
 
         let r = record(&app, "ingest_service", "data_ingestion", "K1",
         json!([{"purpose": "email_marketing", "granted": true, "source": "web_form", "evidence": "newsletter text v3"}])).await;
@@ -88,8 +89,9 @@ both_backends!(
         .await;
         assert_eq!(r.status(), 201);
         let r = crm_read(&app, "K1").await;
-        assert_eq!(r.status(), 403);
-        assert_eq!(error_code(r).await, "consent_required");
+        // Without consent the customer is not there for this purpose.
+        assert_eq!(r.status(), 404);
+        assert_eq!(error_code(r).await, "not_found");
 
         // The grant's receipt is still in the ledger but no longer current.
         let id = receipt["receipt_id"].as_str().unwrap();
@@ -214,7 +216,8 @@ both_backends!(
         let customers = page["customers"].as_array().unwrap();
         assert_eq!(customers.len(), 1, "{page}");
         assert_eq!(customers[0]["email"], "L2@example.com");
-        assert_eq!(page["left_out_without_consent"], 2);
+        // crm_service may not read the consent ledger: no left-out count.
+        assert!(page.get("left_out_without_consent").is_none(), "{page}");
     }
 );
 

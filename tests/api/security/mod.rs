@@ -16,9 +16,12 @@
 //! caller names, and every route is in the OpenAPI document.)
 
 mod authentication;
+mod authorization;
 mod availability;
 mod injection;
 mod input_limits;
+mod privacy;
+mod tampering;
 
 use crate::helpers::TestApp;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

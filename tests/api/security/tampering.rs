@@ -1,0 +1,82 @@
+//! API10 / store tampering: a ciphertext that does not open at its place is
+//! one failure, `integrity_failure`, audited the same way, whichever byte
+//! was changed (finding 13: the format byte used to be a 500 `internal`).
+
+use super::*;
+use crate::both_backends;
+use crate::helpers::*;
+
+async fn email_ct(app: &TestApp, external_id: &str) -> Vec<u8> {
+    sqlx::query_scalar("SELECT email_ct FROM customers WHERE external_id = $1")
+        .bind(external_id)
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn set_email_ct(app: &TestApp, external_id: &str, bytes: Vec<u8>) {
+    sqlx::query("UPDATE customers SET email_ct = $1 WHERE external_id = $2")
+        .bind(bytes)
+        .bind(external_id)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+}
+
+both_backends!(
+    every_ciphertext_that_does_not_open_is_an_integrity_failure,
+    async |app: TestApp| {
+        let r = app
+            .create_customer(
+                json!({"external_id": "T-1", "email": "tilda.secret@example.org", "name": "Tilda"}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let original = email_ct(&app, "T-1").await;
+        let last = original.len() - 1;
+        // (what was changed, the edit)
+        let edits: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+            ("format byte", Box::new(|b: &mut Vec<u8>| b[0] ^= 0x01)),
+            ("format byte zero", Box::new(|b: &mut Vec<u8>| b[0] = 0)),
+            ("nonce", Box::new(|b: &mut Vec<u8>| b[3] ^= 0x80)),
+            ("tag", Box::new(move |b: &mut Vec<u8>| b[last] ^= 0x01)),
+            ("truncated", Box::new(|b: &mut Vec<u8>| b.truncate(5))),
+            ("empty", Box::new(|b: &mut Vec<u8>| b.clear())),
+        ];
+        for (what, edit) in edits {
+            let mut bytes = original.clone();
+            edit(&mut bytes);
+            set_email_ct(&app, "T-1", bytes).await;
+            let before = audit_len(&app).await;
+            let r = app
+                .as_role(
+                    reqwest::Method::GET,
+                    "/v1/customers/T-1",
+                    "support_agent",
+                    "customer_support",
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_error(r, 500, "integrity_failure", &["tilda", "Tilda"]).await;
+            let (_, action, decision, status, reason) = one_event(&app, before).await;
+            assert_eq!(
+                (action.as_str(), decision.as_str(), status, reason.as_str()),
+                ("customer.read", "deny", 500, "outcome:integrity_failure"),
+                "{what}"
+            );
+        }
+        set_email_ct(&app, "T-1", original).await;
+        let r = app
+            .as_role(
+                reqwest::Method::GET,
+                "/v1/customers/T-1",
+                "support_agent",
+                "customer_support",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "restored record reads again");
+    }
+);
