@@ -122,7 +122,7 @@ both_backends!(
         let (_, action, decision, status, _) = one_event(&app, before).await;
         assert_eq!(
             (action.as_str(), decision.as_str(), status),
-            ("policy.preview", "allow", 200)
+            ("policy.read", "allow", 200)
         );
         assert_eq!(
             policy_version(&app).await,
