@@ -147,6 +147,12 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// `custodian audit prune` without `--before` removes events older than this.
     pub retention_days: u32,
+    /// Longest the writer waits for the trail's store on one batch (lock
+    /// and statement timeouts on its own connection: SQLite `busy_timeout`,
+    /// PostgreSQL `lock_timeout` and `statement_timeout`). Past it the
+    /// batch fails closed (503 `audit_unavailable`) and `/readyz` turns
+    /// unready, well before the request timeout. Default 2000.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -158,6 +164,7 @@ impl Default for AuditConfig {
             queue_capacity: 10_000,
             max_batch: 512,
             retention_days: 365,
+            write_timeout_ms: 2_000,
         }
     }
 }
@@ -319,6 +326,11 @@ impl Config {
         let err = |s: &str| Err(ConfigError(s.to_owned()));
         if self.server.max_body_bytes == 0 {
             return err("server.max_body_bytes: must be greater than 0");
+        }
+        if self.audit.write_timeout_ms == 0
+            || self.audit.write_timeout_ms >= self.server.request_timeout_ms
+        {
+            return err("audit.write_timeout_ms: must be greater than 0 and below server.request_timeout_ms");
         }
         if self.server.header_read_timeout_ms == 0 {
             return err("server.header_read_timeout_ms: must be greater than 0");

@@ -196,14 +196,18 @@ async fn prune(config: Config, before: Option<String>) -> anyhow::Result<()> {
     let mut options = WriterOptions::from_config(&config);
     options.instance = format!("{}.cli", options.instance);
     let writer = AuditWriter::start(db.clone(), clock, signer, options).await?;
-    let event = AuditEvent::system("cli:prune", Action::AuditPrune, "audit_events")
-        .request_id(uuid::Uuid::new_v4().to_string())
-        .records(report.removed)
-        .allow(
-            Reason::Admin(format!("retention before {}", rfc3339(cutoff))),
-            200,
-        )
-        .build();
+    let event = AuditEvent::system(
+        &super::cli_actor("prune"),
+        Action::AuditPrune,
+        "audit_events",
+    )
+    .request_id(uuid::Uuid::new_v4().to_string())
+    .records(report.removed)
+    .allow(
+        Reason::Admin(format!("retention before {}", rfc3339(cutoff))),
+        200,
+    )
+    .build();
     let receipt = writer.record(event).await;
     writer.shutdown().await;
     receipt.context("pruned, but the audit event of the prune could not be recorded")?;

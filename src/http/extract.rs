@@ -418,7 +418,7 @@ mod tests {
             ),
             (
                 format!(r#"{{"granted": true, "items": [{{"kind": "{secret}"}}]}}"#),
-                "items[0].kind: expected one of `view`, `click`",
+                "items[0].kind: expected `view` or `click`",
             ),
             (
                 r#"{"granted": true, "limit": 99999999999999999999}"#.to_owned(),

@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_policy, replace_policy))
         .routes(routes!(preview_policy))
+        .routes(routes!(rollback_policy))
         .routes(routes!(list_versions))
         .routes(routes!(get_version))
 }
@@ -313,6 +314,57 @@ async fn preview_policy(
             current_version: current.version().to_owned(),
             changes,
         }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// Which earlier policy to put back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// 64 hex digits (a `policy_version`, as audit events name it) or a
+    /// revision number, as listed by `GET /v1/admin/policies/versions`.
+    pub version: String,
+}
+
+/// Roll back to an earlier policy: its rules are stored again as a new
+/// revision (history is never rewritten), after the same checks as any
+/// replacement, so a rollback cannot lock everyone out either. Audited as
+/// `policy.change`.
+#[utoipa::path(post, path = "/v1/admin/policies/rollback", tag = "admin",
+    request_body = Rollback,
+    params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyStored), (status = 400), (status = 401), (status = 403),
+               (status = 404, description = "no such version"),
+               (status = 422, description = "the earlier policy would be refused today"),
+               (status = 503)))]
+async fn rollback_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<Rollback>,
+) -> Result<Json<PolicyStored>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::PolicyChange);
+    let outcome = async {
+        gate.authorize()?;
+        let body = body.into_inner()?;
+        let key = parse_version_key(&body.version)?;
+        let earlier = policy_store::revision_by(&state.db, key)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let (version, revision) = sync::change(
+            &state.db,
+            &state.authorizer,
+            earlier.rules_csv,
+            &state.purposes,
+            state.config.policy.allow_wildcard_purpose,
+            &caller.principal.sub,
+            state.clock.now_micros(),
+        )
+        .await
+        .map_err(refusal)?;
+        Ok(Json(PolicyStored { version, revision }))
     }
     .await;
     gate.finish(outcome).await

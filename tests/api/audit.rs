@@ -39,6 +39,7 @@ async fn writer(app: &TestApp) -> (AuditWriter, PublicKey) {
         checkpoint_interval: Duration::from_secs(3600),
         queue_capacity: 1000,
         max_batch: 512,
+        write_timeout: Duration::from_secs(2),
     };
     let w = AuditWriter::start(
         app.state.db.clone(),

@@ -583,7 +583,10 @@ both_backends!(cli_policy_and_token, async |app: TestApp| {
     let rows = app.audit_rows().await;
     let cli_rows: Vec<_> = rows
         .iter()
-        .filter(|r| r.0 == "cli:policy" && r.1 == "policy.change")
+        // A system actor naming the command and the operating-system user.
+        .filter(|r| {
+            r.0 == format!("cli:policy@{}", custodian::cli::os_user()) && r.1 == "policy.change"
+        })
         .map(|r| (r.2.as_str(), r.3))
         .collect();
     assert_eq!(cli_rows, [("deny", 422), ("allow", 200)], "{rows:?}");

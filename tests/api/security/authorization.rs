@@ -142,3 +142,57 @@ both_backends!(
         one_event(&app, before).await;
     }
 );
+
+both_backends!(
+    a_policy_rolls_back_to_any_earlier_version,
+    async |app: TestApp| {
+        let original = policy_version(&app).await;
+        let grant = format!(
+            "{SHIPPED}\np, support_agent, customer.birth_date, read_masked, customer_support\n"
+        );
+        let r = post(&app, "/v1/admin/policies", "dpo", &grant).await;
+        assert_eq!(r.status(), 200);
+        let changed = policy_version(&app).await;
+        assert_ne!(changed, original);
+        let rollback = |version: String, role: &'static str| {
+            app.as_role(
+                reqwest::Method::POST,
+                "/v1/admin/policies/rollback",
+                role,
+                "compliance_audit",
+            )
+            .json(&json!({ "version": version }))
+            .send()
+        };
+        // Not the DPO: 403, nothing changes.
+        let before = audit_len(&app).await;
+        let r = rollback(original.clone(), "compliance_officer")
+            .await
+            .unwrap();
+        assert_error(r, 403, "forbidden", &[]).await;
+        one_event(&app, before).await;
+        assert_eq!(policy_version(&app).await, changed);
+        // Unknown version: 404; malformed: 400.
+        let r = rollback("f".repeat(64), "dpo").await.unwrap();
+        assert_error(r, 404, "not_found", &[]).await;
+        let r = rollback("-0".into(), "dpo").await.unwrap();
+        assert_error(r, 400, "invalid_version", &[]).await;
+        // By content hash, then by revision number.
+        let before = audit_len(&app).await;
+        let r = rollback(original.clone(), "dpo").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let (_, action, decision, status, _) = one_event(&app, before).await;
+        assert_eq!(
+            (action.as_str(), decision.as_str(), status),
+            ("policy.change", "allow", 200)
+        );
+        assert_eq!(
+            policy_version(&app).await,
+            original,
+            "the earlier rules are in force"
+        );
+        let r = rollback("2".into(), "dpo").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(policy_version(&app).await, changed);
+    }
+);

@@ -88,3 +88,45 @@ both_backends!(
         assert_eq!(raw_status(&answer), 200, "{answer}");
     }
 );
+
+both_backends!(
+    a_locked_audit_store_fails_fast_and_turns_readiness_off,
+    config: |c: &mut custodian::config::Config| c.audit.write_timeout_ms = 500,
+    async |app: TestApp| {
+        assert_eq!(app.create_customer(json!({"external_id": "C-1"})).await.status(), 201);
+        let read = || {
+            app.as_role(reqwest::Method::GET, "/v1/customers/C-1", "support_agent", "customer_support")
+                .send()
+        };
+        assert_eq!(read().await.unwrap().status(), 200);
+        // Someone holds the trail's table: SQLite a write transaction on the
+        // audit file, PostgreSQL an ACCESS EXCLUSIVE lock.
+        let mut locker = app.state.db.pool.acquire().await.unwrap();
+        let lock: &[&str] = match app.backend {
+            Backend::Sqlite => &["BEGIN IMMEDIATE", "UPDATE audit_blocks SET instance = instance WHERE 1 = 0"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE audit_blocks IN ACCESS EXCLUSIVE MODE"],
+        };
+        for sql in lock {
+            sqlx::query(sql).execute(&mut *locker).await.unwrap();
+        }
+        let started = Instant::now();
+        let r = read().await.unwrap();
+        let waited = started.elapsed();
+        assert_error(r, 503, "audit_unavailable", &["C-1"]).await;
+        assert!(waited < Duration::from_secs(4), "waited {waited:?}: bounded well under the request timeout");
+        let r = app.get("/readyz").await;
+        assert_eq!(r.status(), 503, "unready while the trail cannot record");
+        // Released: ready again without any traffic, and requests succeed.
+        sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+        drop(locker);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if app.get("/readyz").await.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never ready again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(read().await.unwrap().status(), 200);
+    }
+);
