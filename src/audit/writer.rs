@@ -116,6 +116,8 @@ struct Handle {
     background: tokio::task::AbortHandle,
     instance: String,
     public_key: PublicKey,
+    /// Shared with the task: the handle signs export manifests.
+    signer: Arc<Signer>,
 }
 
 struct Shared {
@@ -178,6 +180,7 @@ impl AuditWriter {
         metrics::gauge!("custodian_audit_healthy").set(1.0);
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let public_key = *signer.public_key();
+        let signer = Arc::new(signer);
         let instance = options.instance.clone();
         tracing::info!(instance = %instance, seq = head.0, key_id = public_key.key_id(), "audit chain loaded");
         let (store, wal_backfilled, background) =
@@ -185,7 +188,7 @@ impl AuditWriter {
         let task = Task {
             store,
             clock,
-            signer,
+            signer: Arc::clone(&signer),
             head: Some(head),
             last_checkpoint,
             last_index: tokio::time::Instant::now(),
@@ -207,6 +210,7 @@ impl AuditWriter {
             background,
             instance,
             public_key,
+            signer,
         })))
     }
 
@@ -245,6 +249,11 @@ impl AuditWriter {
 
     pub fn instance(&self) -> &str {
         &self.0.instance
+    }
+
+    /// The checkpoint key, to sign what an export claims.
+    pub fn signer(&self) -> Arc<Signer> {
+        Arc::clone(&self.0.signer)
     }
 
     pub fn public_key(&self) -> &PublicKey {
@@ -417,7 +426,7 @@ struct Task {
     /// so the writer must never need one of those.
     store: Db,
     clock: SharedClock,
-    signer: Signer,
+    signer: Arc<Signer>,
     /// `None` after a failed batch: reload from the store before chaining.
     head: Option<(i64, Hash)>,
     last_checkpoint: i64,

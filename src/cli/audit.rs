@@ -127,7 +127,13 @@ async fn verify(config: Config, args: VerifyArgs) -> anyhow::Result<()> {
         report
     };
     println!("{report}");
-    anyhow::ensure!(report.is_intact(), "audit trail verification failed");
+    anyhow::ensure!(report.is_consistent(), "audit trail verification failed");
+    // An export that proves nothing about its completeness is not a pass.
+    anyhow::ensure!(
+        report.mode != audit::VerifyMode::Unverified,
+        "audit export unverified: {}",
+        report.unchecked.as_deref().unwrap_or("no signed manifest")
+    );
     Ok(())
 }
 

@@ -290,7 +290,14 @@ async fn export_events(
         .take(15)
         .collect::<String>();
     let disposition = format!("attachment; filename=\"custodian-audit-{stamp}.{ext}\"");
-    let stream = audit::export_stream(state.db.clone(), filter, format).inspect_err(|e| {
+    let stream = audit::export_stream(
+        state.db.clone(),
+        filter,
+        format,
+        state.audit.signer(),
+        state.clock.now_micros(),
+    )
+    .inspect_err(|e| {
         tracing::error!(
             error = format!("{e:#}"),
             "audit export failed midway; aborting the response"

@@ -80,3 +80,70 @@ both_backends!(
         assert_eq!(r.status(), 200, "restored record reads again");
     }
 );
+
+async fn ndjson_export(app: &TestApp, query: &str) -> String {
+    let r = app
+        .as_role(
+            reqwest::Method::GET,
+            &format!("/v1/audit/export?format=ndjson{query}"),
+            "compliance_officer",
+            "compliance_audit",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+// Finding 1: an export can no longer hide a deletion behind its unsigned
+// header, and an export that proves nothing is "unverified", never "intact".
+both_backends!(
+    an_export_cannot_hide_a_deletion,
+    config: |c: &mut custodian::config::Config| c.audit.checkpoint_every_events = 5,
+    async |app: TestApp| {
+        use custodian::audit::{verify_ndjson, ProblemKind, VerifyMode};
+        for i in 0..6 {
+            assert_eq!(app.create_customer(json!({"external_id": format!("E-{i}")})).await.status(), 201);
+        }
+        let keys = [*app.state.audit.public_key()];
+        let text = ndjson_export(&app, "").await;
+        let report = verify_ndjson(text.as_bytes(), &keys, &|_| {}).unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.mode, VerifyMode::FullExport);
+        assert!(report.to_string().starts_with("intact (full export, signed manifest)"), "{report}");
+        // Delete one event line and relabel the header "filtered".
+        let mut deleted = false;
+        let forged: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                let drop = !deleted && l.contains("\"type\":\"event\"") && l.contains("\"seq\":3,");
+                deleted |= drop;
+                !drop
+            })
+            .map(|l| l.replace("\"filtered\":false", "\"filtered\":true"))
+            .collect();
+        assert!(deleted);
+        let report = verify_ndjson(forged.join("\n").as_bytes(), &keys, &|_| {}).unwrap();
+        assert!(!report.is_intact() && !report.is_consistent(), "{report}");
+        // Relabelling alone is caught too.
+        let relabelled = text.replace("\"filtered\":false", "\"filtered\":true");
+        let report = verify_ndjson(relabelled.as_bytes(), &keys, &|_| {}).unwrap();
+        assert_eq!(report.problem.map(|p| p.kind), Some(ProblemKind::Modified));
+        // Without its manifest the file proves nothing: unverified.
+        let stripped: Vec<&str> = text.lines().filter(|l| !l.contains("\"type\":\"manifest\"")).collect();
+        let report = verify_ndjson(stripped.join("\n").as_bytes(), &keys, &|_| {}).unwrap();
+        assert_eq!(report.mode, VerifyMode::Unverified);
+        assert!(!report.is_intact() && report.to_string().starts_with("UNVERIFIED"), "{report}");
+        // A forged manifest (edited count) does not verify.
+        let edited = text.replace("\"events\":", "\"events\":1");
+        let report = verify_ndjson(edited.as_bytes(), &keys, &|_| {}).unwrap();
+        assert_eq!(report.problem.map(|p| p.kind), Some(ProblemKind::BadSignature));
+        // A filtered export says so, and what it could not check.
+        let text = ndjson_export(&app, "&action=customer.write").await;
+        let report = verify_ndjson(text.as_bytes(), &keys, &|_| {}).unwrap();
+        assert_eq!(report.mode, VerifyMode::FilteredExport, "{report}");
+        assert!(report.to_string().contains("NOT CHECKED"), "{report}");
+        assert!(!report.is_intact());
+    }
+);
