@@ -438,7 +438,7 @@ pub struct CheckpointLine {
 }
 
 impl CheckpointLine {
-    fn from_checkpoint(cp: &Checkpoint) -> Self {
+    pub fn from_checkpoint(cp: &Checkpoint) -> Self {
         Self {
             instance: cp.instance.clone(),
             seq: cp.seq,

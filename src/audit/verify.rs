@@ -630,3 +630,85 @@ impl<'k> ChainCheck<'k> {
         )
     }
 }
+
+/// The latest signed checkpoint of every chain: the "head" an auditor keeps
+/// (outside the operator's reach) to hold the trail to later.
+pub async fn heads(db: &Db) -> anyhow::Result<Vec<Checkpoint>> {
+    let mut out = Vec::new();
+    for instance in store::instances(db).await? {
+        if let Some(cp) = store::checkpoints(db, &instance).await?.pop() {
+            out.push(cp);
+        }
+    }
+    Ok(out)
+}
+
+/// The consistency check transparency-log monitors make: every head saved
+/// earlier must verify under `keys`, and the trail must still contain it
+/// and extend it: the same hash at the same seq (as an event, or as a
+/// stored checkpoint where the events were pruned) with the chain going on
+/// from there. A rollback (the tail deleted with the checkpoints above it)
+/// or a rewrite fails, naming the gap.
+pub async fn check_since(db: &Db, keys: &[PublicKey], saved: &[Checkpoint]) -> anyhow::Result<Option<Problem>> {
+    for head in saved {
+        let problem = |kind, detail: String| Problem {
+            instance: head.instance.clone(),
+            seq: head.seq,
+            kind,
+            detail,
+        };
+        let key = keys.iter().find(|k| k.key_id() == head.key_id);
+        if !key.is_some_and(|k| k.verify(head)) {
+            return Ok(Some(problem(
+                ProblemKind::BadSignature,
+                format!("the saved head is not signed by a given key (key {})", head.key_id),
+            )));
+        }
+        let (last, _) = store::chain_head(db, &head.instance).await?;
+        if last < head.seq {
+            return Ok(Some(problem(
+                ProblemKind::Truncated,
+                format!(
+                    "the saved head vouches for seq {} but the chain now ends at seq {last}: \
+                     seqs {}..={} are gone (rolled back)",
+                    head.seq,
+                    last + 1,
+                    head.seq
+                ),
+            )));
+        }
+        let stored_cp = store::checkpoints(db, &head.instance)
+            .await?
+            .into_iter()
+            .find(|c| c.seq == head.seq);
+        let event = store::events_after(db, &head.instance, head.seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|r| r.seq() == head.seq);
+        let found = match event {
+            Some(ReadRow::Ok(e)) => Some(e.hash),
+            Some(ReadRow::Bad { .. }) => None,
+            None => stored_cp.map(|c| c.hash),
+        };
+        match found {
+            Some(hash) if hash == head.hash => {}
+            Some(_) => {
+                return Ok(Some(problem(
+                    ProblemKind::CheckpointMismatch,
+                    "the trail holds another event at the saved head's seq: it was rolled back \
+                     and rewritten"
+                        .to_owned(),
+                )))
+            }
+            None => {
+                return Ok(Some(problem(
+                    ProblemKind::Deleted,
+                    "the saved head's event and checkpoint are gone from the trail: it was \
+                     rolled back (the chain continues after a gap)"
+                        .to_owned(),
+                )))
+            }
+        }
+    }
+    Ok(None)
+}

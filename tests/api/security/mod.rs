@@ -18,6 +18,7 @@
 mod authentication;
 mod authorization;
 mod availability;
+mod fuzz;
 mod injection;
 mod input_limits;
 mod privacy;

@@ -40,7 +40,7 @@ async fn grant(app: &TestApp, customer: &str, purpose: &str) {
             "support_agent",
             "customer_support",
         )
-        .json(&json!({"changes": [{"purpose": purpose, "granted": true, "source": "web"}]}))
+        .json(&json!({"changes": [{"purpose": purpose, "granted": true, "source": "web_form"}]}))
         .send()
         .await
         .unwrap();

@@ -147,3 +147,55 @@ both_backends!(
         assert!(!report.is_intact());
     }
 );
+
+// Finding 2: an auditor's saved head catches a rollback that the trail's
+// own verification cannot (the tail deleted with its checkpoints).
+both_backends!(
+    a_saved_head_catches_a_rollback,
+    config: |c: &mut custodian::config::Config| c.audit.checkpoint_every_events = 3,
+    async |app: TestApp| {
+        for i in 0..4 {
+            assert_eq!(app.create_customer(json!({"external_id": format!("H-{i}")})).await.status(), 201);
+        }
+        let officer = |method: reqwest::Method, path: &str| {
+            app.as_role(method, path, "compliance_officer", "compliance_audit")
+        };
+        let r = officer(reqwest::Method::GET, "/v1/audit/head").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let heads: Value = r.json().await.unwrap();
+        let saved = heads["heads"].clone();
+        let head_seq = saved[0]["seq"].as_i64().unwrap();
+        assert!(head_seq >= 3, "{heads}");
+        let check = || async {
+            let before = audit_len(&app).await;
+            let r = officer(reqwest::Method::POST, "/v1/audit/verify/since")
+                .json(&json!({ "heads": saved }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            let (_, action, _, _, _) = one_event(&app, before).await;
+            assert_eq!(action, "audit.verify");
+            body
+        };
+        let body = check().await;
+        assert_eq!(body["intact"], true, "{body}");
+        // Roll the trail back: delete every block and checkpoint from the
+        // saved head on (what an operator with database access could do).
+        let instance = saved[0]["instance"].as_str().unwrap();
+        app.exec(&format!(
+            "DELETE FROM audit_blocks WHERE instance = '{instance}' AND last_seq >= {head_seq}"
+        ))
+        .await;
+        app.exec(&format!(
+            "DELETE FROM audit_checkpoints WHERE instance = '{instance}' AND seq >= {head_seq}"
+        ))
+        .await;
+        let body = check().await;
+        assert_eq!(body["intact"], false, "{body}");
+        let kind = body["problem"]["kind"].as_str().unwrap();
+        assert!(["truncated", "deleted", "checkpoint_mismatch"].contains(&kind), "{body}");
+        assert!(body["problem"]["detail"].as_str().unwrap().contains("rolled back"), "{body}");
+    }
+);
