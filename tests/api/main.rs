@@ -16,6 +16,8 @@ mod import;
 mod import_cdnow;
 mod import_mapped;
 mod keys;
+mod ops;
 mod orders;
 mod policy;
 mod quality;
+mod security;
