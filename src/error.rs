@@ -33,6 +33,9 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// 410: the customer was erased (data subject rights, `dsr::erasure`).
+    #[error("the customer was erased")]
+    Gone,
     #[error("{0}")]
     Conflict(Cow<'static, str>),
     #[error("request body too large")]
@@ -96,6 +99,7 @@ impl ApiError {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Gone => StatusCode::GONE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -110,6 +114,7 @@ impl ApiError {
             Self::BadRequest { code, .. } | Self::Forbidden { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound => "not_found",
+            Self::Gone => "erased",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unprocessable(_) => "invalid_input",

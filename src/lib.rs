@@ -32,6 +32,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod dsr;
 pub mod error;
 pub mod http;
 pub mod import;

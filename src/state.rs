@@ -32,6 +32,8 @@ pub struct Inner {
     pub catalog: FieldCatalog,
     pub vault: Vault,
     pub limits: RateLimits,
+    /// Data subject rights: certificate signer, erasure hooks.
+    pub dsr: crate::dsr::SharedDsr,
 }
 
 impl std::ops::Deref for AppState {

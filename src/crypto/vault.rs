@@ -305,3 +305,23 @@ async fn insert_version(
     tx.commit().await.context("recording key version")?;
     Ok(())
 }
+
+// --- data subject rights (src/dsr) -------------------------------------------
+
+impl Vault {
+    /// A keyed digest of a customer's external id, kept after erasure (the
+    /// id itself is replaced by a tombstone) so that the old id answers
+    /// 410 and a new request for it is refused, without storing the id.
+    /// `HMAC-SHA256(HKDF(master, "custodian erased subject v1"), external_id)`.
+    pub fn subject_digest(&self, external_id: &str) -> [u8; 32] {
+        let key = self
+            .master
+            .prk()
+            .expand32(&[b"custodian erased subject v1"]);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_slice());
+        let tag = ring::hmac::sign(&key, external_id.as_bytes());
+        let mut out = [0u8; 32];
+        out.iter_mut().zip(tag.as_ref()).for_each(|(d, s)| *d = *s);
+        out
+    }
+}
