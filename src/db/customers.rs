@@ -215,7 +215,8 @@ pub async fn list_page(
     let rows = match country {
         Some(country) => {
             sqlx::query(&format!(
-                "{SELECT_STORED} WHERE c.id > $1 AND c.country = $2 ORDER BY c.id LIMIT $3"
+                "{SELECT_STORED} WHERE c.id > $1 AND c.country = $2 AND c.erased_at IS NULL \
+                 ORDER BY c.id LIMIT $3"
             ))
             .bind(after_id)
             .bind(country)
@@ -225,7 +226,7 @@ pub async fn list_page(
         }
         None => {
             sqlx::query(&format!(
-                "{SELECT_STORED} WHERE c.id > $1 ORDER BY c.id LIMIT $2"
+                "{SELECT_STORED} WHERE c.id > $1 AND c.erased_at IS NULL ORDER BY c.id LIMIT $2"
             ))
             .bind(after_id)
             .bind(limit)

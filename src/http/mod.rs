@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bench;
 pub mod consents;
 pub mod customers;
+pub mod dsr;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -43,6 +44,7 @@ use crate::state::AppState;
         (name = "customers", description = "Governed customer reads and writes"),
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
+        (name = "dsr", description = "Data subject requests: access, portability, rectification, erasure"),
     )
 )]
 struct ApiDoc;
@@ -134,4 +136,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(pseudonyms::router())
         .merge(policies::router())
+        .merge(dsr::router())
 }
