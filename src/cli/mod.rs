@@ -2,6 +2,7 @@
 //! subcommand loads the same layered configuration as the server.
 
 pub mod audit;
+pub mod dsr;
 pub mod keys;
 pub mod policy;
 pub mod token;
@@ -51,6 +52,8 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Mint a development token (dev HS256 secret only).
     Token(token::TokenArgs),
+    /// Data subject requests: verify an erasure certificate, list due requests.
+    Dsr(dsr::DsrCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -104,6 +107,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(config, cmd).await,
         Command::Policy(cmd) => policy::run(config, cmd).await,
         Command::Token(args) => token::run(&config, &args),
+        Command::Dsr(cmd) => dsr::run(config, cmd).await,
     }
 }
 
