@@ -175,7 +175,10 @@ async fn start_dsr(state: &AppState) -> anyhow::Result<()> {
                 Some(state) => {
                     let now = state.clock.now_micros();
                     if let Err(e) = crate::dsr::documents::delete_expired(&state.db, now).await {
-                        tracing::warn!(error = format!("{e:#}"), "sweeping expired DSR documents failed");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "sweeping expired DSR documents failed"
+                        );
                     }
                 }
                 None => return,

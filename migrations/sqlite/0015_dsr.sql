@@ -102,10 +102,11 @@ CREATE TABLE dsr_legal_holds (
 );
 CREATE UNIQUE INDEX dsr_legal_holds_active ON dsr_legal_holds (customer_id) WHERE lifted_at IS NULL;
 
--- Blind indexes (never plaintext) of erased customers' e-mail and phone:
--- creating or importing the same person again is refused and counted.
+-- Keyed digests (never plaintext) of erased customers' external id, e-mail
+-- and phone (the blind indexes): creating or importing the same person
+-- again is refused and counted.
 CREATE TABLE dsr_suppressions (
-    field           TEXT    NOT NULL CHECK (field IN ('email', 'phone')),
+    field           TEXT    NOT NULL CHECK (field IN ('external_id', 'email', 'phone')),
     blind_index     BLOB    NOT NULL,
     request_id      BIGINT  NOT NULL REFERENCES dsr_requests (id),
     added_at        BIGINT  NOT NULL,

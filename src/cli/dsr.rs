@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::dsr::requests::{self, ListFilter};
 use crate::dsr::{certificate, suppression, Kind, Status, DAY_MICROS};
-use crate::pipeline::audit::{Action, AuditEvent, AuditWriter, PublicKey, Reason, Signer, WriterOptions};
+use crate::pipeline::audit::{
+    Action, AuditEvent, AuditWriter, PublicKey, Reason, Signer, WriterOptions,
+};
 
 #[derive(Args, Debug)]
 pub struct DsrCommand {

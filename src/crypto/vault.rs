@@ -212,6 +212,19 @@ impl Vault {
 }
 
 impl ProfileSealer for Vault {
+    fn suppression_keys(
+        &self,
+        external_id: &str,
+        profile: &Profile,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        crate::dsr::suppression::keys(
+            self,
+            Some(external_id),
+            profile.email.as_deref(),
+            profile.phone.as_deref(),
+        )
+    }
+
     fn seal(&self, customer_id: i64, profile: &Profile) -> anyhow::Result<SealedProfile> {
         let ring = self.keyring.load();
         let dek = ring.generate_dek()?;

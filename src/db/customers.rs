@@ -53,6 +53,17 @@ pub struct SealedProfile {
 /// the customer id is part of every ciphertext's associated data.
 pub trait ProfileSealer: Send + Sync {
     fn seal(&self, customer_id: i64, profile: &Profile) -> anyhow::Result<SealedProfile>;
+
+    /// The keys under which an erased person is on the suppression list
+    /// (`dsr::suppression::keys`): field name and keyed digest. Bulk
+    /// writers refuse a customer matching any of them. Default: none.
+    fn suppression_keys(
+        &self,
+        _external_id: &str,
+        _profile: &Profile,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        Vec::new()
+    }
 }
 
 /// Inserts customers that do not exist yet (by external id) and seals their

@@ -195,13 +195,12 @@ struct Erasure {
 }
 
 async fn load(state: &AppState, request_id: i64) -> Result<Erasure, DsrError> {
-    let row = sqlx::query(
-        "SELECT customer_id, tombstone, state FROM dsr_erasures WHERE request_id = $1",
-    )
-    .bind(request_id)
-    .fetch_optional(&state.db.pool)
-    .await?
-    .ok_or(DsrError::NotFound)?;
+    let row =
+        sqlx::query("SELECT customer_id, tombstone, state FROM dsr_erasures WHERE request_id = $1")
+            .bind(request_id)
+            .fetch_optional(&state.db.pool)
+            .await?
+            .ok_or(DsrError::NotFound)?;
     let s: String = row.try_get(2)?;
     Ok(Erasure {
         customer_id: row.try_get(0)?,
@@ -286,7 +285,16 @@ async fn destroy_key(
     let phone_bidx: Option<Vec<u8>> = row.try_get(1)?;
     let version: Option<i64> = row.try_get(2)?;
     let wrapped: Option<Vec<u8>> = row.try_get(3)?;
-    for (field, index) in [(BlindField::Email, email_bidx), (BlindField::Phone, phone_bidx)] {
+    let digest: Vec<u8> =
+        sqlx::query_scalar("SELECT subject_digest FROM dsr_erasures WHERE request_id = $1")
+            .bind(request.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    for (field, index) in [
+        ("external_id", Some(digest)),
+        (BlindField::Email.name(), email_bidx),
+        (BlindField::Phone.name(), phone_bidx),
+    ] {
         if let Some(index) = index {
             super::suppression::add(&mut tx, field, &index, request.id, now).await?;
         }
@@ -338,7 +346,15 @@ async fn destroy_key(
         .bind(request.id)
         .execute(&mut *tx)
         .await?;
-    if !advance(&mut tx, request.id, State::Started, State::KeyDestroyed, now).await? {
+    if !advance(
+        &mut tx,
+        request.id,
+        State::Started,
+        State::KeyDestroyed,
+        now,
+    )
+    .await?
+    {
         return Ok(());
     }
     let detail = json!({
@@ -347,7 +363,15 @@ async fn destroy_key(
         "orders_tombstoned": orders,
         "documents_deleted": documents,
     });
-    trail::step(state, &mut tx, actor, request, "key_destroyed", Some(&detail)).await?;
+    trail::step(
+        state,
+        &mut tx,
+        actor,
+        request,
+        "key_destroyed",
+        Some(&detail),
+    )
+    .await?;
     tx.commit().await?;
     metrics::counter!("custodian_dsr_keys_destroyed_total").increment(keys);
     Ok(())
@@ -393,7 +417,15 @@ async fn remove_rows(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    if !advance(&mut tx, request.id, State::KeyDestroyed, State::RowsRemoved, now).await? {
+    if !advance(
+        &mut tx,
+        request.id,
+        State::KeyDestroyed,
+        State::RowsRemoved,
+        now,
+    )
+    .await?
+    {
         return Ok(());
     }
     // Counts of this pass (a resumed step counts what was left).
@@ -402,7 +434,15 @@ async fn remove_rows(
         "consent_events_anonymized": consents,
         "consent_states_deleted": states,
     });
-    trail::step(state, &mut tx, actor, request, "rows_removed", Some(&detail)).await?;
+    trail::step(
+        state,
+        &mut tx,
+        actor,
+        request,
+        "rows_removed",
+        Some(&detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -433,7 +473,15 @@ async fn remove_derived(
         return Ok(());
     }
     let detail = json!({ "hooks": removed });
-    trail::step(state, &mut tx, actor, request, "derived_removed", Some(&detail)).await?;
+    trail::step(
+        state,
+        &mut tx,
+        actor,
+        request,
+        "derived_removed",
+        Some(&detail),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -456,8 +504,10 @@ async fn certify(
                 seq,
             });
         }
-        let detail: Option<serde_json::Value> =
-            s.detail.as_deref().and_then(|d| serde_json::from_str(d).ok());
+        let detail: Option<serde_json::Value> = s
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok());
         if let Some(serde_json::Value::Object(map)) = detail {
             for (k, v) in map {
                 if let Some(n) = v.as_u64() {

@@ -434,7 +434,8 @@ pub async fn produce<S: Sink + Send>(
     }
     sink.end_table().map_err(io_err)?;
 
-    sink.begin_table("order_lines", ORDER_LINES).map_err(io_err)?;
+    sink.begin_table("order_lines", ORDER_LINES)
+        .map_err(io_err)?;
     let mut after = 0i64;
     loop {
         let rows = sqlx::query(
@@ -695,14 +696,8 @@ pub async fn generate(
             out.flush().map_err(io_err)?;
         }
     }
-    let doc = documents::store_file(
-        state,
-        request.id,
-        request.customer_id,
-        format,
-        &temp.path,
-    )
-    .await?;
+    let doc =
+        documents::store_file(state, request.id, request.customer_id, format, &temp.path).await?;
     drop(temp);
     metrics::counter!("custodian_dsr_documents_total", "format" => format.as_str()).increment(1);
     Ok(doc)

@@ -1,6 +1,7 @@
-//! The suppression list: blind indexes of erased customers' e-mail and
-//! phone (never the values), so the same person does not come back
-//! silently through a re-import or a new customer record.
+//! The suppression list: keyed digests of erased customers' external id,
+//! e-mail and phone (the blind indexes, never the values), so the same
+//! person does not come back silently through a re-import or a new
+//! customer record.
 //!
 //! Every writer that creates customers asks [`is_suppressed`] (or
 //! [`is_suppressed_in`] inside its own transaction) first and refuses the
@@ -15,31 +16,42 @@ use sqlx::{Any, Transaction};
 use crate::crypto::{BlindField, Vault};
 use crate::db::Db;
 
-/// The blind indexes of the given e-mail and phone (normalized as the
-/// customer columns are), skipping absent or empty values.
-fn indexes(
+/// The list's keys for a customer: the keyed digest of the external id
+/// ([`Vault::subject_digest`]) and the blind indexes of e-mail and phone
+/// (normalized as the customer columns are), skipping absent values.
+pub fn keys(
     vault: &Vault,
+    external_id: Option<&str>,
     email: Option<&str>,
     phone: Option<&str>,
-) -> Vec<(BlindField, [u8; crate::crypto::BLIND_INDEX_LEN])> {
-    [(BlindField::Email, email), (BlindField::Phone, phone)]
+) -> Vec<(&'static str, Vec<u8>)> {
+    let mut out: Vec<(&'static str, Vec<u8>)> = external_id
+        .map(|e| ("external_id", vault.subject_digest(e).to_vec()))
         .into_iter()
-        .filter_map(|(f, v)| v.and_then(|v| vault.blind_index(f, v)).map(|i| (f, i)))
-        .collect()
+        .collect();
+    for (field, value) in [(BlindField::Email, email), (BlindField::Phone, phone)] {
+        if let Some(index) = value.and_then(|v| vault.blind_index(field, v)) {
+            out.push((field.name(), index.to_vec()));
+        }
+    }
+    out
 }
 
-/// Whether the person with this e-mail or phone was erased. Counts a hit.
-/// Call it outside a write transaction of your own (on SQLite a second
-/// writer would wait for it); inside one, use [`is_suppressed_in`].
+/// Whether the person with this external id, e-mail or phone was erased.
+/// Counts a hit. Call it outside a write transaction of your own (on
+/// SQLite a second writer would wait for it); inside one, use
+/// [`is_suppressed_in`].
 pub async fn is_suppressed(
     db: &Db,
     vault: &Vault,
+    external_id: Option<&str>,
     email: Option<&str>,
     phone: Option<&str>,
     now: i64,
 ) -> anyhow::Result<bool> {
+    let keys = keys(vault, external_id, email, phone);
     let mut tx = db.pool.begin().await?;
-    let hit = is_suppressed_in(&mut tx, vault, email, phone, now).await?;
+    let hit = check_in(&mut tx, &keys, now).await?;
     tx.commit().await?;
     Ok(hit)
 }
@@ -49,35 +61,54 @@ pub async fn is_suppressed(
 pub async fn is_suppressed_in(
     tx: &mut Transaction<'_, Any>,
     vault: &Vault,
+    external_id: Option<&str>,
     email: Option<&str>,
     phone: Option<&str>,
     now: i64,
 ) -> anyhow::Result<bool> {
+    check_in(tx, &keys(vault, external_id, email, phone), now).await
+}
+
+/// Whether any of `keys` (from [`keys`]) is on the list; counts a hit on
+/// each that is.
+pub async fn check_in(
+    tx: &mut Transaction<'_, Any>,
+    keys: &[(&'static str, Vec<u8>)],
+    now: i64,
+) -> anyhow::Result<bool> {
     let mut hit = false;
-    for (field, index) in indexes(vault, email, phone) {
+    for (field, index) in keys {
         let n = sqlx::query(
             "UPDATE dsr_suppressions SET hits = hits + 1, last_hit_at = $1 \
              WHERE field = $2 AND blind_index = $3",
         )
         .bind(now)
-        .bind(field.name())
-        .bind(index.to_vec())
+        .bind(*field)
+        .bind(index.as_slice())
         .execute(&mut **tx)
         .await?
         .rows_affected();
         if n > 0 {
-            metrics::counter!("custodian_dsr_suppressed_total", "field" => field.name())
-                .increment(1);
+            metrics::counter!("custodian_dsr_suppressed_total", "field" => *field).increment(1);
             hit = true;
         }
     }
     Ok(hit)
 }
 
-/// Puts blind indexes on the list (erasure, step one).
+/// Whether the list has any entry (lets bulk writers skip the per-row
+/// checks on a store without erasures).
+pub async fn any_in(tx: &mut Transaction<'_, Any>) -> anyhow::Result<bool> {
+    let one: Option<i64> = sqlx::query_scalar("SELECT 1 FROM dsr_suppressions LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(one.is_some())
+}
+
+/// Puts a key on the list (erasure, step one).
 pub async fn add(
     tx: &mut Transaction<'_, Any>,
-    field: BlindField,
+    field: &'static str,
     index: &[u8],
     request_id: i64,
     now: i64,
@@ -86,7 +117,7 @@ pub async fn add(
         "INSERT INTO dsr_suppressions (field, blind_index, request_id, added_at) \
          VALUES ($1, $2, $3, $4) ON CONFLICT (field, blind_index) DO NOTHING",
     )
-    .bind(field.name())
+    .bind(field)
     .bind(index)
     .bind(request_id)
     .bind(now)

@@ -71,10 +71,7 @@ pub async fn step(
     step: &str,
     detail: Option<&serde_json::Value>,
 ) -> Result<(), DsrError> {
-    let receipt = state
-        .audit
-        .record(step_event(actor, request, step))
-        .await?;
+    let receipt = state.audit.record(step_event(actor, request, step)).await?;
     let now = state.clock.now_micros();
     requests::add_step(
         tx,

@@ -220,7 +220,7 @@ pub struct Created {
     params(("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 201, body = Created), (status = 401), (status = 403),
-               (status = 409, description = "the external id exists, or the person is on the erasure suppression list"),
+               (status = 409, description = "the external id exists, or the person was erased (suppression list)"),
                (status = 413), (status = 422), (status = 503)))]
 async fn create_customer(
     State(state): State<AppState>,
@@ -267,10 +267,11 @@ async fn create_customer(
             signup_at,
         };
         // The same person erased earlier does not come back silently: the
-        // suppression list refuses (and counts) their e-mail and phone.
+        // suppression list refuses (and counts) their id, e-mail and phone.
         if crate::dsr::suppression::is_suppressed(
             &state.db,
             &state.vault,
+            Some(&new.external_id),
             new.profile.email.as_deref(),
             new.profile.phone.as_deref(),
             now,
@@ -279,7 +280,8 @@ async fn create_customer(
         .map_err(ApiError::Internal)?
         {
             return Err(ApiError::Conflict(
-                "this person's e-mail or phone is on the erasure suppression list".into(),
+                "this person was erased: their id, e-mail or phone is on the suppression list"
+                    .into(),
             ));
         }
         let mut tx = state.db.pool.begin().await?;

@@ -156,7 +156,10 @@ async fn full_view(state: &AppState, r: &RequestRow) -> Result<RequestView, ApiE
                 step: s.step,
                 at: rfc3339(s.at),
                 actor: s.actor,
-                detail: s.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()),
+                detail: s
+                    .detail
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok()),
                 audit_event: match (s.audit_instance, s.audit_seq) {
                     (Some(i), Some(n)) => Some(format!("{i}#{n}")),
                     _ => None,
@@ -195,7 +198,9 @@ async fn load(state: &AppState, gate: &mut Gate<'_>, id: &str) -> Result<Request
     if !well_formed {
         return Err(ApiError::NotFound);
     }
-    let r = requests::get(&state.db, id).await?.ok_or(ApiError::NotFound)?;
+    let r = requests::get(&state.db, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     gate.touch([r.customer_id]);
     Ok(r)
 }
@@ -265,7 +270,9 @@ async fn resolve_customer(state: &AppState, body: &OpenRequest) -> Result<i64, A
                 customers::find_by_blind_index(&state.db, BlindColumn::Email, &index, 2).await?;
             match found.as_slice() {
                 [one] => Ok(one.id),
-                [] => Err(ApiError::unprocessable("email: no customer has this e-mail")),
+                [] => Err(ApiError::unprocessable(
+                    "email: no customer has this e-mail",
+                )),
                 _ => Err(ApiError::Conflict(
                     "several customers have this e-mail; open the request by customer_id".into(),
                 )),
@@ -338,7 +345,15 @@ async fn open_request(
             "requested_by": requested_by.as_str(),
             "channel": channel.as_str(),
         });
-        trail::step(&state, &mut tx, &actor(&caller), &row, "opened", Some(&detail)).await?;
+        trail::step(
+            &state,
+            &mut tx,
+            &actor(&caller),
+            &row,
+            "opened",
+            Some(&detail),
+        )
+        .await?;
         tx.commit().await?;
         metrics::counter!("custodian_dsr_requests_total", "kind" => kind.as_str()).increment(1);
         gate.set_status(StatusCode::CREATED);
@@ -493,9 +508,19 @@ async fn extend_request(
             ));
         }
         let detail = serde_json::json!({ "days": state.config.dsr.extension_days });
-        trail::step(&state, &mut tx, &actor(&caller), &r, "extended", Some(&detail)).await?;
+        trail::step(
+            &state,
+            &mut tx,
+            &actor(&caller),
+            &r,
+            "extended",
+            Some(&detail),
+        )
+        .await?;
         tx.commit().await?;
-        let r = requests::get_by_id(&state.db, r.id).await?.ok_or(ApiError::NotFound)?;
+        let r = requests::get_by_id(&state.db, r.id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         Ok(Json(full_view(&state, &r).await?))
     }
     .await;
@@ -539,7 +564,9 @@ async fn refuse_request(
         }
         trail::step(&state, &mut tx, &actor(&caller), &r, "refused", None).await?;
         tx.commit().await?;
-        let r = requests::get_by_id(&state.db, r.id).await?.ok_or(ApiError::NotFound)?;
+        let r = requests::get_by_id(&state.db, r.id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         Ok(Json(full_view(&state, &r).await?))
     }
     .await;
@@ -584,10 +611,20 @@ async fn export_request(
             "bytes": doc.bytes,
             "sha256": hex::encode(&doc.sha256),
         });
-        trail::step(&state, &mut tx, &actor(&caller), &r, "document_ready", Some(&detail)).await?;
+        trail::step(
+            &state,
+            &mut tx,
+            &actor(&caller),
+            &r,
+            "document_ready",
+            Some(&detail),
+        )
+        .await?;
         tx.commit().await?;
         gate.set_status(StatusCode::CREATED);
-        let r = requests::get_by_id(&state.db, r.id).await?.ok_or(ApiError::NotFound)?;
+        let r = requests::get_by_id(&state.db, r.id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         Ok((StatusCode::CREATED, Json(full_view(&state, &r).await?)))
     }
     .await;
@@ -623,12 +660,24 @@ async fn download_document(
         let cipher = documents::customer_cipher(&state, r.customer_id).await?;
         let mut tx = state.db.pool.begin().await?;
         let detail = serde_json::json!({ "document": doc.uid });
-        trail::step(&state, &mut tx, &actor(&caller), &r, "downloaded", Some(&detail)).await?;
+        trail::step(
+            &state,
+            &mut tx,
+            &actor(&caller),
+            &r,
+            "downloaded",
+            Some(&detail),
+        )
+        .await?;
         tx.commit().await?;
         gate.returned([], 1);
-        let filename = format!("attachment; filename=\"{}.{}\"", doc.uid, doc.format.as_str());
-        let mut response =
-            Body::from_stream(documents::stream(state.clone(), doc.clone(), cipher)).into_response();
+        let filename = format!(
+            "attachment; filename=\"{}.{}\"",
+            doc.uid,
+            doc.format.as_str()
+        );
+        let mut response = Body::from_stream(documents::stream(state.clone(), doc.clone(), cipher))
+            .into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -676,7 +725,9 @@ async fn rectify_request(
         require_kind(&r, &[Kind::Rectification])?;
         let c = body.into_inner()?;
         if c.is_empty() {
-            return Err(ApiError::unprocessable("at least one field to correct is required"));
+            return Err(ApiError::unprocessable(
+                "at least one field to correct is required",
+            ));
         }
         let text = |f: &'static str, v: &Option<String>, max: usize| {
             v.as_deref().map(|v| validate::text(f, v, max)).transpose()
@@ -691,7 +742,9 @@ async fn rectify_request(
             country: text("country", &c.country, 64)?,
         };
         let changed = rectify::rectify(&state, &actor(&caller), &r, &checked).await?;
-        let r = requests::get_by_id(&state.db, r.id).await?.ok_or(ApiError::NotFound)?;
+        let r = requests::get_by_id(&state.db, r.id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         Ok(Json(Rectified {
             request: full_view(&state, &r).await?,
             changed: changed.into_iter().map(str::to_owned).collect(),
@@ -730,7 +783,9 @@ async fn erase_request(
         let r = load(&state, &mut gate, &id).await?;
         require_kind(&r, &[Kind::Erasure])?;
         let outcome = erasure::erase(&state, &actor(&caller), &r, None).await?;
-        let r = requests::get_by_id(&state.db, r.id).await?.ok_or(ApiError::NotFound)?;
+        let r = requests::get_by_id(&state.db, r.id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
         let request = full_view(&state, &r).await?;
         match outcome {
             Outcome::Completed(cert) => Ok((

@@ -8,6 +8,7 @@
 use crate::both_backends;
 use crate::helpers::*;
 use custodian::crypto::BlindField;
+use custodian::db::customers::{NewCustomer, Profile};
 use custodian::db::orders::{NewOrder, OrderKind};
 use custodian::demo::{load_demo, DemoSize};
 use custodian::domain::PurposeId;
@@ -75,9 +76,16 @@ async fn lookalikes(app: &TestApp) -> (i64, i64) {
             .await;
         assert_eq!(r.status(), 201);
         let r = app
-            .as_role(Method::POST, "/v1/events", "ingest_service", "data_ingestion")
-            .json(&json!({"events": [{"event_id": format!("ev-{ext}"), "customer_id": ext,
-                "kind": "view", "channel": "web", "occurred_at": "2026-01-05T10:00:00Z"}]}))
+            .as_role(
+                Method::POST,
+                "/v1/events",
+                "ingest_service",
+                "data_ingestion",
+            )
+            .json(
+                &json!({"events": [{"event_id": format!("ev-{ext}"), "customer_id": ext,
+                "kind": "view", "channel": "web", "occurred_at": "2026-01-05T10:00:00Z"}]}),
+            )
             .send()
             .await
             .unwrap();
@@ -89,8 +97,10 @@ async fn lookalikes(app: &TestApp) -> (i64, i64) {
                 "ingest_service",
                 "data_ingestion",
             )
-            .json(&json!({"changes": [{"purpose": "email_marketing", "granted": true,
-                "source": "web_form", "evidence": format!("newsletter form v3 for {ext}")}]}))
+            .json(
+                &json!({"changes": [{"purpose": "email_marketing", "granted": true,
+                "source": "web_form", "evidence": format!("newsletter form v3 for {ext}")}]}),
+            )
             .send()
             .await
             .unwrap();
@@ -158,10 +168,16 @@ both_backends!(
             .count("SELECT COUNT(*) FROM events WHERE customer_id = $1", id)
             .await;
         let consents = app
-            .count("SELECT COUNT(*) FROM consent_events WHERE customer_id = $1", id)
+            .count(
+                "SELECT COUNT(*) FROM consent_events WHERE customer_id = $1",
+                id,
+            )
             .await;
         let states = app
-            .count("SELECT COUNT(*) FROM consent_state WHERE customer_id = $1", id)
+            .count(
+                "SELECT COUNT(*) FROM consent_state WHERE customer_id = $1",
+                id,
+            )
             .await;
         assert!(orders > 0 && lines > 0);
         // Somebody reads the customer: the document must say who, and why.
@@ -193,7 +209,10 @@ both_backends!(
         let r = app.download(rid).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "application/json");
-        let sha = r.headers()["x-document-sha256"].to_str().unwrap().to_owned();
+        let sha = r.headers()["x-document-sha256"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let bytes = r.bytes().await.unwrap();
         let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
         assert_eq!(hex::encode(digest.as_ref()), sha);
@@ -227,9 +246,11 @@ both_backends!(
         assert_eq!(len("requests"), 1);
         let accesses = doc["accesses"].as_array().unwrap();
         assert!(
-            accesses.iter().any(|a| a["accessed_by"] == "support_agent-user"
-                && a["purpose"] == "customer_support"
-                && a["action"] == "customer.read"),
+            accesses
+                .iter()
+                .any(|a| a["accessed_by"] == "support_agent-user"
+                    && a["purpose"] == "customer_support"
+                    && a["action"] == "customer.read"),
             "{accesses:?}"
         );
         // Every order in the document is the customer's.
@@ -355,8 +376,11 @@ both_backends!(
         let r = app.download(&rid).await;
         assert_eq!(r.status(), 404);
         assert_eq!(
-            app.count("SELECT COUNT(*) FROM dsr_documents WHERE customer_id = $1", a)
-                .await,
+            app.count(
+                "SELECT COUNT(*) FROM dsr_documents WHERE customer_id = $1",
+                a
+            )
+            .await,
             0
         );
     }
@@ -401,25 +425,32 @@ both_backends!(
             .pseudonymizer()
             .token(&PurposeId("marketing_analytics".into()), "C-A1");
         let resolve = || async {
-            app.as_role(Method::POST, "/v1/pseudonyms/resolve", "compliance_officer", CA)
-                .json(&json!({"token": token, "purpose": "marketing_analytics"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
+            app.as_role(
+                Method::POST,
+                "/v1/pseudonyms/resolve",
+                "compliance_officer",
+                CA,
+            )
+            .json(&json!({"token": token, "purpose": "marketing_analytics"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
         };
         assert_eq!(resolve().await, 200);
         // The backup: a copy of the customer's row taken before erasure.
-        let backup: (String, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) =
-            sqlx::query_as(
-                "SELECT external_id, email_ct, name_ct, email_bidx FROM customers WHERE id = $1",
-            )
-            .bind(a)
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let backup: (String, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT external_id, email_ct, name_ct, email_bidx FROM customers WHERE id = $1",
+        )
+        .bind(a)
+        .fetch_one(pool)
+        .await
+        .unwrap();
         let consents_before = app
-            .count("SELECT COUNT(*) FROM consent_events WHERE customer_id = $1", a)
+            .count(
+                "SELECT COUNT(*) FROM consent_events WHERE customer_id = $1",
+                a,
+            )
             .await;
 
         let req = app.open_request("C-A1", "erasure").await;
@@ -502,7 +533,10 @@ both_backends!(
                 .fetch_one(pool)
                 .await
                 .unwrap();
-        assert_eq!((row.0.as_str(), row.1, row.2), (tombstone.as_str(), None, None));
+        assert_eq!(
+            (row.0.as_str(), row.1, row.2),
+            (tombstone.as_str(), None, None)
+        );
 
         // The certificate: verifiable offline, no personal data.
         let text = serde_json::to_string(&cert).unwrap();
@@ -523,7 +557,13 @@ both_backends!(
             .collect();
         assert_eq!(
             steps,
-            ["opened", "erasure_started", "key_destroyed", "rows_removed", "derived_removed"]
+            [
+                "opened",
+                "erasure_started",
+                "key_destroyed",
+                "rows_removed",
+                "derived_removed"
+            ]
         );
         for r in &verified.statement.audit_events {
             let e = events
@@ -541,7 +581,12 @@ both_backends!(
         )
         .is_err());
         let r = app
-            .as_role(Method::GET, &format!("/v1/dsr/{rid}/certificate"), "compliance_officer", CA)
+            .as_role(
+                Method::GET,
+                &format!("/v1/dsr/{rid}/certificate"),
+                "compliance_officer",
+                CA,
+            )
             .send()
             .await
             .unwrap();
@@ -549,9 +594,7 @@ both_backends!(
         assert_eq!(r.json::<Value>().await.unwrap(), cert);
 
         // The same person does not come back silently.
-        let again = |email: &str, phone: &str| {
-            json!({"external_id": "C-NEW", "email": email, "phone": phone, "name": "S T"})
-        };
+        let again = |email: &str, phone: &str| json!({"external_id": "C-NEW", "email": email, "phone": phone, "name": "S T"});
         let r = app
             .create_customer(again("Sam.Taylor@Example.org", "+44 20 7946 9999"))
             .await;
@@ -568,7 +611,61 @@ both_backends!(
             .json()
             .await
             .unwrap();
-        assert_eq!(totals, json!({"entries": 2, "refusals": 2}));
+        assert_eq!(totals, json!({"entries": 3, "refusals": 2}));
+        // Their old id, without any contact detail, is refused as well.
+        let r = app
+            .create_customer(json!({"external_id": "C-A1", "name": "S T"}))
+            .await;
+        assert_eq!(r.status(), 409);
+        // And a re-import of the same person (bulk path of the importers).
+        let mut tx = pool.begin().await.unwrap();
+        let reimport = custodian::import::store::insert_customers(
+            &mut tx,
+            Some(&app.state.vault),
+            &[
+                NewCustomer {
+                    external_id: "C-A1".into(),
+                    profile: Profile::default(),
+                    city: None,
+                    country: None,
+                    signup_at: 0,
+                },
+                NewCustomer {
+                    external_id: "C-OTHER".into(),
+                    profile: Profile {
+                        email: Some("SAM.TAYLOR@example.org".into()),
+                        phone: None,
+                        name: None,
+                        birth_date: None,
+                        postcode: None,
+                    },
+                    city: None,
+                    country: None,
+                    signup_at: 0,
+                },
+                NewCustomer {
+                    external_id: "C-FRESH".into(),
+                    profile: Profile::default(),
+                    city: None,
+                    country: None,
+                    signup_at: 0,
+                },
+            ],
+            1_780_000_000_000_000,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!((reimport.created, reimport.suppressed), (1, 2));
+        let totals: Value = app
+            .as_role(Method::GET, "/v1/dsr/suppression", "compliance_officer", CA)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(totals["refusals"], 5);
         let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT blind_index FROM dsr_suppressions")
             .fetch_all(pool)
             .await
@@ -591,7 +688,10 @@ both_backends!(
         assert_eq!(r.status(), 500);
         let text = r.text().await.unwrap();
         assert!(text.contains("integrity_failure"), "{text}");
-        assert!(!text.contains("Sam") && !text.contains("sam.taylor"), "{text}");
+        assert!(
+            !text.contains("Sam") && !text.contains("sam.taylor"),
+            "{text}"
+        );
     }
 );
 
@@ -618,7 +718,12 @@ both_backends!(
         // Half-way: never visible as whole (the key is gone, the id answers
         // 410), though the events are not deleted yet.
         let r = app
-            .as_role(Method::GET, "/v1/customers/C-A1", "support_agent", "customer_support")
+            .as_role(
+                Method::GET,
+                "/v1/customers/C-A1",
+                "support_agent",
+                "customer_support",
+            )
             .send()
             .await
             .unwrap();
@@ -670,7 +775,9 @@ both_backends!(
         custodian::dsr::certificate::verify(&cert, app.state.audit.public_key()).unwrap();
         // Running it again changes nothing.
         assert_eq!(
-            custodian::dsr::erasure::resume_all(&app.state).await.unwrap(),
+            custodian::dsr::erasure::resume_all(&app.state)
+                .await
+                .unwrap(),
             0
         );
     }
@@ -705,10 +812,18 @@ both_backends!(
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["request"]["status"], "on_hold");
         assert_eq!(body["request"]["status_reason"], "litigation 2026-17");
-        assert_eq!(body["request"]["legal_hold"]["reason"], "litigation 2026-17");
+        assert_eq!(
+            body["request"]["legal_hold"]["reason"],
+            "litigation 2026-17"
+        );
         assert!(body.get("certificate").is_none());
         let r = app
-            .as_role(Method::GET, "/v1/customers/C-A1", "support_agent", "customer_support")
+            .as_role(
+                Method::GET,
+                "/v1/customers/C-A1",
+                "support_agent",
+                "customer_support",
+            )
             .send()
             .await
             .unwrap();
@@ -741,7 +856,12 @@ both_backends!(
         assert_eq!(view["status"], "received");
         assert_eq!(erase().await.status(), 200);
         let rows = app.audit_rows().await;
-        for action in ["dsr.hold", "dsr.on_hold", "dsr.hold_lifted", "dsr.completed"] {
+        for action in [
+            "dsr.hold",
+            "dsr.on_hold",
+            "dsr.hold_lifted",
+            "dsr.completed",
+        ] {
             assert!(rows.iter().any(|r| r.1 == action), "{action} audited");
         }
     }
@@ -827,11 +947,20 @@ both_backends!(
             assert_eq!(r.status(), 409, "{op}");
         }
         let r = app
-            .as_role(Method::GET, &format!("/v1/dsr/{rid}/document"), "compliance_officer", CA)
+            .as_role(
+                Method::GET,
+                &format!("/v1/dsr/{rid}/document"),
+                "compliance_officer",
+                CA,
+            )
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 403, "the compliance officer reads requests, not documents");
+        assert_eq!(
+            r.status(),
+            403,
+            "the compliance officer reads requests, not documents"
+        );
         let r = app
             .as_role(Method::GET, "/v1/dsr", "compliance_officer", CA)
             .send()
@@ -846,9 +975,10 @@ both_backends!(
             .unwrap();
         assert_eq!(n, 1, "refusals changed nothing");
         let rows = app.audit_rows().await;
-        assert!(rows
-            .iter()
-            .any(|r| r.0 == "support_agent-user" && r.1 == "dsr.open" && r.2 == "deny" && r.3 == 403));
+        assert!(rows.iter().any(|r| r.0 == "support_agent-user"
+            && r.1 == "dsr.open"
+            && r.2 == "deny"
+            && r.3 == 403));
         assert!(rows
             .iter()
             .any(|r| r.1 == "dsr.open" && r.3 == 409 && r.4 == "input:conflict"));
@@ -861,17 +991,20 @@ both_backends!(
     async |app: TestApp| {
         let app = &app;
         let (a, _) = lookalikes(app).await;
-        let old_key: Vec<u8> = sqlx::query_scalar("SELECT wrapped_dek FROM data_keys WHERE customer_id = $1")
-            .bind(a)
-            .fetch_one(&app.state.db.pool)
-            .await
-            .unwrap();
+        let old_key: Vec<u8> =
+            sqlx::query_scalar("SELECT wrapped_dek FROM data_keys WHERE customer_id = $1")
+                .bind(a)
+                .fetch_one(&app.state.db.pool)
+                .await
+                .unwrap();
         let req = app.open_request("C-A1", "rectification").await;
         let rid = req["id"].as_str().unwrap();
         let r = app
             .dpo(Method::POST, &format!("/v1/dsr/{rid}/rectify"))
-            .json(&json!({"email": "samantha.new@example.com", "name": "Samantha Taylor",
-                          "city": "London"}))
+            .json(
+                &json!({"email": "samantha.new@example.com", "name": "Samantha Taylor",
+                          "city": "London"}),
+            )
             .send()
             .await
             .unwrap();
@@ -885,7 +1018,11 @@ both_backends!(
         );
 
         let find = |email: &str| {
-            let index = app.state.vault.blind_index(BlindField::Email, email).unwrap();
+            let index = app
+                .state
+                .vault
+                .blind_index(BlindField::Email, email)
+                .unwrap();
             async move {
                 custodian::db::customers::find_by_blind_index(
                     &app.state.db,
@@ -900,14 +1037,20 @@ both_backends!(
         };
         assert_eq!(find("samantha.new@example.com").await, 1);
         assert_eq!(find("sam.taylor@example.org").await, 0);
-        let new_key: Vec<u8> = sqlx::query_scalar("SELECT wrapped_dek FROM data_keys WHERE customer_id = $1")
-            .bind(a)
-            .fetch_one(&app.state.db.pool)
-            .await
-            .unwrap();
+        let new_key: Vec<u8> =
+            sqlx::query_scalar("SELECT wrapped_dek FROM data_keys WHERE customer_id = $1")
+                .bind(a)
+                .fetch_one(&app.state.db.pool)
+                .await
+                .unwrap();
         assert_ne!(old_key, new_key, "a fresh data key");
         let r = app
-            .as_role(Method::GET, "/v1/customers/C-A1", "support_agent", "customer_support")
+            .as_role(
+                Method::GET,
+                "/v1/customers/C-A1",
+                "support_agent",
+                "customer_support",
+            )
             .send()
             .await
             .unwrap();
@@ -929,12 +1072,18 @@ both_backends!(
         lookalikes(app).await;
         let req = app.open_request("C-A1", "access").await;
         let rid = req["id"].as_str().unwrap().to_owned();
-        let received = custodian::clock::parse_rfc3339(req["received_at"].as_str().unwrap()).unwrap();
+        let received =
+            custodian::clock::parse_rfc3339(req["received_at"].as_str().unwrap()).unwrap();
         let due = custodian::clock::parse_rfc3339(req["due_at"].as_str().unwrap()).unwrap();
         assert_eq!(due - received, 30 * 86_400_000_000);
         let list = |q: &'static str| async move {
             let v: Value = app
-                .as_role(Method::GET, &format!("/v1/dsr?{q}"), "compliance_officer", CA)
+                .as_role(
+                    Method::GET,
+                    &format!("/v1/dsr?{q}"),
+                    "compliance_officer",
+                    CA,
+                )
                 .send()
                 .await
                 .unwrap()
@@ -977,3 +1126,54 @@ both_backends!(
         app.open_request("C-A1", "access").await;
     }
 );
+
+#[test]
+fn the_cli_verifies_a_certificate_offline_and_refuses_a_changed_one() {
+    use custodian::dsr::certificate::{sign, AuditRef, Statement, FORMAT};
+    let signer = custodian::pipeline::audit::Signer::ephemeral().unwrap();
+    let cert = sign(
+        &signer,
+        Statement {
+            format: FORMAT.into(),
+            request_id: "dsr_0123".into(),
+            tombstone: "t_4567".into(),
+            destroyed_key_id: "dek:v1:89ab".into(),
+            received_at: "2026-01-01T00:00:00Z".into(),
+            erased_at: "2026-01-02T00:00:00Z".into(),
+            issued_at: "2026-01-02T00:00:01Z".into(),
+            removed: [("events_deleted".to_owned(), 3)].into_iter().collect(),
+            audit_events: vec![AuditRef {
+                step: "key_destroyed".into(),
+                instance: "gw-1".into(),
+                seq: 42,
+            }],
+            key_id: String::new(),
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key.pem"), signer.public_key().to_pem()).unwrap();
+    let text = serde_json::to_string_pretty(&cert).unwrap();
+    std::fs::write(dir.path().join("cert.json"), &text).unwrap();
+    std::fs::write(
+        dir.path().join("forged.json"),
+        text.replace("t_4567", "t_7654"),
+    )
+    .unwrap();
+    let run = |file: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_custodian"))
+            .args(["dsr", "verify-certificate", file, "--public-key", "key.pem"])
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let ok = run("cert.json");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{stdout}");
+    assert!(stdout.contains("certificate valid"), "{stdout}");
+    assert!(stdout.contains("gw-1#42 (key_destroyed)"), "{stdout}");
+    let bad = run("forged.json");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NOT valid"));
+}

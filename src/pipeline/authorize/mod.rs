@@ -91,7 +91,12 @@ pub mod vocabulary {
         ("segment", &["read", "write"]),
         ("recommendation", &["read"]),
         ("audit", &["read", "export", "verify"]),
-        ("dsr", &["read", "open", "manage", "export", "download", "rectify", "erase", "hold"]),
+        (
+            "dsr",
+            &[
+                "read", "open", "manage", "export", "download", "rectify", "erase", "hold",
+            ],
+        ),
         ("keys", &["read", "rotate"]),
         ("policy", &["read", "write"]),
         ("pseudonym", &["resolve"]),
