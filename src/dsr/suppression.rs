@@ -49,11 +49,27 @@ pub async fn is_suppressed(
     phone: Option<&str>,
     now: i64,
 ) -> anyhow::Result<bool> {
-    let keys = keys(vault, external_id, email, phone);
+    // A read first: the common case (not on the list) takes no write lock.
+    let mut hits = Vec::new();
+    for (field, index) in keys(vault, external_id, email, phone) {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM dsr_suppressions WHERE field = $1 AND blind_index = $2",
+        )
+        .bind(field)
+        .bind(index.as_slice())
+        .fetch_optional(&db.pool)
+        .await?;
+        if found.is_some() {
+            hits.push((field, index));
+        }
+    }
+    if hits.is_empty() {
+        return Ok(false);
+    }
     let mut tx = db.pool.begin().await?;
-    let hit = check_in(&mut tx, &keys, now).await?;
+    check_in(&mut tx, &hits, now).await?;
     tx.commit().await?;
-    Ok(hit)
+    Ok(true)
 }
 
 /// [`is_suppressed`] inside the caller's transaction (the hit is counted
@@ -78,7 +94,17 @@ pub async fn check_in(
 ) -> anyhow::Result<bool> {
     let mut hit = false;
     for (field, index) in keys {
-        let n = sqlx::query(
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM dsr_suppressions WHERE field = $1 AND blind_index = $2",
+        )
+        .bind(*field)
+        .bind(index.as_slice())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if found.is_none() {
+            continue;
+        }
+        sqlx::query(
             "UPDATE dsr_suppressions SET hits = hits + 1, last_hit_at = $1 \
              WHERE field = $2 AND blind_index = $3",
         )
@@ -86,12 +112,9 @@ pub async fn check_in(
         .bind(*field)
         .bind(index.as_slice())
         .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if n > 0 {
-            metrics::counter!("custodian_dsr_suppressed_total", "field" => *field).increment(1);
-            hit = true;
-        }
+        .await?;
+        metrics::counter!("custodian_dsr_suppressed_total", "field" => *field).increment(1);
+        hit = true;
     }
     Ok(hit)
 }

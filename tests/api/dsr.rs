@@ -20,6 +20,10 @@ use std::sync::Arc;
 
 const CA: &str = "compliance_audit";
 
+/// A customer row as a backup holds it: external id, e-mail and name
+/// ciphertexts, e-mail blind index.
+type BackupRow = (String, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 impl TestApp {
     fn dpo(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.as_role(method, path, "dpo", CA)
@@ -439,7 +443,7 @@ both_backends!(
         };
         assert_eq!(resolve().await, 200);
         // The backup: a copy of the customer's row taken before erasure.
-        let backup: (String, Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) = sqlx::query_as(
+        let backup: BackupRow = sqlx::query_as(
             "SELECT external_id, email_ct, name_ct, email_bidx FROM customers WHERE id = $1",
         )
         .bind(a)
