@@ -1181,3 +1181,73 @@ fn the_cli_verifies_a_certificate_offline_and_refuses_a_changed_one() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("NOT valid"));
 }
+
+/// Measurement, not a check: exports a customer with many events and
+/// prints the time and the process's peak memory before and after.
+/// `DSR_MEASURE_EVENTS=200000 cargo test --test api dsr::measure -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run by hand"]
+async fn measure_export_of_a_customer_with_many_events() {
+    fn peak_mb() -> f64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+    let n: usize = std::env::var("DSR_MEASURE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let app = &app;
+    lookalikes(app).await;
+    let a = app.customer_id("C-A1").await;
+    let mut tx = app.state.db.pool.begin().await.unwrap();
+    // In chunks, so the generator itself never holds much memory.
+    for start in (0..n).step_by(10_000) {
+        let chunk: Vec<custodian::db::events::NewEvent> = (start..(start + 10_000).min(n))
+            .map(|i| custodian::db::events::NewEvent {
+                event_uid: format!("m-{i:08}"),
+                customer_id: Some(a),
+                kind: "view",
+                product_id: None,
+                channel: "web",
+                occurred_at: 1_770_000_000_000_000 + i as i64,
+            })
+            .collect();
+        custodian::db::events::insert_many(&mut tx, &chunk, 1_770_000_000_000_000)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let before = peak_mb();
+    for (kind, label) in [("access", "json"), ("portability", "zip")] {
+        let req = app.open_request("C-A1", kind).await;
+        let rid = req["id"].as_str().unwrap().to_owned();
+        let t = std::time::Instant::now();
+        let r = app
+            .dpo(Method::POST, &format!("/v1/dsr/{rid}/export"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let export = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut r = app.download(&rid).await;
+        let mut bytes = 0usize;
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            bytes += chunk.len();
+        }
+        println!(
+            "{label}: {n} events, document {:.1} MB, export {:.2} s, download {:.2} s, \
+             peak RSS {before:.0} MB before, {:.0} MB after",
+            bytes as f64 / 1e6,
+            export.as_secs_f64(),
+            t.elapsed().as_secs_f64(),
+            peak_mb()
+        );
+    }
+}
