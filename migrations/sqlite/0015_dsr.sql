@@ -2,11 +2,6 @@
 -- the erasure state machine, legal holds and the suppression list.
 -- Keep in step with migrations/postgres/0015_dsr.sql.
 
--- The placeholder table of 0001 was never written to; its shape (three
--- kinds, no due date, no steps) is replaced by the one below.
-DROP INDEX IF EXISTS dsr_requests_customer;
-DROP TABLE IF EXISTS dsr_requests;
-
 -- One request of a data subject. `customer_id` stays valid after an
 -- erasure: the customer row is kept, emptied, as the anchor of the
 -- tombstone (src/dsr/erasure.rs).

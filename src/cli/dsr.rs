@@ -7,14 +7,12 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::audit::{Action, AuditEvent, AuditWriter, PublicKey, Reason, Signer, WriterOptions};
 use crate::clock::{rfc3339, Clock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
 use crate::dsr::requests::{self, ListFilter};
 use crate::dsr::{certificate, suppression, Kind, Status, DAY_MICROS};
-use crate::pipeline::audit::{
-    Action, AuditEvent, AuditWriter, PublicKey, Reason, Signer, WriterOptions,
-};
 
 #[derive(Args, Debug)]
 pub struct DsrCommand {
@@ -135,7 +133,7 @@ async fn list(
     let mut options = WriterOptions::from_config(&config);
     options.instance = format!("{}.cli", options.instance);
     let writer = AuditWriter::start(db.clone(), clock, signer, options).await?;
-    let event = AuditEvent::system("cli:dsr", Action::Other("dsr.read".into()), "dsr")
+    let event = AuditEvent::system("cli:dsr", Action::DsrRead, "dsr")
         .request_id(uuid::Uuid::new_v4().to_string())
         .customers(rows.iter().map(|r| r.customer_id))
         .records(rows.len() as u64)

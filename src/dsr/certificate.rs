@@ -19,7 +19,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::pipeline::audit::{PublicKey, Signer};
+use crate::audit::{PublicKey, Signer};
 
 /// Domain separation: these bytes start every signed statement.
 const TAG: &[u8] = b"custodian.dsr.erasure-certificate.v1\n";

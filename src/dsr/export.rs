@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use super::documents::{self, Document, Format};
 use super::requests::RequestRow;
 use super::DsrError;
+use crate::audit::{self, AuditFilter};
 use crate::clock::rfc3339;
 use crate::crypto::{FieldCipher, FieldPlace};
-use crate::pipeline::audit::{self, AuditFilter};
 use crate::state::AppState;
 
 /// Rows read per query.

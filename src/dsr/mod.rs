@@ -32,7 +32,7 @@ pub mod trail;
 
 use std::sync::Arc;
 
-use crate::pipeline::audit::Signer;
+use crate::audit::Signer;
 
 /// What a data subject asked for.
 #[derive(
@@ -202,7 +202,9 @@ pub enum DsrError {
     #[error("integrity failure")]
     Integrity,
     #[error(transparent)]
-    Audit(#[from] crate::pipeline::audit::AuditUnavailable),
+    Audit(#[from] crate::audit::AuditUnavailable),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Store(#[from] anyhow::Error),
 }
@@ -223,6 +225,7 @@ impl From<DsrError> for crate::error::ApiError {
             DsrError::Invalid(m) => ApiError::unprocessable(m),
             DsrError::Integrity => ApiError::Integrity,
             DsrError::Audit(_) => ApiError::AuditUnavailable,
+            DsrError::Db(e) => ApiError::from(e),
             DsrError::Store(e) => ApiError::Internal(e),
         }
     }

@@ -5,15 +5,16 @@
 //!
 //! The HTTP request that triggers a step is audited as well, by the gate
 //! (the access decision); this module records what changed for the
-//! data subject: action `dsr.<step>`, resource `dsr/<request id>`, the
-//! customer's internal id, and a reason naming the kind (`admin:erasure`).
+//! data subject: action `dsr.step` with the v2 subject-rights block
+//! (request id, kind, step), resource `dsr/<request id>`, the customer's
+//! internal id, and a reason naming the kind (`admin:erasure`).
 
 use sqlx::{Any, Transaction};
 
 use super::requests::{self, RequestRow};
 use super::DsrError;
+use crate::audit::{Action, AuditEvent, Reason, SubjectRights};
 use crate::domain::{Principal, PurposeId};
-use crate::pipeline::audit::{Action, AuditEvent, Reason};
 use crate::state::AppState;
 
 /// Who performs a step.
@@ -41,7 +42,7 @@ impl Actor<'_> {
 
 /// The audit event of one step.
 pub fn step_event(actor: &Actor<'_>, request: &RequestRow, step: &str) -> AuditEvent {
-    let action = Action::Other(format!("dsr.{step}"));
+    let action = Action::DsrStep;
     let resource = format!("dsr/{}", request.uid);
     let builder = match actor {
         Actor::Caller {
@@ -54,6 +55,11 @@ pub fn step_event(actor: &Actor<'_>, request: &RequestRow, step: &str) -> AuditE
         Actor::System(name) => AuditEvent::system(name, action, resource),
     };
     builder
+        .subject_rights(SubjectRights {
+            request_id: request.uid.clone(),
+            kind: request.kind.as_str().to_owned(),
+            step: step.to_owned(),
+        })
         .customer(request.customer_id)
         .allow(Reason::Admin(request.kind.as_str().to_owned()), 200)
         .build()

@@ -15,9 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{Action, SubjectRights};
 use crate::clock::rfc3339;
 use crate::crypto::BlindField;
-use crate::db::customers::{self, BlindColumn};
+use crate::db::customers;
 use crate::dsr::certificate::Certificate;
 use crate::dsr::documents::{self, Format};
 use crate::dsr::erasure::{self, Outcome};
@@ -202,6 +203,11 @@ async fn load(state: &AppState, gate: &mut Gate<'_>, id: &str) -> Result<Request
         .await?
         .ok_or(ApiError::NotFound)?;
     gate.touch([r.customer_id]);
+    gate.subject_rights(SubjectRights {
+        request_id: r.uid.clone(),
+        kind: r.kind.as_str().to_owned(),
+        step: "request".to_owned(),
+    });
     Ok(r)
 }
 
@@ -267,7 +273,7 @@ async fn resolve_customer(state: &AppState, body: &OpenRequest) -> Result<i64, A
                 return Err(ApiError::unprocessable("email: not an e-mail address"));
             };
             let found =
-                customers::find_by_blind_index(&state.db, BlindColumn::Email, &index, 2).await?;
+                customers::find_by_blind_index(&state.db, BlindField::Email, &index, 2).await?;
             match found.as_slice() {
                 [one] => Ok(one.id),
                 [] => Err(ApiError::unprocessable(
@@ -301,7 +307,7 @@ async fn open_request(
     caller: Caller,
     body: ApiJson<OpenRequest>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "open");
+    let mut gate = Gate::new(&state, &caller, Action::DsrOpen);
     let outcome = async {
         gate.authorize()?;
         let body = body.into_inner()?;
@@ -340,6 +346,11 @@ async fn open_request(
         let row = requests::get_in(&mut tx, id)
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("inserted request not found")))?;
+        gate.subject_rights(SubjectRights {
+            request_id: row.uid.clone(),
+            kind: kind.as_str().to_owned(),
+            step: "request".to_owned(),
+        });
         let detail = serde_json::json!({
             "kind": kind.as_str(),
             "requested_by": requested_by.as_str(),
@@ -399,7 +410,7 @@ async fn list_requests(
     caller: Caller,
     q: ApiQuery<ListQuery>,
 ) -> Result<Json<RequestPage>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "read");
+    let mut gate = Gate::new(&state, &caller, Action::DsrRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -461,7 +472,7 @@ async fn get_request(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "read");
+    let mut gate = Gate::new(&state, &caller, Action::DsrRead);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -494,7 +505,7 @@ async fn extend_request(
     Path(id): Path<String>,
     body: ApiJson<ReasonBody>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "manage");
+    let mut gate = Gate::new(&state, &caller, Action::DsrManage);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -542,7 +553,7 @@ async fn refuse_request(
     Path(id): Path<String>,
     body: ApiJson<ReasonBody>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "manage");
+    let mut gate = Gate::new(&state, &caller, Action::DsrManage);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -589,7 +600,7 @@ async fn export_request(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<RequestView>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "export");
+    let mut gate = Gate::new(&state, &caller, Action::DsrExport);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -646,7 +657,7 @@ async fn download_document(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "download");
+    let mut gate = Gate::new(&state, &caller, Action::DsrDownload);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -718,7 +729,7 @@ async fn rectify_request(
     Path(id): Path<String>,
     body: ApiJson<Corrections>,
 ) -> Result<Json<Rectified>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "rectify");
+    let mut gate = Gate::new(&state, &caller, Action::DsrRectify);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -777,7 +788,7 @@ async fn erase_request(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Erased>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "erase");
+    let mut gate = Gate::new(&state, &caller, Action::DsrErase);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -823,7 +834,7 @@ async fn get_certificate(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Certificate>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "read");
+    let mut gate = Gate::new(&state, &caller, Action::DsrRead);
     let outcome = async {
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
@@ -889,7 +900,7 @@ async fn set_legal_hold(
     caller: Caller,
     body: ApiJson<HoldBody>,
 ) -> Result<(StatusCode, Json<HoldView>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "hold");
+    let mut gate = Gate::new(&state, &caller, Action::DsrHold);
     let outcome = async {
         gate.authorize()?;
         let body = body.into_inner()?;
@@ -938,7 +949,7 @@ async fn lift_legal_hold(
     Path(customer): Path<String>,
     body: ApiJson<ReasonBody>,
 ) -> Result<Json<HoldView>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "hold");
+    let mut gate = Gate::new(&state, &caller, Action::DsrHold);
     let outcome = async {
         gate.authorize()?;
         let reason = validate::text("reason", &body.into_inner()?.reason, 500)?;
@@ -985,7 +996,7 @@ async fn suppression_totals(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Totals>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "dsr", "read");
+    let mut gate = Gate::new(&state, &caller, Action::DsrRead);
     let outcome = async {
         gate.authorize()?;
         Ok(Json(

@@ -10,6 +10,7 @@ mod consents;
 mod crypto;
 mod customers;
 mod dsr;
+mod gate;
 mod health;
 mod import;
 mod keys;
