@@ -27,7 +27,7 @@ use crate::dsr::rectify::{self, Corrections};
 use crate::dsr::requests::{self, ListFilter, NewRequest, RequestRow};
 use crate::dsr::suppression::{self, Totals};
 use crate::dsr::trail::{self, Actor};
-use crate::dsr::{export, random_id, Channel, Kind, Requester, Status, DAY_MICROS};
+use crate::dsr::{export, random_id, Channel, DsrError, Kind, Requester, Status, DAY_MICROS};
 use crate::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
@@ -591,7 +591,9 @@ async fn refuse_request(
     params(("id" = String, Path, description = "Request id"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
-    responses((status = 201, body = RequestView), (status = 401), (status = 403), (status = 404),
+    responses((status = 201, body = RequestView, description = "the document is ready"),
+               (status = 202, body = RequestView, description = "still being generated (a large customer); the request shows it when ready"),
+               (status = 401), (status = 403), (status = 404),
                (status = 409, description = "not an access or portability request, or closed"),
                (status = 410), (status = 500, description = "a stored record failed its integrity check"),
                (status = 503)))]
@@ -610,36 +612,88 @@ async fn export_request(
         } else {
             Format::Json
         };
-        let doc = export::generate(&state, &r, format).await?;
-        let now = state.clock.now_micros();
         let mut tx = state.db.pool.begin().await?;
-        if !requests::set_status(&mut tx, r.id, Status::Completed, None, now).await? {
+        let now = state.clock.now_micros();
+        if !requests::set_status(&mut tx, r.id, Status::InProgress, None, now).await? {
             return Err(ApiError::Conflict("the request is closed".into()));
         }
-        let detail = serde_json::json!({
-            "document": doc.uid,
-            "format": format.as_str(),
-            "bytes": doc.bytes,
-            "sha256": hex::encode(&doc.sha256),
-        });
-        trail::step(
+        tx.commit().await?;
+        let done = bounded(
             &state,
-            &mut tx,
-            &actor(&caller),
-            &r,
-            "document_ready",
-            Some(&detail),
+            fulfil_export(state.clone(), caller.clone(), r.clone(), format),
         )
         .await?;
-        tx.commit().await?;
-        gate.set_status(StatusCode::CREATED);
+        let status = if done.is_some() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::ACCEPTED
+        };
+        gate.set_status(status);
         let r = requests::get_by_id(&state.db, r.id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        Ok((StatusCode::CREATED, Json(full_view(&state, &r).await?)))
+        Ok((status, Json(full_view(&state, &r).await?)))
     }
     .await;
     gate.finish(outcome).await
+}
+
+/// Generates the document and completes the request (in its own task).
+async fn fulfil_export(
+    state: AppState,
+    caller: Caller,
+    r: RequestRow,
+    format: Format,
+) -> Result<(), DsrError> {
+    let doc = export::generate(&state, &r, format).await?;
+    let now = state.clock.now_micros();
+    let mut tx = state.db.pool.begin().await?;
+    if !requests::set_status(&mut tx, r.id, Status::Completed, None, now).await? {
+        return Err(DsrError::Conflict("the request is closed"));
+    }
+    let detail = serde_json::json!({
+        "document": doc.uid,
+        "format": format.as_str(),
+        "bytes": doc.bytes,
+        "sha256": hex::encode(&doc.sha256),
+    });
+    trail::step(
+        &state,
+        &mut tx,
+        &actor(&caller),
+        &r,
+        "document_ready",
+        Some(&detail),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs `work` in a task of its own, so that a long export or erasure is
+/// not cut off by the request time limit (which would cancel it mid-way),
+/// and waits for it up to half that limit. `Ok(None)`: still running; it
+/// completes on its own (the request view shows `in_progress` until then)
+/// and logs a failure, after which the DPO can run the operation again.
+async fn bounded<T: Send + 'static>(
+    state: &AppState,
+    work: impl std::future::Future<Output = Result<T, DsrError>> + Send + 'static,
+) -> Result<Option<T>, ApiError> {
+    let mut handle = tokio::spawn(async move {
+        let result = work.await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "data subject request operation failed");
+        }
+        result
+    });
+    let wait = std::time::Duration::from_millis(state.config.server.request_timeout_ms / 2);
+    match tokio::time::timeout(wait, &mut handle).await {
+        Ok(Ok(result)) => Ok(Some(result?)),
+        Ok(Err(e)) => Err(ApiError::internal(anyhow::anyhow!(
+            "data subject request task failed: {e}"
+        ))),
+        Err(_) => Ok(None),
+    }
 }
 
 /// Download the request's document (audited). Streamed; `x-document-sha256`
@@ -779,7 +833,7 @@ pub struct Erased {
     params(("id" = String, Path, description = "Request id"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
-    responses((status = 200, body = Erased), (status = 202, body = Erased, description = "on hold"),
+    responses((status = 200, body = Erased), (status = 202, body = Erased, description = "on hold, or still running (a large customer; it completes on its own)"),
                (status = 401), (status = 403), (status = 404),
                (status = 409, description = "not an erasure request, or closed"),
                (status = 410), (status = 503)))]
@@ -793,20 +847,25 @@ async fn erase_request(
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
         require_kind(&r, &[Kind::Erasure])?;
-        let outcome = erasure::erase(&state, &actor(&caller), &r, None).await?;
+        let work = {
+            let (state, caller, r) = (state.clone(), caller.clone(), r.clone());
+            async move { erasure::erase(&state, &actor(&caller), &r, None).await }
+        };
+        let outcome = bounded(&state, work).await?;
         let r = requests::get_by_id(&state.db, r.id)
             .await?
             .ok_or(ApiError::NotFound)?;
         let request = full_view(&state, &r).await?;
         match outcome {
-            Outcome::Completed(cert) => Ok((
+            Some(Outcome::Completed(cert)) => Ok((
                 StatusCode::OK,
                 Json(Erased {
                     request,
                     certificate: Some(*cert),
                 }),
             )),
-            Outcome::OnHold(_) | Outcome::Stopped(_) => {
+            // On hold, or still running (a large customer): 202.
+            Some(Outcome::OnHold(_) | Outcome::Stopped(_)) | None => {
                 gate.set_status(StatusCode::ACCEPTED);
                 Ok((
                     StatusCode::ACCEPTED,
