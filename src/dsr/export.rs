@@ -468,22 +468,26 @@ pub async fn produce<S: Sink + Send>(
     }
     sink.end_table().map_err(io_err)?;
 
-    // Events.
+    // Events, in time order: keyset paging on (occurred_at, id) follows the
+    // (customer_id, occurred_at) index, so each page is a range read
+    // (paging on id alone re-reads the customer's events for every page).
     sink.begin_table("events", EVENTS).map_err(io_err)?;
-    let mut after = 0i64;
+    let mut after = (i64::MIN, 0i64);
     loop {
         let rows = sqlx::query(
             "SELECT e.id, e.event_uid, e.kind, p.sku, p.name, e.channel, e.occurred_at \
              FROM events e LEFT JOIN products p ON p.id = e.product_id \
-             WHERE e.customer_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
+             WHERE e.customer_id = $1 AND (e.occurred_at, e.id) > ($2, $3) \
+             ORDER BY e.occurred_at, e.id LIMIT $4",
         )
         .bind(id)
-        .bind(after)
+        .bind(after.0)
+        .bind(after.1)
         .bind(PAGE)
         .fetch_all(&db.pool)
         .await?;
         for r in &rows {
-            after = r.try_get(0)?;
+            after = (r.try_get(6)?, r.try_get(0)?);
             sink.row(&[
                 Value::String(r.try_get(1)?),
                 Value::String(r.try_get(2)?),
