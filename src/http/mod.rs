@@ -7,6 +7,7 @@ pub mod bench;
 pub mod consents;
 pub mod customers;
 pub mod docs;
+pub mod dsr;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -48,6 +49,7 @@ use crate::state::AppState;
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
         (name = "quality", description = "Data quality report and quarantine"),
+        (name = "dsr", description = "Data subject requests: access, portability, rectification, erasure"),
     )
 )]
 struct ApiDoc;
@@ -151,4 +153,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(pseudonyms::router())
         .merge(policies::router())
         .merge(quality::router())
+        .merge(dsr::router())
 }
