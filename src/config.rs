@@ -52,6 +52,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
     pub max_page_size: u32,
+    /// Output privacy of analytics: k threshold, epsilon, budget.
+    pub privacy: crate::privacy::PrivacySettings,
 }
 
 /// How policy changes propagate between instances.
@@ -164,6 +166,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,
+            privacy: crate::privacy::PrivacySettings::default(),
         }
     }
 }
@@ -296,6 +299,7 @@ impl Config {
         if self.database.max_connections == 0 {
             return err("database.max_connections: must be greater than 0");
         }
+        self.privacy.validate().map_err(ConfigError)?;
         let url = self.database.url.as_str();
         if !(url.is_empty()
             || url.starts_with("sqlite:")

@@ -11,6 +11,8 @@
 //! - [`startup`] builds the application (binds first, so tests use port 0);
 //! - [`http`] holds the thin route handlers, one file per resource;
 //! - [`pipeline`] holds one module per stage;
+//! - [`analytics`] computes segments and profiles in the database, and
+//!   [`privacy`] decides what of them may leave (k, noise, budget);
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
 //! - [`config`], [`error`], [`telemetry`], [`clock`] are the plumbing.
 #![forbid(unsafe_code)]
@@ -24,6 +26,7 @@
     )
 )]
 
+pub mod analytics;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
@@ -36,6 +39,7 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod pipeline;
+pub mod privacy;
 pub mod secret;
 pub mod startup;
 pub mod state;

@@ -86,6 +86,7 @@ impl Application {
             catalog,
             vault,
             limits,
+            analytics: Default::default(),
         });
         crate::crypto::rotation::spawn_background(state.downgrade());
         let weak = state.downgrade();

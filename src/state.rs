@@ -32,6 +32,8 @@ pub struct Inner {
     pub catalog: FieldCatalog,
     pub vault: Vault,
     pub limits: RateLimits,
+    /// Feature-table refreshes (one at a time per instance).
+    pub analytics: crate::analytics::Analytics,
 }
 
 impl std::ops::Deref for AppState {
