@@ -42,6 +42,15 @@ pub enum ApiError {
     Unprocessable(Cow<'static, str>),
     #[error("rate limited")]
     RateLimited,
+    /// 429: the caller's privacy budget for this purpose is spent for the
+    /// current window (analytics; see `privacy`).
+    #[error("the privacy budget for this purpose is spent until the window refreshes")]
+    PrivacyBudgetExhausted {
+        remaining_epsilon: f64,
+        /// RFC 3339.
+        refreshes_at: String,
+        retry_after_secs: u64,
+    },
     /// 503: the audit trail cannot record, so no data may leave.
     #[error("audit unavailable")]
     AuditUnavailable,
@@ -99,7 +108,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::PrivacyBudgetExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::AuditUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Integrity => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -114,6 +125,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unprocessable(_) => "invalid_input",
             Self::RateLimited => "rate_limited",
+            Self::PrivacyBudgetExhausted { .. } => "privacy_budget_exhausted",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
@@ -157,7 +169,36 @@ impl IntoResponse for ApiError {
             // `{:#}` prints the whole cause chain on one line.
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        error_response(self.status(), self.code(), &self.public_message())
+        match &self {
+            // Rate limits say when to come back.
+            Self::RateLimited => {
+                let mut r = error_response(self.status(), self.code(), &self.public_message());
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+                r
+            }
+            // The budget error also says what is left and when it refreshes.
+            Self::PrivacyBudgetExhausted {
+                remaining_epsilon,
+                refreshes_at,
+                retry_after_secs,
+            } => {
+                let body = serde_json::json!({"error": {
+                    "code": self.code(),
+                    "message": self.public_message(),
+                    "remaining_epsilon": remaining_epsilon,
+                    "refreshes_at": refreshes_at,
+                }});
+                let mut r = (self.status(), Json(body)).into_response();
+                if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+                r
+            }
+            _ => error_response(self.status(), self.code(), &self.public_message()),
+        }
     }
 }
 

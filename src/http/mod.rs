@@ -12,7 +12,10 @@ pub mod keys;
 pub mod middleware;
 pub mod orders;
 pub mod policies;
+pub mod privacy;
+pub mod profiles;
 pub mod pseudonyms;
+pub mod segments;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -43,6 +46,9 @@ use crate::state::AppState;
         (name = "customers", description = "Governed customer reads and writes"),
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
+        (name = "segments", description = "Audience segments on the governed view: sizes and distributions under k threshold, noise and a privacy budget"),
+        (name = "profiles", description = "Customer profiles (clusters), released as aggregates only"),
+        (name = "privacy", description = "Privacy budgets of analytics"),
     )
 )]
 struct ApiDoc;
@@ -134,4 +140,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(pseudonyms::router())
         .merge(policies::router())
+        .merge(segments::router())
+        .merge(profiles::router())
+        .merge(privacy::router())
 }

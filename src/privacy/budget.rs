@@ -146,6 +146,34 @@ pub struct BudgetRow {
     pub spent_micro: i64,
 }
 
+/// One (principal, purpose) budget row of the window, if it spent anything.
+pub async fn one(
+    db: &Db,
+    principal: &str,
+    purpose: &str,
+    window: i64,
+) -> anyhow::Result<Option<BudgetRow>> {
+    let row = sqlx::query(
+        "SELECT principal, purpose, queries, spent_micro FROM privacy_budget \
+         WHERE principal = $1 AND purpose = $2 AND window_start = $3",
+    )
+    .bind(principal)
+    .bind(purpose)
+    .bind(window)
+    .fetch_optional(&db.pool)
+    .await
+    .context("privacy budget look-up")?;
+    row.map(|r| {
+        Ok(BudgetRow {
+            principal: r.try_get("principal")?,
+            purpose: r.try_get("purpose")?,
+            queries: r.try_get("queries")?,
+            spent_micro: r.try_get("spent_micro")?,
+        })
+    })
+    .transpose()
+}
+
 /// Every budget with spend in the window (for compliance roles).
 pub async fn all_in_window(db: &Db, window: i64) -> anyhow::Result<Vec<BudgetRow>> {
     let rows = sqlx::query(
