@@ -145,8 +145,14 @@ pub async fn refresh(db: &Db, mark: &str, now: i64) -> anyhow::Result<Refreshed>
     .await
     .context("feature version")?;
     tx.commit().await?;
-    metrics::histogram!("custodian_feature_refresh_seconds").record(started.elapsed().as_secs_f64());
-    tracing::info!(version, customers = inserted, micros = elapsed, "customer features refreshed");
+    metrics::histogram!("custodian_feature_refresh_seconds")
+        .record(started.elapsed().as_secs_f64());
+    tracing::info!(
+        version,
+        customers = inserted,
+        micros = elapsed,
+        "customer features refreshed"
+    );
     Ok(Refreshed {
         version,
         customers: inserted,

@@ -59,11 +59,7 @@ impl Analytics {
 /// The consent stage's predicate over `f.customer_id` for `purpose`, as SQL
 /// with `$n` placeholders starting at `first`. `None` when the purpose does
 /// not need consent (every customer of the governed view counts).
-pub fn consent_filter(
-    sql: &mut segments::compile::Sql,
-    purpose: &str,
-    consent_required: bool,
-) {
+pub fn consent_filter(sql: &mut segments::compile::Sql, purpose: &str, consent_required: bool) {
     if consent_required {
         let p = sql.bind(segments::compile::Bind::Text(purpose.to_owned()));
         sql.push(&format!(

@@ -64,7 +64,10 @@ pub async fn cells(db: &Db, mut sql: Sql, as_of: i64) -> anyhow::Result<TrueTabl
         "SELECT f.rfm_cell, COUNT(*), {sums} FROM customer_features f \
          WHERE f.rfm_cell IS NOT NULL AND {filter} GROUP BY f.rfm_cell"
     );
-    let rows = sql.apply(sqlx::query(&sql.text)).fetch_all(&db.pool).await?;
+    let rows = sql
+        .apply(sqlx::query(&sql.text))
+        .fetch_all(&db.pool)
+        .await?;
     let mut found = std::collections::HashMap::new();
     for r in rows {
         let label: String = r.try_get(0)?;

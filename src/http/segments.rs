@@ -70,7 +70,9 @@ impl DefinitionBody {
     pub fn parse<T: serde::de::DeserializeOwned>(self) -> Result<T, ApiError> {
         let bytes = self.0?;
         language::parse(&bytes).map_err(|e| match e {
-            ParseError::Syntax => ApiError::bad_request("malformed_json", "the body is not valid JSON"),
+            ParseError::Syntax => {
+                ApiError::bad_request("malformed_json", "the body is not valid JSON")
+            }
             ParseError::Invalid(e) => invalid(&e),
         })
     }
@@ -183,7 +185,8 @@ pub async fn prepare(
     as_of: i64,
 ) -> Result<Prepared, ApiError> {
     let purposes = &state.purposes;
-    let stats = language::validate(node, base, &|p| purposes.contains(p)).map_err(|e| invalid(&e))?;
+    let stats =
+        language::validate(node, base, &|p| purposes.contains(p)).map_err(|e| invalid(&e))?;
     let saved = seg::resolve_saved(&state.db, stats.segments.clone())
         .await
         .map_err(|e| match e {
@@ -225,9 +228,17 @@ pub async fn prepare(
             let model = profiles::fit(&state.db, &base_filter, k_us, as_of)
                 .await
                 .map_err(ApiError::Internal)?;
-            profiles::assign(&state.db, &base_filter, &model, purpose, &data.id, as_of, now)
-                .await
-                .map_err(ApiError::Internal)?;
+            profiles::assign(
+                &state.db,
+                &base_filter,
+                &model,
+                purpose,
+                &data.id,
+                as_of,
+                now,
+            )
+            .await
+            .map_err(ApiError::Internal)?;
         }
     }
     Ok(Prepared {
@@ -295,7 +306,11 @@ async fn member_page(
     if true_size < i64::from(state.config.privacy.k) {
         return Ok(None);
     }
-    let limit = i64::from(page.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
+    let limit = i64::from(
+        page.limit
+            .unwrap_or(100)
+            .clamp(1, state.config.max_page_size),
+    );
     let offset = decode_cursor(page.cursor.as_deref())?;
     let rows = seg::members(&state.db, filter, offset, limit)
         .await
@@ -348,10 +363,24 @@ async fn query_segment(
         dists.dedup();
         let at = as_of(&state, req.as_of.as_deref())?;
         let prep = prepare(&state, &gate, &req.definition, "$.definition", at).await?;
-        let extra = dists.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",");
+        let extra = dists
+            .iter()
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let fp = seg::fingerprint("segment.query", &prep.filter, &extra);
-        let release = release_for(&state, &caller, gate.also_allowed("segment", "read_members"), fp.clone(), &prep.data);
-        let mut released = match release.sticky().await.map_err(|e| map_privacy_error(e, &state))? {
+        let release = release_for(
+            &state,
+            &caller,
+            gate.also_allowed("segment", "read_members"),
+            fp.clone(),
+            &prep.data,
+        );
+        let mut released = match release
+            .sticky()
+            .await
+            .map_err(|e| map_privacy_error(e, &state))?
+        {
             Some(r) => r,
             None => {
                 let n = seg::size(&state.db, &prep.filter)
@@ -454,9 +483,14 @@ async fn save_segment(
             created_at: crate::clock::rfc3339(now),
         };
         let mut tx = state.db.pool.begin().await?;
-        seg::insert_saved(&mut tx, &segment, &seg::fingerprint("segment", &filter, ""), now)
-            .await
-            .map_err(ApiError::Internal)?;
+        seg::insert_saved(
+            &mut tx,
+            &segment,
+            &seg::fingerprint("segment", &filter, ""),
+            now,
+        )
+        .await
+        .map_err(ApiError::Internal)?;
         gate.set_status(StatusCode::CREATED);
         gate.commit_audited(tx).await?;
         Ok((StatusCode::CREATED, Json(segment)))
@@ -620,7 +654,13 @@ async fn segment_members(
             .await
             .map_err(ApiError::Internal)?;
         let fp = seg::fingerprint("segment.members", &prep.filter, "");
-        let release = release_for(&state, &caller, gate.also_allowed("segment", "read_members"), fp, &prep.data);
+        let release = release_for(
+            &state,
+            &caller,
+            gate.also_allowed("segment", "read_members"),
+            fp,
+            &prep.data,
+        );
         let mut released = release
             .release(&[seg::size_table(n)])
             .await
@@ -691,8 +731,18 @@ async fn rfm_builtin(
             gate.consent_required(),
         );
         let fp = seg::fingerprint("segment.rfm", &filter, &at.to_string());
-        let release = release_for(&state, &caller, gate.also_allowed("segment", "read_members"), fp.clone(), &data);
-        let mut released = match release.sticky().await.map_err(|e| map_privacy_error(e, &state))? {
+        let release = release_for(
+            &state,
+            &caller,
+            gate.also_allowed("segment", "read_members"),
+            fp.clone(),
+            &data,
+        );
+        let mut released = match release
+            .sticky()
+            .await
+            .map_err(|e| map_privacy_error(e, &state))?
+        {
             Some(r) => r,
             None => {
                 let table = crate::analytics::rfm::cells(&state.db, filter.clone(), at)

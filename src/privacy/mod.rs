@@ -161,7 +161,7 @@ pub struct ReleasedCell {
     pub label: String,
     pub customers: ReleasedCount,
     /// Averages by name (`avg_recency_days`, ...), in the table's order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub averages: Vec<NamedAverage>,
 }
 

@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use super::language::{Activity, Node, MAX_DEPTH, MAX_NODES};
 use super::language::DefinitionError;
+use super::language::{Activity, Node, MAX_DEPTH, MAX_NODES};
 
 pub const DAY_MICROS: i64 = 86_400_000_000;
 
@@ -107,7 +107,14 @@ fn compile_node(
                 if i > 0 {
                     sql.push(op);
                 }
-                compile_node(child, ctx, sql, depth + 1, nodes, &format!("{path}.{key}[{i}]"))?;
+                compile_node(
+                    child,
+                    ctx,
+                    sql,
+                    depth + 1,
+                    nodes,
+                    &format!("{path}.{key}[{i}]"),
+                )?;
             }
             sql.push(")");
         }
@@ -176,7 +183,11 @@ fn compile_node(
         }
         Node::RfmScore(s) => {
             sql.push("(f.r_score IS NOT NULL");
-            for (col, r) in [("f.r_score", &s.r), ("f.f_score", &s.f), ("f.m_score", &s.m)] {
+            for (col, r) in [
+                ("f.r_score", &s.r),
+                ("f.f_score", &s.f),
+                ("f.m_score", &s.m),
+            ] {
                 if let Some(r) = r {
                     sql.push(" AND ");
                     range(sql, col, r.min, r.max);
@@ -245,10 +256,7 @@ fn compile_node(
         }
         Node::InSegment(r) => {
             let saved = ctx.saved.get(&r.id).ok_or_else(|| {
-                DefinitionError::new(
-                    format!("{path}.in_segment.id"),
-                    "no such saved segment",
-                )
+                DefinitionError::new(format!("{path}.in_segment.id"), "no such saved segment")
             })?;
             // The saved definition takes this node's place in the tree.
             *nodes -= 1;
@@ -388,7 +396,10 @@ mod tests {
         assert!(!sql.text.contains("DROP"), "{}", sql.text);
         assert!(!sql.text.contains(evil));
         assert_eq!(
-            sql.binds.iter().filter(|b| **b == Bind::Text(evil.into())).count(),
+            sql.binds
+                .iter()
+                .filter(|b| **b == Bind::Text(evil.into()))
+                .count(),
             3
         );
     }
@@ -421,7 +432,8 @@ mod tests {
             purpose: "p",
             saved: &saved,
         };
-        let node: Node = serde_json::from_value(json!({"not": {"in_segment": {"id": id}}})).unwrap();
+        let node: Node =
+            serde_json::from_value(json!({"not": {"in_segment": {"id": id}}})).unwrap();
         let mut sql = Sql::default();
         compile(&node, &ctx, &mut sql).unwrap();
         assert!(sql.text.contains("f.country IN ($1)"));

@@ -372,10 +372,7 @@ pub fn validate(
                     "any"
                 };
                 if children.is_empty() {
-                    return Err(DefinitionError::new(
-                        format!("{path}.{key}"),
-                        "empty group",
-                    ));
+                    return Err(DefinitionError::new(format!("{path}.{key}"), "empty group"));
                 }
                 // Reverse, so errors are reported in document order.
                 for (i, child) in children.iter().enumerate().rev() {
@@ -410,7 +407,13 @@ pub struct Stats {
     pub cluster_ks: Vec<i64>,
 }
 
-fn range_i(path: &str, field: &str, v: Option<i64>, lo: i64, hi: i64) -> Result<(), DefinitionError> {
+fn range_i(
+    path: &str,
+    field: &str,
+    v: Option<i64>,
+    lo: i64,
+    hi: i64,
+) -> Result<(), DefinitionError> {
     match v {
         Some(x) if !(lo..=hi).contains(&x) => Err(DefinitionError::new(
             format!("{path}.{field}"),
@@ -420,7 +423,11 @@ fn range_i(path: &str, field: &str, v: Option<i64>, lo: i64, hi: i64) -> Result<
     }
 }
 
-fn min_le_max<T: PartialOrd>(path: &str, min: Option<T>, max: Option<T>) -> Result<(), DefinitionError> {
+fn min_le_max<T: PartialOrd>(
+    path: &str,
+    min: Option<T>,
+    max: Option<T>,
+) -> Result<(), DefinitionError> {
     match (min, max) {
         (Some(a), Some(b)) if a > b => Err(DefinitionError::new(
             format!("{path}.min"),
@@ -588,8 +595,11 @@ fn check_leaf(
 
 /// Saved segment ids: `seg_` and 32 lowercase hex digits.
 pub fn is_segment_id(id: &str) -> bool {
-    id.strip_prefix("seg_")
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    id.strip_prefix("seg_").is_some_and(|h| {
+        h.len() == 32
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
 }
 
 #[cfg(test)]
@@ -628,8 +638,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_path_and_never_the_value() {
-        let e = check(json!({"all": [{"country": {"in": ["DE"]}}, {"recency": {"max_days": 99999}}]}))
-            .unwrap_err();
+        let e =
+            check(json!({"all": [{"country": {"in": ["DE"]}}, {"recency": {"max_days": 99999}}]}))
+                .unwrap_err();
         assert_eq!(e.path, "$.all[1].recency.max_days");
         assert!(!e.message.contains("99999"));
 
@@ -638,13 +649,19 @@ mod tests {
         assert_eq!(e.message, "unknown field");
 
         let e = check(json!({"any": []})).unwrap_err();
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("$.any", "empty group"));
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("$.any", "empty group")
+        );
 
         let e = check(json!({"all": [{"drop_table": {}}]})).unwrap_err();
         assert!(e.path.starts_with("$.all[0]"), "{}", e.path);
 
         let e = check(json!({"frequency": {"min": "3"}})).unwrap_err();
-        assert_eq!((e.path.as_str(), e.message.as_str()), ("$.frequency.min", "wrong type"));
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            ("$.frequency.min", "wrong type")
+        );
 
         let e = check(json!({"consent": {"purpose": "nope"}})).unwrap_err();
         assert_eq!(e.path, "$.consent.purpose");
@@ -667,10 +684,14 @@ mod tests {
         let e = check(v).unwrap_err();
         assert_eq!(e.message, "depth over 16");
 
-        let many: Vec<_> = (0..256).map(|_| json!({"recency": {"max_days": 3}})).collect();
+        let many: Vec<_> = (0..256)
+            .map(|_| json!({"recency": {"max_days": 3}}))
+            .collect();
         let e = check(json!({"all": many})).unwrap_err();
         assert_eq!(e.message, "more than 256 nodes");
-        let many: Vec<_> = (0..255).map(|_| json!({"recency": {"max_days": 3}})).collect();
+        let many: Vec<_> = (0..255)
+            .map(|_| json!({"recency": {"max_days": 3}}))
+            .collect();
         assert!(check(json!({"all": many})).is_ok());
     }
 

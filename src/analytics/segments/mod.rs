@@ -80,7 +80,10 @@ pub fn fingerprint(kind: &str, sql: &Sql, extra: &str) -> String {
 
 /// Distinct customers matching the filter.
 pub async fn size(db: &Db, filter: &Sql) -> anyhow::Result<i64> {
-    let text = format!("SELECT COUNT(*) FROM customer_features f WHERE {}", filter.text);
+    let text = format!(
+        "SELECT COUNT(*) FROM customer_features f WHERE {}",
+        filter.text
+    );
     let n: i64 = filter
         .apply(sqlx::query(&text))
         .fetch_one(&db.pool)
@@ -251,7 +254,10 @@ pub async fn insert_saved(
 }
 
 /// Deletes a saved segment; false if there was none.
-pub async fn delete_saved(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> anyhow::Result<bool> {
+pub async fn delete_saved(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &str,
+) -> anyhow::Result<bool> {
     let r = sqlx::query("DELETE FROM segments WHERE segment_uid = $1")
         .bind(id)
         .execute(&mut **tx)
