@@ -361,6 +361,8 @@ impl<'a> Release<'a> {
         }
         let omitted = omit_labelled(tables, &mut out);
         let window = self.window();
+        // Answers of ended windows can never be served again.
+        budget::prune_answers(self.db, window).await?;
         let mut tx = self.db.pool.begin().await.map_err(anyhow::Error::from)?;
         let budget_micro = self.settings.budget_micro();
         let Some(spent) = budget::debit(

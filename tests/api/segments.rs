@@ -621,6 +621,28 @@ both_backends!(hostile_and_invalid_definitions, async |app: TestApp| {
     );
 });
 
+both_backends!(
+    query_floods_are_rate_limited,
+    config: |c: &mut custodian::config::Config| {
+        c.server.rate_limit_per_second = 1;
+        c.server.rate_limit_burst = 3;
+    },
+    async |app: TestApp| {
+        seed(&app).await;
+        let mut limited = None;
+        for _ in 0..10 {
+            let r = query(&app, "crm_service", "email_marketing", json!({"definition": germany_garden()})).await;
+            if r.status() == 429 {
+                limited = Some(r);
+                break;
+            }
+        }
+        let r = limited.expect("a flood is rate limited");
+        assert!(r.headers().contains_key("retry-after"));
+        assert_eq!(error_code(r).await, "rate_limited");
+    }
+);
+
 both_backends!(saved_segments_lifecycle, async |app: TestApp| {
     seed(&app).await;
     let r = app
