@@ -19,6 +19,9 @@ use custodian::analytics::segments::{self, language::Node};
 use custodian::analytics::{features, profiles, rfm};
 use custodian::config::Config;
 use custodian::db::{Backend, Db};
+use custodian::domain::PurposeId;
+use custodian::pipeline::consent::ConsentPredicate;
+use custodian::pipeline::purpose::PurposeCatalog;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -153,7 +156,11 @@ fn bench(c: &mut Criterion) {
     ]}))
     .unwrap();
     let saved = HashMap::new();
-    let filter = segments::filter(&definition, PURPOSE, true, as_of, &saved).unwrap();
+    let predicate = ConsentPredicate::for_purpose(
+        &PurposeCatalog::load("policies/purposes.toml").unwrap(),
+        &PurposeId(PURPOSE.into()),
+    );
+    let filter = segments::filter(&definition, &predicate, as_of, &saved).unwrap();
     let n = rt.block_on(segments::size(&db, &filter)).unwrap();
     eprintln!("{backend}: typical segment size {n}");
     let explain = match db.backend {
@@ -182,12 +189,12 @@ fn bench(c: &mut Criterion) {
     eprintln!("{backend}: plan of the typical segment:\n{plan}");
 
     let mut consent = segments::compile::Sql::default();
-    custodian::analytics::consent_filter(&mut consent, PURPOSE, true);
+    custodian::analytics::consent_filter(&mut consent, &predicate);
     let mut group = c.benchmark_group(format!("segments_{backend}"));
     group.sample_size(10);
     group.bench_function("typical_three_condition_segment", |b| {
         b.to_async(&rt).iter(|| async {
-            let filter = segments::filter(&definition, PURPOSE, true, as_of, &saved).unwrap();
+            let filter = segments::filter(&definition, &predicate, as_of, &saved).unwrap();
             segments::size(&db, &filter).await.unwrap()
         })
     });

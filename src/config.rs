@@ -48,12 +48,11 @@ pub struct Config {
     pub log: LogConfig,
     pub crypto: CryptoConfig,
     pub audit: AuditConfig,
+    pub privacy: PrivacyConfig,
     pub auth: AuthConfig,
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
     pub max_page_size: u32,
-    /// Output privacy of analytics: k threshold, epsilon, budget.
-    pub privacy: crate::privacy::PrivacySettings,
 }
 
 /// How policy changes propagate between instances.
@@ -118,7 +117,7 @@ pub struct CryptoConfig {
     pub master_key_file: Option<PathBuf>,
 }
 
-/// The audit trail (see `pipeline::audit`).
+/// The audit trail (see `audit`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -151,6 +150,37 @@ impl Default for AuditConfig {
     }
 }
 
+/// Output privacy of analytics (see `privacy` and `pipeline::release`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// A released number resting on fewer distinct customers than this is
+    /// suppressed ("fewer than k"); recommendations never serve an item
+    /// pair, rule or neighbour resting on fewer.
+    pub k: u32,
+    /// Segments and profiles (`privacy`): epsilon one fresh noisy answer
+    /// spends, split over its measures.
+    pub epsilon_per_query: f64,
+    /// Epsilon each (principal, purpose) may spend per window.
+    pub budget_epsilon: f64,
+    /// Length of a budget window; the budget refreshes at its end.
+    pub budget_window_secs: u64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            k: 10,
+            // 0.5 per question: a count's noise has scale 2 (95% within
+            // ±6), precise enough for audiences of hundreds, and 20 fresh
+            // questions per week before the budget of 10 is spent.
+            epsilon_per_query: 0.5,
+            budget_epsilon: 10.0,
+            budget_window_secs: 7 * 86_400,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -163,10 +193,10 @@ impl Default for Config {
             log: LogConfig::default(),
             crypto: CryptoConfig::default(),
             audit: AuditConfig::default(),
+            privacy: PrivacyConfig::default(),
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,
-            privacy: crate::privacy::PrivacySettings::default(),
         }
     }
 }
@@ -298,6 +328,10 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return err("database.max_connections: must be greater than 0");
+        }
+        if self.privacy.k < 2 {
+            // k = 1 would release numbers about single customers.
+            return err("privacy.k: must be at least 2");
         }
         self.privacy.validate().map_err(ConfigError)?;
         let url = self.database.url.as_str();

@@ -56,17 +56,15 @@ impl Analytics {
     }
 }
 
-/// The consent stage's predicate over `f.customer_id` for `purpose`, as SQL
-/// with `$n` placeholders starting at `first`. `None` when the purpose does
-/// not need consent (every customer of the governed view counts).
-pub fn consent_filter(sql: &mut segments::compile::Sql, purpose: &str, consent_required: bool) {
-    if consent_required {
-        let p = sql.bind(segments::compile::Bind::Text(purpose.to_owned()));
-        sql.push(&format!(
-            "f.customer_id IN ({})",
-            crate::pipeline::consent::CONSENTING_CUSTOMERS_SQL.replace("$1", &p)
-        ));
-    } else {
-        sql.push("1 = 1");
-    }
+/// Appends the consent stage's predicate over `f.customer_id` (customers
+/// whose current consent allows the purpose, or every non-erased customer
+/// when its legal basis needs none) to `sql`, binding the purpose.
+pub fn consent_filter(
+    sql: &mut segments::compile::Sql,
+    predicate: &crate::pipeline::consent::ConsentPredicate,
+) {
+    sql.binds
+        .push(segments::compile::Bind::Text(predicate.bind_value().to_owned()));
+    let n = sql.binds.len();
+    sql.push(&predicate.sql("f.customer_id", n));
 }

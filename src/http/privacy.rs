@@ -60,7 +60,7 @@ async fn get_budget(
     caller: Caller,
     q: ApiQuery<BudgetQuery>,
 ) -> Result<Json<BudgetAnswer>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "privacy_budget", "read");
+    let mut gate = Gate::new(&state, &caller, crate::audit::Action::PrivacyBudgetRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;

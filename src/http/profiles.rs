@@ -72,7 +72,7 @@ async fn clusters(
     caller: Caller,
     q: ApiQuery<ClustersQuery>,
 ) -> Result<Json<ClustersAnswer>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "profile", "read");
+    let mut gate = Gate::new(&state, &caller, crate::audit::Action::ProfileRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -90,7 +90,10 @@ async fn clusters(
             .map_err(ApiError::Internal)?;
         let purpose = caller.purpose.as_str();
         let mut filter = Sql::default();
-        crate::analytics::consent_filter(&mut filter, purpose, gate.consent_required());
+        crate::analytics::consent_filter(
+            &mut filter,
+            &crate::pipeline::consent::ConsentPredicate::for_purpose(&state.purposes, gate.purpose()),
+        );
         let mut fp_sql = filter.clone();
         fp_sql.bind(Bind::Int(k as i64));
         let fp = fingerprint("profiles.clusters", &fp_sql, &at.to_string());

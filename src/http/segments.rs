@@ -18,6 +18,8 @@ use crate::analytics::segments::compile::{Sql, DAY_MICROS};
 use crate::analytics::segments::language::{self, DefinitionError, Node, ParseError};
 use crate::analytics::segments::{self as seg, Distribution, SavedSegment};
 use crate::analytics::{profiles, DataVersion};
+use crate::audit::Action;
+use crate::pipeline::consent::ConsentPredicate;
 use crate::domain::Treatment;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
@@ -200,8 +202,8 @@ pub async fn prepare(
         .await
         .map_err(ApiError::Internal)?;
     let purpose = gate.purpose().as_str();
-    let consent_required = gate.consent_required();
-    let filter = seg::filter(node, purpose, consent_required, as_of, &saved).map_err(|e| {
+    let predicate = ConsentPredicate::for_purpose(&state.purposes, gate.purpose());
+    let filter = seg::filter(node, &predicate, as_of, &saved).map_err(|e| {
         invalid(&DefinitionError::new(
             format!("{base}{}", e.path.trim_start_matches('$')),
             e.message,
@@ -223,7 +225,7 @@ pub async fn prepare(
             .map_err(ApiError::Internal)?
         {
             let mut base_filter = Sql::default();
-            crate::analytics::consent_filter(&mut base_filter, purpose, consent_required);
+            crate::analytics::consent_filter(&mut base_filter, &predicate);
             let k_us = usize::try_from(k).map_err(|_| ApiError::unprocessable("k out of range"))?;
             let model = profiles::fit(&state.db, &base_filter, k_us, as_of)
                 .await
@@ -270,10 +272,16 @@ pub fn release_for<'a>(
 
 /// Records the audit event (with the debit's transaction, when there is
 /// one) and returns once both are durable.
+/// Without a debit (exact or repeated answers) the block rides on the
+/// event `finish` records.
 pub async fn commit(gate: &mut Gate<'_>, released: &mut Released<'static>) -> Result<(), ApiError> {
+    let block = released.evidence.block();
     match released.tx.take() {
-        Some(tx) => gate.commit_audited(tx).await,
-        None => Ok(()),
+        Some(tx) => gate.release(tx, block).await,
+        None => {
+            gate.privacy(block);
+            Ok(())
+        }
     }
 }
 
@@ -349,8 +357,7 @@ async fn query_segment(
     caller: Caller,
     body: DefinitionBody,
 ) -> Result<Json<QueryAnswer>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "segment", "read");
-    gate.audit_as(crate::pipeline::audit::Action::SegmentQuery);
+    let mut gate = Gate::new(&state, &caller, Action::SegmentRead);
     let outcome = async {
         gate.authorize()?;
         let req: QueryRequest = body.parse()?;
@@ -449,7 +456,7 @@ async fn save_segment(
     caller: Caller,
     body: DefinitionBody,
 ) -> Result<(StatusCode, Json<SavedSegment>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "segment", "write");
+    let mut gate = Gate::new(&state, &caller, Action::SegmentWrite);
     let outcome = async {
         gate.authorize()?;
         let req: SaveRequest = body.parse()?;
@@ -471,7 +478,7 @@ async fn save_segment(
                 seg::ResolveError::Internal(e) => ApiError::Internal(e),
             })?;
         // Compiling checks the combined limits with saved segments inlined.
-        let filter = seg::filter(&req.definition, gate.purpose().as_str(), true, 0, &saved)
+        let filter = seg::filter(&req.definition, &ConsentPredicate::for_purpose(&state.purposes, gate.purpose()), 0, &saved)
             .map_err(|e| invalid(&e))?;
         let now = state.clock.now_micros();
         let segment = SavedSegment {
@@ -522,7 +529,7 @@ async fn list_segments(
     caller: Caller,
     q: ApiQuery<ListQuery>,
 ) -> Result<Json<SegmentList>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "segment", "read");
+    let mut gate = Gate::new(&state, &caller, Action::SegmentRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -556,7 +563,7 @@ async fn get_segment(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SavedSegment>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "segment", "read");
+    let mut gate = Gate::new(&state, &caller, Action::SegmentRead);
     let outcome = async {
         gate.authorize()?;
         check_id(&id)?;
@@ -582,7 +589,7 @@ async fn delete_segment(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "segment", "write");
+    let mut gate = Gate::new(&state, &caller, Action::SegmentWrite);
     let outcome = async {
         gate.authorize()?;
         check_id(&id)?;
@@ -639,7 +646,7 @@ async fn segment_members(
     Path(id): Path<String>,
     q: ApiQuery<MembersPage>,
 ) -> Result<Json<MembersAnswer>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "segment", "read_members");
+    let mut gate = Gate::new(&state, &caller, Action::SegmentReadMembers);
     let outcome = async {
         gate.authorize()?;
         let page = q.into_inner()?;
@@ -713,8 +720,7 @@ async fn rfm_builtin(
     caller: Caller,
     q: ApiQuery<AsOfQuery>,
 ) -> Result<Json<RfmAnswer>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "segment", "read");
-    gate.audit_as(crate::pipeline::audit::Action::SegmentQuery);
+    let mut gate = Gate::new(&state, &caller, Action::SegmentRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -727,8 +733,7 @@ async fn rfm_builtin(
         let mut filter = Sql::default();
         crate::analytics::consent_filter(
             &mut filter,
-            gate.purpose().as_str(),
-            gate.consent_required(),
+            &ConsentPredicate::for_purpose(&state.purposes, gate.purpose()),
         );
         let fp = seg::fingerprint("segment.rfm", &filter, &at.to_string());
         let release = release_for(

@@ -30,42 +30,18 @@ pub mod noise;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::PrivacyBlock;
 use crate::db::Db;
 use noise::{CryptoRandom, Mechanism};
 
-/// The privacy settings (`[privacy]` in the configuration).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PrivacySettings {
-    /// Numbers resting on fewer than `k` distinct customers are suppressed.
-    pub k: u32,
-    /// Epsilon one fresh noisy answer spends (split over its measures).
-    pub epsilon_per_query: f64,
-    /// Epsilon each (principal, purpose) may spend per window.
-    pub budget_epsilon: f64,
-    /// Length of a budget window; the budget refreshes at its end.
-    pub budget_window_secs: u64,
-}
-
-impl Default for PrivacySettings {
-    fn default() -> Self {
-        Self {
-            k: 10,
-            // 0.5 per question: a count's noise has scale 2 (95% within ±6),
-            // precise enough for audiences of hundreds, and 20 fresh
-            // questions per week before the budget of 10 is spent.
-            epsilon_per_query: 0.5,
-            budget_epsilon: 10.0,
-            budget_window_secs: 7 * 86_400,
-        }
-    }
-}
+/// The privacy settings: the `[privacy]` section of the configuration.
+pub use crate::config::PrivacyConfig as PrivacySettings;
 
 impl PrivacySettings {
     /// Checks ranges; called when the configuration loads.
     pub fn validate(&self) -> Result<(), String> {
         if !(2..=1000).contains(&self.k) {
-            return Err("privacy.k must be between 2 and 1000".into());
+            return Err("privacy.k: must be between 2 and 1000".into());
         }
         let ok = |e: f64| e.is_finite() && (0.001..=100.0).contains(&e);
         if !ok(self.epsilon_per_query) || !ok(self.budget_epsilon) {
@@ -212,6 +188,31 @@ pub struct PrivacyEvidence {
     /// Micro-epsilon left in the window after this request (noisy roles).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget_left_micro: Option<i64>,
+}
+
+impl PrivacyEvidence {
+    /// The audit event's privacy block (integers only: micro-epsilon).
+    pub fn block(&self) -> PrivacyBlock {
+        let mut fingerprint = [0u8; 32];
+        if let Ok(bytes) = hex::decode(&self.fingerprint) {
+            if bytes.len() == 32 {
+                fingerprint.copy_from_slice(&bytes);
+            }
+        }
+        PrivacyBlock {
+            mechanism: match self.mechanism {
+                MechanismKind::Exact => "k_threshold",
+                MechanismKind::DiscreteLaplace => "discrete_laplace",
+                MechanismKind::Sticky => "discrete_laplace_repeated",
+            }
+            .to_owned(),
+            epsilon_spent_micros: u64::try_from(self.epsilon_spent_micro).unwrap_or(0),
+            k: self.k,
+            suppressed_cells: self.suppressed_cells,
+            fingerprint,
+            budget_remaining_micros: self.budget_left_micro.unwrap_or(-1),
+        }
+    }
 }
 
 /// The privacy part of a response.

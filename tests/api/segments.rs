@@ -46,7 +46,7 @@ async fn seed(app: &TestApp) {
     )
     .await;
     for i in 0..40 {
-        let (sku, price, days) = if i < 15 || i >= 30 {
+        let (sku, price, days) = if !(15..30).contains(&i) {
             ("G1", 5000, 10)
         } else {
             ("K1", 1000, 200)
@@ -613,7 +613,7 @@ both_backends!(hostile_and_invalid_definitions, async |app: TestApp| {
     assert!(
         rows.iter().any(
             |(actor, action, decision, status, _)| actor == "support_agent-user"
-                && action == "segment.query"
+                && action == "segment.read"
                 && decision == "deny"
                 && *status == 403
         ),

@@ -50,13 +50,13 @@ impl Distribution {
 /// The predicate of a question: consent for the purpose AND the definition.
 pub fn filter(
     node: &Node,
-    purpose: &str,
-    consent_required: bool,
+    predicate: &crate::pipeline::consent::ConsentPredicate,
     as_of: i64,
     saved: &HashMap<String, Node>,
 ) -> Result<Sql, DefinitionError> {
+    let purpose = predicate.bind_value();
     let mut sql = Sql::default();
-    super::consent_filter(&mut sql, purpose, consent_required);
+    super::consent_filter(&mut sql, predicate);
     sql.push(" AND ");
     let ctx = compile::Context {
         as_of,
