@@ -63,8 +63,9 @@ pub fn consent_filter(
     sql: &mut segments::compile::Sql,
     predicate: &crate::pipeline::consent::ConsentPredicate,
 ) {
-    sql.binds
-        .push(segments::compile::Bind::Text(predicate.bind_value().to_owned()));
+    sql.binds.push(segments::compile::Bind::Text(
+        predicate.bind_value().to_owned(),
+    ));
     let n = sql.binds.len();
     sql.push(&predicate.sql("f.customer_id", n));
 }

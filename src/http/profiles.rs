@@ -92,7 +92,10 @@ async fn clusters(
         let mut filter = Sql::default();
         crate::analytics::consent_filter(
             &mut filter,
-            &crate::pipeline::consent::ConsentPredicate::for_purpose(&state.purposes, gate.purpose()),
+            &crate::pipeline::consent::ConsentPredicate::for_purpose(
+                &state.purposes,
+                gate.purpose(),
+            ),
         );
         let mut fp_sql = filter.clone();
         fp_sql.bind(Bind::Int(k as i64));

@@ -19,10 +19,10 @@ use crate::analytics::segments::language::{self, DefinitionError, Node, ParseErr
 use crate::analytics::segments::{self as seg, Distribution, SavedSegment};
 use crate::analytics::{profiles, DataVersion};
 use crate::audit::Action;
-use crate::pipeline::consent::ConsentPredicate;
 use crate::domain::Treatment;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::pipeline::consent::ConsentPredicate;
 use crate::pipeline::gate::{Caller, Gate};
 use crate::privacy::{PrivacyError, PrivacyNote, Release, Released, ReleasedCount, ReleasedTable};
 use crate::state::AppState;
@@ -478,8 +478,13 @@ async fn save_segment(
                 seg::ResolveError::Internal(e) => ApiError::Internal(e),
             })?;
         // Compiling checks the combined limits with saved segments inlined.
-        let filter = seg::filter(&req.definition, &ConsentPredicate::for_purpose(&state.purposes, gate.purpose()), 0, &saved)
-            .map_err(|e| invalid(&e))?;
+        let filter = seg::filter(
+            &req.definition,
+            &ConsentPredicate::for_purpose(&state.purposes, gate.purpose()),
+            0,
+            &saved,
+        )
+        .map_err(|e| invalid(&e))?;
         let now = state.clock.now_micros();
         let segment = SavedSegment {
             id: format!("seg_{}", uuid::Uuid::new_v4().simple()),

@@ -345,6 +345,21 @@ both_backends!(
             .as_role(Method::GET, "/v1/privacy/budget?scope=all", "marketing_analyst", "marketing_analytics")
             .send().await.unwrap();
         assert_eq!(r.status(), 403);
+        // Every answer's audit event carries its privacy block: the fresh
+        // one its debit, the repeated ones none, the refused one nothing.
+        let events = app.audit_events().await;
+        let blocks: Vec<_> = events
+            .iter()
+            .filter(|e| e.event.action.as_str() == "segment.read")
+            .map(|e| (e.event.status, e.event.privacy.clone()))
+            .collect();
+        let first = blocks[0].1.clone().expect("privacy block");
+        assert_eq!(hex::encode(first.fingerprint), a["fingerprint"].as_str().unwrap());
+        assert_eq!((first.mechanism.as_str(), first.epsilon_spent_micros, first.k), ("discrete_laplace", 500_000, 10));
+        assert_eq!(first.budget_remaining_micros, 500_000);
+        let repeat = blocks[1].1.clone().expect("privacy block");
+        assert_eq!((repeat.epsilon_spent_micros, repeat.fingerprint), (0, first.fingerprint));
+        assert!(blocks.iter().any(|(status, p)| *status == 429 && p.is_none()));
         // The next window refreshes the budget (an injected clock, no sleep).
         app.clock.advance_secs(7 * 86_400);
         let r = query(&app, "marketing_analyst", "marketing_analytics", ask(302)).await;
