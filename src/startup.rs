@@ -113,6 +113,7 @@ impl Application {
             limits,
             event_schema,
             dsr,
+            analytics: Default::default(),
         });
         spawn_key_upkeep(state.downgrade());
         let weak = state.downgrade();

@@ -22,3 +22,4 @@ mod orders;
 mod policy;
 mod quality;
 mod security;
+mod segments;
