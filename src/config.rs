@@ -52,6 +52,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
     pub max_page_size: u32,
+    /// Recommendation models (see `crate::recs`).
+    pub recs: crate::recs::RecsConfig,
 }
 
 /// How policy changes propagate between instances.
@@ -164,6 +166,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,
+            recs: crate::recs::RecsConfig::default(),
         }
     }
 }

@@ -86,8 +86,10 @@ impl Application {
             catalog,
             vault,
             limits,
+            recs: Default::default(),
         });
         crate::crypto::rotation::spawn_background(state.downgrade());
+        crate::recs::job::spawn_schedule(state.downgrade());
         let weak = state.downgrade();
         tokio::spawn(async move {
             // Keeps rate-limiter memory bounded by forgetting idle callers.

@@ -32,6 +32,8 @@ pub struct Inner {
     pub catalog: FieldCatalog,
     pub vault: Vault,
     pub limits: RateLimits,
+    /// The recommendation models in force (swapped atomically on rebuild).
+    pub recs: crate::recs::job::Shared,
 }
 
 impl std::ops::Deref for AppState {

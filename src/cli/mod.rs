@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod keys;
 pub mod policy;
+pub mod recs;
 pub mod token;
 
 use anyhow::Context;
@@ -51,6 +52,8 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Mint a development token (dev HS256 secret only).
     Token(token::TokenArgs),
+    /// Recommendations: build the models, evaluate them offline.
+    Recs(recs::RecsCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -104,6 +107,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys::run(config, cmd).await,
         Command::Policy(cmd) => policy::run(config, cmd).await,
         Command::Token(args) => token::run(&config, &args),
+        Command::Recs(cmd) => recs::run(config, cmd).await,
     }
 }
 

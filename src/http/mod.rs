@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod orders;
 pub mod policies;
 pub mod pseudonyms;
+pub mod recommendations;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -43,6 +44,7 @@ use crate::state::AppState;
         (name = "customers", description = "Governed customer reads and writes"),
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
+        (name = "recommendations", description = "Personalized top-N, frequently bought together, popularity"),
     )
 )]
 struct ApiDoc;
@@ -134,4 +136,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(pseudonyms::router())
         .merge(policies::router())
+        .merge(recommendations::router())
 }

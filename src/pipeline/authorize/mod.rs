@@ -90,6 +90,7 @@ pub mod vocabulary {
         ("consent", &["read", "write", "grant"]),
         ("segment", &["read", "write"]),
         ("recommendation", &["read"]),
+        ("recs", &["rebuild"]),
         ("audit", &["read", "export", "verify"]),
         ("dsr", &["export", "erase", "rectify"]),
         ("keys", &["read", "rotate"]),
