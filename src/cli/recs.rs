@@ -17,9 +17,21 @@ pub struct RecsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RecsSub {
+    /// Build the models from the store (streamed, with a progress bar) and
+    /// report their size and build time. The server builds its own copy at
+    /// start, on `recs.rebuild_interval_secs` and on
+    /// `POST /v1/admin/recs/rebuild`; this command checks a build offline.
+    Build(BuildArgs),
     /// Evaluate on the Online Retail CSV: hold out each customer's last
     /// invoice, rank the whole catalogue, print HR/NDCG/precision@10.
     Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +50,7 @@ pub struct EvalArgs {
 pub async fn run(config: Config, cmd: RecsCommand) -> anyhow::Result<()> {
     match cmd.command {
         RecsSub::Eval(args) => eval_cmd(&config, &args),
+        RecsSub::Build(args) => build_cmd(config, &args).await,
     }
 }
 
@@ -84,5 +97,74 @@ fn eval_cmd(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
         },
     )?;
     print!("{}", eval::render(&rows));
+    Ok(())
+}
+
+/// Progress bar over rows read, then the fit.
+struct Bar(indicatif::ProgressBar);
+
+impl crate::recs::build::BuildProgress for Bar {
+    fn rows(&mut self, read: u64) {
+        self.0.set_position(read);
+    }
+    fn stage(&mut self, name: &'static str) {
+        self.0.set_message(name);
+    }
+}
+
+async fn build_cmd(config: Config, args: &BuildArgs) -> anyhow::Result<()> {
+    let db = crate::db::Db::connect(&config).await?;
+    db.migrate().await?;
+    let purposes_path = config.policy_dir.join("purposes.toml");
+    let purposes = crate::pipeline::purpose::PurposeCatalog::load(&purposes_path)
+        .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
+    let consent_required = purposes
+        .parse(crate::recs::job::PURPOSE)
+        .ok()
+        .and_then(|p| purposes.get(&p).map(|p| p.consent_required))
+        .unwrap_or(true);
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos} rows ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000;
+    let mut progress = Bar(bar);
+    let built = crate::recs::build::build(
+        &db,
+        crate::recs::job::PURPOSE,
+        consent_required,
+        &config.recs.model,
+        "cli".to_owned(),
+        now,
+        &mut progress,
+    )
+    .await?;
+    progress.0.finish_and_clear();
+    let stats = built.model.stats();
+    let profile_bytes: usize = built
+        .customers
+        .iter()
+        .map(|c| 48 + c.profile.items.len() * std::mem::size_of::<crate::recs::model::ProfileItem>())
+        .sum();
+    println!(
+        "built in {:.2} s ({} rows read, fit {:.2} s): {} customers, {} items, {} EASE weights, {} neighbour pairs, {} rules; model {:.1} MB + profiles {:.1} MB in memory",
+        started.elapsed().as_secs_f64(),
+        built.rows_read,
+        stats.fit_ms as f64 / 1000.0,
+        stats.customers,
+        stats.items,
+        stats.ease_weights,
+        stats.neighbour_pairs,
+        stats.together_rules,
+        stats.memory_bytes as f64 / 1e6,
+        profile_bytes as f64 / 1e6,
+    );
     Ok(())
 }

@@ -172,7 +172,8 @@ impl Popularity {
     }
 }
 
-/// Rules `{X} → Y` per antecedent item, best (lift, then confidence) first.
+/// Rules `{X} → Y` per antecedent item, best (confidence, then lift) first:
+/// "bought X, then also Y" is the confidence; lift alone favours rare items.
 #[derive(Clone, Debug, Default)]
 pub struct Together {
     pub by_item: HashMap<u32, Vec<TogetherRule>>,
@@ -216,9 +217,9 @@ impl Together {
         }
         for v in by_item.values_mut() {
             v.sort_by(|a, b| {
-                b.lift
-                    .total_cmp(&a.lift)
-                    .then(b.confidence.total_cmp(&a.confidence))
+                b.confidence
+                    .total_cmp(&a.confidence)
+                    .then(b.lift.total_cmp(&a.lift))
                     .then(a.item.cmp(&b.item))
             });
         }
@@ -491,5 +492,115 @@ impl TopN {
 
     pub fn finish(self) -> Vec<Scored> {
         self.items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recs::data::{InteractionsBuilder, LineIn};
+
+    /// Hand-made shop: baskets per customer, all in one country.
+    fn shop(baskets: &[(&str, &[&str])]) -> Interactions {
+        let mut b = InteractionsBuilder::default();
+        for (n, (customer, items)) in baskets.iter().enumerate() {
+            for item in *items {
+                b.push(LineIn {
+                    basket_key: &n.to_string(),
+                    kind: BasketKind::Purchase,
+                    customer,
+                    country: "FR",
+                    item,
+                    quantity: 1.0,
+                    time: n as i64 * 1_000_000,
+                    seq: n as i64,
+                });
+            }
+        }
+        b.finish()
+    }
+
+    fn fit(data: &Interactions, k: u32) -> (Model, Vec<Profile>) {
+        let params = RecsParams {
+            k,
+            ..RecsParams::default()
+        };
+        let per = data.by_customer();
+        let profiles: Vec<Profile> = per.iter().map(|l| profile_of(data, l, &params)).collect();
+        let model = Model::fit(data, &profiles, &params, "t".into(), 0).unwrap();
+        (model, profiles)
+    }
+
+    fn keys(m: &Model, s: &[Scored]) -> Vec<String> {
+        s.iter().map(|s| m.items.key(s.item).unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn ease_weights_match_the_closed_form() {
+        // Two items, G = [[3, 2], [2, 2]], lambda 1: B_ab = g_ab / (g_aa + 1).
+        let profiles = vec![vec![(0, 1.0), (1, 1.0)], vec![(0, 1.0), (1, 1.0)], vec![(0, 1.0)]];
+        let cooc = Cooccurrence::from_item_sets(&[vec![0, 1], vec![0, 1], vec![0]], 2);
+        let b = ease::fit(&profiles, 2, 1.0, &cooc, 0).unwrap();
+        assert_eq!(b.row(0).0, &[1]);
+        assert!((b.row(0).1[0] - 0.5).abs() < 1e-6, "{:?}", b.row(0));
+        assert!((b.row(1).1[0] - 2.0 / 3.0).abs() < 1e-6, "{:?}", b.row(1));
+        // With k = 3 the pair (two customers) is dropped.
+        assert_eq!(ease::fit(&profiles, 2, 1.0, &cooc, 3).unwrap().nnz(), 0);
+    }
+
+    #[test]
+    fn new_items_follow_co_purchases_and_repeats_put_own_favourites_first() {
+        let data = shop(&[
+            ("u1", &["tea", "cups"]),
+            ("u2", &["tea", "cups"]),
+            ("u3", &["tea", "cups", "honey"]),
+            ("u4", &["tea"]),
+            ("u4", &["tea"]),
+            ("u4", &["jam"]),
+        ]);
+        let (m, profiles) = fit(&data, 2);
+        let u4 = data.customers.get("u4").unwrap() as usize;
+        let new = m.for_profile(&profiles[u4], 5, Mode::New);
+        // cups rests on three tea buyers; honey and jam on one customer.
+        assert_eq!(keys(&m, &new), ["cups"]);
+        assert_eq!(new[0].source, Source::Ease);
+        let rep = m.for_profile(&profiles[u4], 5, Mode::Repeat);
+        // tea, bought twice, comes back; jam rests on one customer only.
+        let tea = rep.iter().find(|s| m.items.key(s.item) == Some("tea")).unwrap();
+        assert_eq!(tea.source, Source::BuyAgain);
+        assert!(keys(&m, &rep).contains(&"cups".to_owned()));
+        assert!(!keys(&m, &rep).contains(&"jam".to_owned()));
+    }
+
+    #[test]
+    fn together_and_popularity_obey_k() {
+        let data = shop(&[
+            ("u1", &["tea", "cups"]),
+            ("u2", &["tea", "cups"]),
+            ("u3", &["tea", "cups", "honey"]),
+            ("u3", &["honey", "jam"]),
+        ]);
+        let (m, _) = fit(&data, 2);
+        let tea = data.items.get("tea").unwrap();
+        let honey = data.items.get("honey").unwrap();
+        let t = m.together(tea, 5);
+        assert_eq!(t.len(), 1);
+        let rule = t[0].1.unwrap();
+        assert_eq!(m.items.key(rule.item), Some("cups"));
+        assert!((rule.confidence - 1.0).abs() < 1e-6);
+        assert_eq!(rule.customers, 3);
+        assert!(m.together(honey, 5).is_empty(), "honey's pairs rest on one customer");
+        let pop = m.popular(Some("FR"), 5);
+        assert_eq!(keys(&m, &pop), ["tea", "cups"], "ties by item order; honey has one buyer");
+    }
+
+    #[test]
+    fn top_n_keeps_the_best_with_ties_by_item() {
+        let mut t = TopN::new(2);
+        for (i, s) in [(5, 1.0), (3, 2.0), (1, 1.0), (4, 2.0)] {
+            t.offer(i, s, Source::Ease);
+        }
+        let got: Vec<u32> = t.finish().iter().map(|s| s.item).collect();
+        assert_eq!(got, [3, 4]);
     }
 }

@@ -14,3 +14,4 @@ mod import;
 mod keys;
 mod orders;
 mod policy;
+mod recs;
