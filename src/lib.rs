@@ -24,6 +24,7 @@
     )
 )]
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

@@ -42,7 +42,10 @@ pub struct EvalArgs {
     /// Skip the public baselines (only the served model).
     #[arg(long)]
     pub no_baselines: bool,
-    /// Override model parameters, `name=value` (see `[recs]` in README).
+    /// The k rule's threshold (default: `privacy.k`).
+    #[arg(long)]
+    pub k: Option<u32>,
+    /// Override model parameters, `name=value` (see `[recs.model]` in README).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
 }
@@ -71,7 +74,8 @@ pub fn params_with(base: &RecsParams, sets: &[String]) -> anyhow::Result<RecsPar
 }
 
 fn eval_cmd(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
-    let params = params_with(&config.recs.model, &args.set)?;
+    let mut params = params_with(&config.recs.model, &args.set)?;
+    params.k = args.k.unwrap_or(config.privacy.k);
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let started = std::time::Instant::now();
@@ -118,11 +122,10 @@ async fn build_cmd(config: Config, args: &BuildArgs) -> anyhow::Result<()> {
     let purposes_path = config.policy_dir.join("purposes.toml");
     let purposes = crate::pipeline::purpose::PurposeCatalog::load(&purposes_path)
         .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
-    let consent_required = purposes
+    let purpose = purposes
         .parse(crate::recs::job::PURPOSE)
-        .ok()
-        .and_then(|p| purposes.get(&p).map(|p| p.consent_required))
-        .unwrap_or(true);
+        .map_err(|_| anyhow::anyhow!("the purpose catalog has no `personalization` purpose"))?;
+    let consent = crate::pipeline::consent::ConsentPredicate::for_purpose(&purposes, &purpose);
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -138,9 +141,11 @@ async fn build_cmd(config: Config, args: &BuildArgs) -> anyhow::Result<()> {
     let mut progress = Bar(bar);
     let built = crate::recs::build::build(
         &db,
-        crate::recs::job::PURPOSE,
-        consent_required,
-        &config.recs.model,
+        &consent,
+        &crate::recs::RecsParams {
+            k: config.privacy.k,
+            ..config.recs.model.clone()
+        },
         "cli".to_owned(),
         now,
         &mut progress,

@@ -18,10 +18,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{Action, PrivacyBlock, Served};
 use crate::domain::Treatment;
 use crate::error::ApiError;
-use crate::http::extract::ApiQuery;
-use crate::pipeline::gate::{Caller, Gate};
+use crate::http::extract::{ApiQuery, Caller};
+use crate::pipeline::gate::Gate;
 use crate::recs::job::{self, RebuildError};
 use crate::recs::model::{ModelStats, Scored, Source};
 use crate::recs::serve::Snapshot;
@@ -139,8 +140,12 @@ fn items(snap: &Snapshot, scored: impl IntoIterator<Item = (Scored, Option<RuleM
         .collect()
 }
 
-/// What the audit event records about an answer: what leaves, how many.
-fn note(gate: &mut Gate<'_>, answer: &Recommendations) {
+/// The answer's evidence for the audit event: what leaves (product ids,
+/// model, version, whether it is personal) and the privacy block (the k
+/// threshold every served item, pair, rule and neighbour met at build
+/// time). Recommendations spend no budget: no noisy number leaves, only
+/// items that k customers support.
+fn note(gate: &mut Gate<'_>, snap: &Snapshot, answer: &Recommendations, question: &str) {
     gate.returned(
         [
             ("product_id".to_owned(), Treatment::Clear),
@@ -148,6 +153,27 @@ fn note(gate: &mut Gate<'_>, answer: &Recommendations) {
         ],
         answer.items.len() as u64,
     );
+    let items = answer
+        .items
+        .iter()
+        .filter_map(|i| snap.model.items.get(&i.product_id))
+        .map(|i| snap.model.product_id(i))
+        .collect();
+    gate.served(Served {
+        model: answer.model.to_owned(),
+        model_version: answer.model_version.clone(),
+        personalized: answer.personalized,
+        items,
+    });
+    let digest = ring::digest::digest(&ring::digest::SHA256, question.as_bytes());
+    gate.privacy(PrivacyBlock {
+        mechanism: "k_threshold".to_owned(),
+        epsilon_spent_micros: 0,
+        k: snap.model.params.k,
+        suppressed_cells: 0,
+        fingerprint: crate::audit::event::to_hash(digest.as_ref()).unwrap_or_default(),
+        budget_remaining_micros: 0,
+    });
 }
 
 /// A well-formed customer pseudonym: `ps_` and 22 base64url characters.
@@ -177,7 +203,7 @@ async fn for_customer(
     Path(token): Path<String>,
     q: ApiQuery<CustomerQuery>,
 ) -> Result<Json<Recommendations>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "recommendation", "read");
+    let mut gate = Gate::new(&state, &caller, Action::RecommendationRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -223,7 +249,7 @@ async fn for_customer(
                 items: items(&snap, snap.model.popular(None, n).into_iter().map(|s| (s, None))),
             },
         };
-        note(&mut gate, &answer);
+        note(&mut gate, &snap, &answer, &format!("customer\0{mode:?}\0{n}"));
         Ok(Json(answer))
     }
     .await;
@@ -246,7 +272,7 @@ async fn together(
     Path(sku): Path<String>,
     q: ApiQuery<TogetherQuery>,
 ) -> Result<Json<Recommendations>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "recommendation", "read");
+    let mut gate = Gate::new(&state, &caller, Action::RecommendationRead);
     let outcome = async {
         gate.authorize()?;
         let n = list_len(q.into_inner()?.n)?;
@@ -280,7 +306,7 @@ async fn together(
                 items: items(&snap, snap.model.popular(None, n).into_iter().map(|s| (s, None))),
             },
         };
-        note(&mut gate, &answer);
+        note(&mut gate, &snap, &answer, &format!("together\0{sku}\0{n}"));
         Ok(Json(answer))
     }
     .await;
@@ -300,7 +326,7 @@ async fn popular(
     caller: Caller,
     q: ApiQuery<PopularQuery>,
 ) -> Result<Json<Recommendations>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "recommendation", "read");
+    let mut gate = Gate::new(&state, &caller, Action::RecommendationRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -319,7 +345,8 @@ async fn popular(
                 snap.model.popular(q.country.as_deref(), n).into_iter().map(|s| (s, None)),
             ),
         };
-        note(&mut gate, &answer);
+        let question = format!("popular\0{}\0{n}", q.country.as_deref().unwrap_or(""));
+        note(&mut gate, &snap, &answer, &question);
         Ok(Json(answer))
     }
     .await;
@@ -337,7 +364,7 @@ async fn rebuild(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<ModelStats>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "recs", "rebuild");
+    let mut gate = Gate::new(&state, &caller, Action::RecsRebuild);
     let outcome = async {
         gate.authorize()?;
         let stats = match job::rebuild(&state, &mut crate::recs::build::Quiet).await {

@@ -4,7 +4,7 @@
 //! Only customers who may enter the recommendation aggregates are read:
 //! not erased, data key present (an erased customer's key is gone), and,
 //! when the recommendation purpose rests on consent, currently consenting
-//! to it (the consent stage's predicate, inside the same query). Returns
+//! to it (the consent stage's [`ConsentPredicate`], inside the same query). Returns
 //! and non-positive quantities never count; order lines are purchases
 //! (weight 1), views, clicks and add-to-cart events are session items
 //! (weight `view_weight`).
@@ -18,7 +18,7 @@ use super::data::{BasketKind, InteractionsBuilder, LineIn};
 use super::model::{profile_of, Model, Profile};
 use super::RecsParams;
 use crate::db::Db;
-use crate::pipeline::consent::CONSENTING_CUSTOMERS_SQL;
+use crate::pipeline::consent::ConsentPredicate;
 
 /// Progress of a build, for the CLI's progress bar.
 pub trait BuildProgress: Send {
@@ -45,37 +45,34 @@ pub struct Built {
     pub rows_read: u64,
 }
 
-/// The customer filter every build query shares (`$1`: the purpose).
-fn eligible(consent_required: bool) -> String {
-    let consent = if consent_required {
-        format!(" AND c.id IN ({CONSENTING_CUSTOMERS_SQL})")
-    } else {
-        // Keeps `$1` bound the same way in both shapes.
-        " AND CAST($1 AS TEXT) = CAST($1 AS TEXT)".to_owned()
-    };
+/// The customer filter every build query shares: the consent stage's
+/// predicate (binds `$1`), and the data key still present.
+fn eligible(consent: &ConsentPredicate) -> String {
     format!(
-        "c.erased_at IS NULL AND EXISTS (SELECT 1 FROM data_keys k WHERE k.customer_id = c.id){consent}"
+        "{} AND EXISTS (SELECT 1 FROM data_keys k WHERE k.customer_id = c.id)",
+        consent.sql("c.id", 1)
     )
 }
 
 /// Reads the eligible data and fits every model.
 pub async fn build(
     db: &Db,
-    purpose: &str,
-    consent_required: bool,
+    consent: &ConsentPredicate,
     params: &RecsParams,
     version: String,
     now: i64,
     progress: &mut dyn BuildProgress,
 ) -> anyhow::Result<Built> {
-    let filter = eligible(consent_required);
+    let filter = eligible(consent);
+    let purpose = consent.bind_value();
     let mut b = InteractionsBuilder::default();
     let mut rows_read = 0u64;
     let mut ids: HashMap<String, (i64, String)> = HashMap::new();
+    let mut products: HashMap<String, i64> = HashMap::new();
     progress.stage("order lines");
     let sql = format!(
         "SELECT o.id AS order_id, c.id AS customer_id, c.external_id, o.placed_at, \
-         COALESCE(o.country, c.country, '') AS country, p.sku, l.quantity \
+         COALESCE(o.country, c.country, '') AS country, p.id AS product_id, p.sku, l.quantity \
          FROM orders o JOIN customers c ON c.id = o.customer_id \
          JOIN order_lines l ON l.order_id = o.id JOIN products p ON p.id = l.product_id \
          WHERE o.kind = 'order' AND l.quantity > 0 AND {filter} ORDER BY o.id"
@@ -91,6 +88,9 @@ pub async fn build(
             }
             let country: String = row.try_get("country")?;
             let sku: String = row.try_get("sku")?;
+            if !products.contains_key(&sku) {
+                products.insert(sku.clone(), row.try_get("product_id")?);
+            }
             let qty: i64 = row.try_get("quantity")?;
             b.push(LineIn {
                 basket_key: &order_id.to_string(),
@@ -110,7 +110,8 @@ pub async fn build(
     }
     progress.stage("browsing events");
     let sql = format!(
-        "SELECT c.id AS customer_id, c.external_id, e.occurred_at, COALESCE(c.country, '') AS country, p.sku \
+        "SELECT c.id AS customer_id, c.external_id, e.occurred_at, COALESCE(c.country, '') AS country, \
+         p.id AS product_id, p.sku \
          FROM events e JOIN customers c ON c.id = e.customer_id JOIN products p ON p.id = e.product_id \
          WHERE e.kind IN ('view', 'click', 'add_to_cart') AND {filter} ORDER BY e.id"
     );
@@ -126,6 +127,9 @@ pub async fn build(
             let day = at.div_euclid(86_400_000_000);
             let country: String = row.try_get("country")?;
             let sku: String = row.try_get("sku")?;
+            if !products.contains_key(&sku) {
+                products.insert(sku.clone(), row.try_get("product_id")?);
+            }
             b.push(LineIn {
                 basket_key: &format!("{customer_id}:{day}"),
                 kind: BasketKind::Session,
@@ -150,7 +154,14 @@ pub async fn build(
         let data = cap_items(b.finish(), params.max_items);
         let per = data.by_customer();
         let profiles: Vec<Profile> = per.iter().map(|l| profile_of(&data, l, &params)).collect();
-        Model::fit(&data, &profiles, &params, version, now).map(|m| (data, profiles, m))
+        let mut model = Model::fit(&data, &profiles, &params, version, now)?;
+        model.product_ids = data
+            .items
+            .keys()
+            .iter()
+            .map(|sku| products.get(sku).copied().unwrap_or(0))
+            .collect();
+        anyhow::Ok((data, profiles, model))
     })
     .await
     .context("model fit task")??;

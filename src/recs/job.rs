@@ -46,7 +46,10 @@ fn version_label(now_micros: i64) -> String {
 
 /// The model parameters in force, with the shared privacy threshold.
 pub fn params(state: &AppState) -> super::RecsParams {
-    state.config.recs.model.clone()
+    super::RecsParams {
+        k: state.config.privacy.k,
+        ..state.config.recs.model.clone()
+    }
 }
 
 /// Builds from the store and swaps the result in. Fails fast with
@@ -59,17 +62,13 @@ pub async fn rebuild(state: &AppState, progress: &mut dyn BuildProgress) -> Resu
         .purposes
         .parse(PURPOSE)
         .map_err(|_| anyhow::anyhow!("the purpose catalog has no `{PURPOSE}` purpose"))?;
-    let consent_required = state
-        .purposes
-        .get(&purpose)
-        .is_none_or(|p| p.consent_required);
+    let consent = crate::pipeline::consent::ConsentPredicate::for_purpose(&state.purposes, &purpose);
     let now = state.clock.now_micros();
     let params = params(state);
     let started = std::time::Instant::now();
     let built = build::build(
         &state.db,
-        PURPOSE,
-        consent_required,
+        &consent,
         &params,
         version_label(now),
         now,

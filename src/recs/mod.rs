@@ -60,8 +60,9 @@ impl Default for RecsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecsParams {
-    /// Minimum distinct customers behind anything served. Overwritten by
-    /// the shared privacy threshold where the configuration has one.
+    /// Minimum distinct customers behind anything served: always the
+    /// shared `privacy.k` (not configurable here).
+    #[serde(skip)]
     pub k: u32,
     /// EASE ridge strength.
     pub lambda: f64,

@@ -261,6 +261,8 @@ pub struct Model {
     pub popularity: Popularity,
     pub customers: usize,
     pub fit_ms: u128,
+    /// The store's product id per item (filled by the build; empty offline).
+    pub product_ids: Vec<i64>,
 }
 
 /// Build statistics, for logs, the rebuild answer and the README.
@@ -314,6 +316,7 @@ impl Model {
             popularity,
             customers: profiles.len(),
             fit_ms: started.elapsed().as_millis(),
+            product_ids: Vec::new(),
         })
     }
 
@@ -342,6 +345,11 @@ impl Model {
             + vocab(&self.items)
             + vocab(&self.countries)
             + self.servable.len()
+    }
+
+    /// The store's product id of an item (0 when built offline).
+    pub fn product_id(&self, i: u32) -> i64 {
+        self.product_ids.get(i as usize).copied().unwrap_or(0)
     }
 
     fn servable(&self, i: u32) -> bool {

@@ -9,6 +9,7 @@ mod cli;
 mod consents;
 mod crypto;
 mod customers;
+mod gate;
 mod health;
 mod import;
 mod keys;

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 /// Small k so a handful of customers can cross it.
 fn small_k(config: &mut custodian::config::Config) {
-    config.recs.model.k = 3;
+    config.privacy.k = 3;
 }
 
 async fn customer(app: &TestApp, id: &str) {
