@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::build::{self, BuildProgress};
 use super::model::ModelStats;
 use super::serve::Snapshot;
+use crate::audit::{Action, AuditEvent, Reason};
 use crate::state::{AppState, WeakState};
 
 /// The purpose personalized recommendations serve: customers are
@@ -116,7 +117,17 @@ pub fn spawn_schedule(weak: WeakState) {
             first = false;
             let Some(state) = weak.upgrade() else { return };
             match rebuild(&state, &mut build::Quiet).await {
-                Ok(_) | Err(RebuildError::Busy) => {}
+                Ok(stats) => {
+                    // A scheduled build is a system action: on the trail too.
+                    let event = AuditEvent::system("system:recs", Action::RecsBuild, "recs")
+                        .records(stats.customers as u64)
+                        .allow(Reason::Admin("schedule".to_owned()), 200)
+                        .build();
+                    if let Err(e) = state.audit.record(event).await {
+                        tracing::warn!(error = %e, "scheduled rebuild not audited");
+                    }
+                }
+                Err(RebuildError::Busy) => {}
                 Err(RebuildError::Failed(e)) => {
                     tracing::error!(error = %format!("{e:#}"), "scheduled recommendation rebuild failed");
                 }

@@ -155,8 +155,19 @@ both_backends!(personalized_only_with_consent_and_withdrawal_is_immediate, confi
     assert_eq!(v["model"], "popularity");
     assert_eq!(skus(&v), ["A", "B", "E"], "popularity rests on k customers too");
     let events = app.audit_events().await;
-    let last = events.iter().rev().find(|e| e.event.action.as_str() == "recommendation.read").unwrap();
-    assert!(last.event.customers.len() == 1, "the customer looked up is recorded");
+    let reads: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.action.as_str() == "recommendation.read")
+        .collect();
+    let last = &reads.last().unwrap().event;
+    assert_eq!(last.customers.len(), 1, "the customer looked up is recorded");
+    let served = last.served.as_ref().unwrap();
+    assert_eq!((served.model.as_str(), served.personalized), ("popularity", false));
+    assert_eq!(served.items.len(), 3, "the items returned, as product ids");
+    assert!(served.items.iter().all(|&id| id > 0));
+    assert_eq!(last.privacy.as_ref().unwrap().k, 3);
+    let first = reads.iter().find(|e| e.event.served.as_ref().is_some_and(|s| s.personalized)).unwrap();
+    assert_eq!(first.event.served.as_ref().unwrap().model, "ease");
 
     // A never-consenting customer, a pseudonym of another purpose and an
     // unknown pseudonym all get the same non-personal answer.
