@@ -41,7 +41,11 @@ fn generated() -> Interactions {
                     basket_key: &key,
                     kind: BasketKind::Purchase,
                     customer: &customer,
-                    country: if c % 10 == 0 { "France" } else { "United Kingdom" },
+                    country: if c % 10 == 0 {
+                        "France"
+                    } else {
+                        "United Kingdom"
+                    },
                     item: &item.to_string(),
                     quantity: 1.0,
                     time: (n * 30 + c % 30) as i64 * 86_400_000_000,
@@ -57,7 +61,9 @@ fn load() -> Interactions {
     match std::env::var("CUSTODIAN_RECS_CSV") {
         Ok(path) => {
             let f = std::fs::File::open(&path).expect("CUSTODIAN_RECS_CSV opens");
-            eval::load_online_retail(std::io::BufReader::new(f)).expect("CSV loads").0
+            eval::load_online_retail(std::io::BufReader::new(f))
+                .expect("CSV loads")
+                .0
         }
         Err(_) => generated(),
     }
@@ -109,7 +115,9 @@ fn groceries() -> Option<Vec<Vec<u32>>> {
             .find(|p| p.exists())
             .map(|p| p.display().to_string())
     })?;
-    Some(rules::read_basket_lines(&std::fs::read_to_string(path).ok()?))
+    Some(rules::read_basket_lines(
+        &std::fs::read_to_string(path).ok()?,
+    ))
 }
 
 fn mining(c: &mut Criterion) {

@@ -12,6 +12,7 @@
 //! - [`http`] holds the thin route handlers, one file per resource;
 //! - [`pipeline`] holds one module per stage;
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
+//! - [`recs`] owns the recommendation models, their build, serving and eval;
 //! - [`config`], [`error`], [`telemetry`], [`clock`] are the plumbing.
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -37,8 +38,8 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod pipeline;
+pub mod recs;
 pub mod secret;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
-pub mod recs;

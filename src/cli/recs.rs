@@ -70,7 +70,9 @@ pub fn params_with(base: &RecsParams, sets: &[String]) -> anyhow::Result<RecsPar
             .with_context(|| format!("--set {k}: not a number or boolean"))?;
         table.insert(k.trim().to_owned(), parsed);
     }
-    value.try_into().context("--set: unknown or mistyped parameter")
+    value
+        .try_into()
+        .context("--set: unknown or mistyped parameter")
 }
 
 fn eval_cmd(config: &Config, args: &EvalArgs) -> anyhow::Result<()> {
@@ -156,7 +158,9 @@ async fn build_cmd(config: Config, args: &BuildArgs) -> anyhow::Result<()> {
     let profile_bytes: usize = built
         .customers
         .iter()
-        .map(|c| 48 + c.profile.items.len() * std::mem::size_of::<crate::recs::model::ProfileItem>())
+        .map(|c| {
+            48 + c.profile.items.len() * std::mem::size_of::<crate::recs::model::ProfileItem>()
+        })
         .sum();
     println!(
         "built in {:.2} s ({} rows read, fit {:.2} s): {} customers, {} items, {} EASE weights, {} neighbour pairs, {} rules; model {:.1} MB + profiles {:.1} MB in memory",

@@ -126,7 +126,10 @@ fn round4(x: f32) -> f32 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-fn items(snap: &Snapshot, scored: impl IntoIterator<Item = (Scored, Option<RuleMeasures>)>) -> Vec<Item> {
+fn items(
+    snap: &Snapshot,
+    scored: impl IntoIterator<Item = (Scored, Option<RuleMeasures>)>,
+) -> Vec<Item> {
     scored
         .into_iter()
         .filter_map(|(s, rule)| {
@@ -238,7 +241,10 @@ async fn for_customer(
                 mode: Some(mode),
                 items: items(
                     &snap,
-                    snap.model.for_profile(profile, n, mode).into_iter().map(|s| (s, None)),
+                    snap.model
+                        .for_profile(profile, n, mode)
+                        .into_iter()
+                        .map(|s| (s, None)),
                 ),
             },
             _ => Recommendations {
@@ -246,10 +252,18 @@ async fn for_customer(
                 model_version: snap.model.version.clone(),
                 personalized: false,
                 mode: Some(mode),
-                items: items(&snap, snap.model.popular(None, n).into_iter().map(|s| (s, None))),
+                items: items(
+                    &snap,
+                    snap.model.popular(None, n).into_iter().map(|s| (s, None)),
+                ),
             },
         };
-        note(&mut gate, &snap, &answer, &format!("customer\0{mode:?}\0{n}"));
+        note(
+            &mut gate,
+            &snap,
+            &answer,
+            &format!("customer\0{mode:?}\0{n}"),
+        );
         Ok(Json(answer))
     }
     .await;
@@ -277,7 +291,11 @@ async fn together(
         gate.authorize()?;
         let n = list_len(q.into_inner()?.n)?;
         let snap = snapshot(&state)?;
-        let found = snap.model.items.get(&sku).map(|i| snap.model.together(i, n));
+        let found = snap
+            .model
+            .items
+            .get(&sku)
+            .map(|i| snap.model.together(i, n));
         let answer = match found {
             Some(list) if !list.is_empty() => Recommendations {
                 model: "association_rules+item_similarity",
@@ -303,7 +321,10 @@ async fn together(
                 model_version: snap.model.version.clone(),
                 personalized: false,
                 mode: None,
-                items: items(&snap, snap.model.popular(None, n).into_iter().map(|s| (s, None))),
+                items: items(
+                    &snap,
+                    snap.model.popular(None, n).into_iter().map(|s| (s, None)),
+                ),
             },
         };
         note(&mut gate, &snap, &answer, &format!("together\0{sku}\0{n}"));
@@ -342,7 +363,10 @@ async fn popular(
             mode: None,
             items: items(
                 &snap,
-                snap.model.popular(q.country.as_deref(), n).into_iter().map(|s| (s, None)),
+                snap.model
+                    .popular(q.country.as_deref(), n)
+                    .into_iter()
+                    .map(|s| (s, None)),
             ),
         };
         let question = format!("popular\0{}\0{n}", q.country.as_deref().unwrap_or(""));

@@ -220,7 +220,12 @@ pub fn cap_items(data: super::data::Interactions, max: usize) -> super::data::In
             b.items = b
                 .items
                 .into_iter()
-                .filter_map(|(i, q)| remap.get(i as usize).filter(|&&n| n != u32::MAX).map(|&n| (n, q)))
+                .filter_map(|(i, q)| {
+                    remap
+                        .get(i as usize)
+                        .filter(|&&n| n != u32::MAX)
+                        .map(|&n| (n, q))
+                })
                 .collect();
             b.items.sort_by_key(|(i, _)| *i);
             (!b.items.is_empty()).then_some(b)

@@ -87,7 +87,10 @@ mod tests {
         let n = c.neighbours(5, 2);
         assert_eq!(n.row(0).0, &[1]);
         assert!((n.row(0).1[0] - 1.0).abs() < 1e-6); // 3 / sqrt(3·3)
-        assert!(n.row(2).0.is_empty(), "the pair of one customer is not served");
+        assert!(
+            n.row(2).0.is_empty(),
+            "the pair of one customer is not served"
+        );
         let all = c.neighbours(5, 1);
         assert_eq!(all.row(0).0, &[1, 2]);
     }

@@ -107,8 +107,8 @@ impl InteractionsBuilder {
             Some(&at) => at,
             None => {
                 let customer = self.data.customers.intern(line.customer);
-                let country = u16::try_from(self.data.countries.intern(line.country))
-                    .unwrap_or(u16::MAX);
+                let country =
+                    u16::try_from(self.data.countries.intern(line.country)).unwrap_or(u16::MAX);
                 self.data.baskets.push(Basket {
                     customer,
                     kind: line.kind,

@@ -59,11 +59,15 @@ pub fn fit(
     for i in 0..n {
         let col = p.col_as_slice(i);
         let i32_ = i as u32;
-        let row = col.iter().zip(&diag).enumerate().filter_map(|(j, (&v, &d))| {
-            let j = j as u32;
-            let keep = j != i32_ && (k == 0 || cooc.count(i32_, j) >= k);
-            keep.then(|| (j, (-v / d) as f32))
-        });
+        let row = col
+            .iter()
+            .zip(&diag)
+            .enumerate()
+            .filter_map(|(j, (&v, &d))| {
+                let j = j as u32;
+                let keep = j != i32_ && (k == 0 || cooc.count(i32_, j) >= k);
+                keep.then(|| (j, (-v / d) as f32))
+            });
         rows.push_row(row);
     }
     Ok(rows)

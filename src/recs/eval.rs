@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use super::cooc::Cooccurrence;
 use super::data::{BasketKind, Interactions, InteractionsBuilder, LineIn};
-use super::model::{profile_of, Mode, Model, Popularity, Profile, TopN, Source};
+use super::model::{profile_of, Mode, Model, Popularity, Profile, Source, TopN};
 use super::sparse::SparseRows;
 use super::RecsParams;
 
@@ -42,7 +42,9 @@ pub struct LoadSummary {
 
 /// Reads the Online Retail CSV into purchase baskets (one per invoice).
 pub fn load_online_retail(reader: impl Read) -> anyhow::Result<(Interactions, LoadSummary)> {
-    let mut csv = csv::ReaderBuilder::new().flexible(false).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(reader);
     let headers = csv.headers().context("reading the header")?.clone();
     let col = |name: &str| {
         headers
@@ -124,7 +126,11 @@ pub fn split_last_basket(data: &Interactions) -> Split {
         let purchases: Vec<usize> = list
             .iter()
             .copied()
-            .filter(|&b| data.baskets.get(b).is_some_and(|b| b.kind == BasketKind::Purchase))
+            .filter(|&b| {
+                data.baskets
+                    .get(b)
+                    .is_some_and(|b| b.kind == BasketKind::Purchase)
+            })
             .collect();
         if purchases.len() < 2 {
             continue;
@@ -221,7 +227,9 @@ pub fn evaluate(
                 dcg += 1.0 / ((rank + 2) as f64).log2();
             }
         }
-        let idcg: f64 = (0..truth.len().min(AT)).map(|r| 1.0 / ((r + 2) as f64).log2()).sum();
+        let idcg: f64 = (0..truth.len().min(AT))
+            .map(|r| 1.0 / ((r + 2) as f64).log2())
+            .sum();
         if hits > 0 {
             hr += 1.0;
         }
@@ -293,7 +301,10 @@ pub fn run(data: &Interactions, opts: &EvalOptions) -> anyhow::Result<Vec<Row>> 
                 .collect()
         })
         .collect();
-    let sets = [test_set(&split, &owned, Mode::New), test_set(&split, &owned, Mode::Repeat)];
+    let sets = [
+        test_set(&split, &owned, Mode::New),
+        test_set(&split, &owned, Mode::Repeat),
+    ];
     let is_owned = |c: u32, i: u32| owned.get(c as usize).is_some_and(|o| o.contains(&i));
     let mut rows = Vec::new();
 
@@ -304,7 +315,9 @@ pub fn run(data: &Interactions, opts: &EvalOptions) -> anyhow::Result<Vec<Row>> 
         for set in &sets {
             let mode = set.mode;
             rows.push(evaluate("popularity", set, cat_size, fit, |c| {
-                fill(Vec::new(), &pop.global, |i| mode == Mode::New && is_owned(c, i))
+                fill(Vec::new(), &pop.global, |i| {
+                    mode == Mode::New && is_owned(c, i)
+                })
             }));
         }
         // Own most-bought (invoices holding the item, then quantity).
@@ -321,52 +334,96 @@ pub fn run(data: &Interactions, opts: &EvalOptions) -> anyhow::Result<Vec<Row>> 
                     }
                 }
                 let mut v: Vec<(u32, (u32, f32))> = m.into_iter().collect();
-                v.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(b.1 .1.total_cmp(&a.1 .1)).then(a.0.cmp(&b.0)));
+                v.sort_by(|a, b| {
+                    b.1 .0
+                        .cmp(&a.1 .0)
+                        .then(b.1 .1.total_cmp(&a.1 .1))
+                        .then(a.0.cmp(&b.0))
+                });
                 v.into_iter().map(|(i, _)| i).take(AT).collect()
             })
             .collect();
         let fit = t.elapsed().as_secs_f64() + fit;
         if let Some(set) = sets.get(1) {
-            rows.push(evaluate("own most-bought, then popularity", set, cat_size, fit, |c| {
-                fill(own_rank.get(c as usize).cloned().unwrap_or_default(), &pop.global, |_| false)
-            }));
+            rows.push(evaluate(
+                "own most-bought, then popularity",
+                set,
+                cat_size,
+                fit,
+                |c| {
+                    fill(
+                        own_rank.get(c as usize).cloned().unwrap_or_default(),
+                        &pop.global,
+                        |_| false,
+                    )
+                },
+            ));
         }
         // Item-kNN, cosine on distinct-customer co-occurrence, 100 neighbours.
         let t = Instant::now();
-        let item_sets: Vec<Vec<u32>> = owned.iter().map(|o| {
-            let mut v: Vec<u32> = o.iter().copied().collect();
-            v.sort_unstable();
-            v
-        }).collect();
+        let item_sets: Vec<Vec<u32>> = owned
+            .iter()
+            .map(|o| {
+                let mut v: Vec<u32> = o.iter().copied().collect();
+                v.sort_unstable();
+                v
+            })
+            .collect();
         let cooc = Cooccurrence::from_item_sets(&item_sets, n);
         let knn = cooc.neighbours(100, 1);
         let fit = t.elapsed().as_secs_f64();
         for set in &sets {
             let mode = set.mode;
-            rows.push(evaluate("item-kNN cosine, 100 neighbours", set, cat_size, fit, |c| {
-                let scores = dense_scores(&knn, item_sets.get(c as usize).map(Vec::as_slice).unwrap_or(&[]), n);
-                let skip = |i| mode == Mode::New && is_owned(c, i);
-                fill(top_of(&scores, skip), &pop.global, skip)
-            }));
+            rows.push(evaluate(
+                "item-kNN cosine, 100 neighbours",
+                set,
+                cat_size,
+                fit,
+                |c| {
+                    let scores = dense_scores(
+                        &knn,
+                        item_sets.get(c as usize).map(Vec::as_slice).unwrap_or(&[]),
+                        n,
+                    );
+                    let skip = |i| mode == Mode::New && is_owned(c, i);
+                    fill(top_of(&scores, skip), &pop.global, skip)
+                },
+            ));
         }
         // Plain EASE (binary, every weight, lambda 300).
         let t = Instant::now();
-        let inputs: Vec<Vec<(u32, f32)>> = item_sets.iter().map(|s| s.iter().map(|&i| (i, 1.0)).collect()).collect();
+        let inputs: Vec<Vec<(u32, f32)>> = item_sets
+            .iter()
+            .map(|s| s.iter().map(|&i| (i, 1.0)).collect())
+            .collect();
         let b = super::ease::fit(&inputs, n, 300.0, &cooc, 0)?;
         let fit = t.elapsed().as_secs_f64();
         for set in &sets {
             let mode = set.mode;
-            rows.push(evaluate("EASE, lambda 300 (all weights)", set, cat_size, fit, |c| {
-                let scores = dense_scores(&b, item_sets.get(c as usize).map(Vec::as_slice).unwrap_or(&[]), n);
-                let skip = |i| mode == Mode::New && is_owned(c, i);
-                fill(top_of(&scores, skip), &pop.global, skip)
-            }));
+            rows.push(evaluate(
+                "EASE, lambda 300 (all weights)",
+                set,
+                cat_size,
+                fit,
+                |c| {
+                    let scores = dense_scores(
+                        &b,
+                        item_sets.get(c as usize).map(Vec::as_slice).unwrap_or(&[]),
+                        n,
+                    );
+                    let skip = |i| mode == Mode::New && is_owned(c, i);
+                    fill(top_of(&scores, skip), &pop.global, skip)
+                },
+            ));
         }
     }
 
     // The served model, exactly as the server builds and answers.
     let t = Instant::now();
-    let profiles: Vec<Profile> = per.iter().map(|list| profile_of(train, list, &opts.params)).collect();
+    let profiles: Vec<Profile> = per
+        .iter()
+        .map(|list| profile_of(train, list, &opts.params))
+        .collect();
     let model = Model::fit(train, &profiles, &opts.params, "eval".to_owned(), 0)?;
     let fit = t.elapsed().as_secs_f64();
     let name = format!("custodian (EASE + k={} + recency)", opts.params.k);
@@ -375,7 +432,13 @@ pub fn run(data: &Interactions, opts: &EvalOptions) -> anyhow::Result<Vec<Row>> 
         rows.push(evaluate(&name, set, cat_size, fit, |c| {
             profiles
                 .get(c as usize)
-                .map(|p| model.for_profile(p, AT, mode).into_iter().map(|s| s.item).collect())
+                .map(|p| {
+                    model
+                        .for_profile(p, AT, mode)
+                        .into_iter()
+                        .map(|s| s.item)
+                        .collect()
+                })
                 .unwrap_or_default()
         }));
     }

@@ -30,7 +30,8 @@ pub enum RebuildError {
 /// random suffix so two instances' builds are told apart.
 fn version_label(now_micros: i64) -> String {
     let secs = now_micros.div_euclid(1_000_000);
-    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let mut suffix = [0u8; 3];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut suffix);
     format!(
@@ -55,7 +56,10 @@ pub fn params(state: &AppState) -> super::RecsParams {
 
 /// Builds from the store and swaps the result in. Fails fast with
 /// [`RebuildError::Busy`] while another rebuild runs.
-pub async fn rebuild(state: &AppState, progress: &mut dyn BuildProgress) -> Result<ModelStats, RebuildError> {
+pub async fn rebuild(
+    state: &AppState,
+    progress: &mut dyn BuildProgress,
+) -> Result<ModelStats, RebuildError> {
     let Ok(_guard) = state.recs.rebuilding.try_lock() else {
         return Err(RebuildError::Busy);
     };
@@ -63,7 +67,8 @@ pub async fn rebuild(state: &AppState, progress: &mut dyn BuildProgress) -> Resu
         .purposes
         .parse(PURPOSE)
         .map_err(|_| anyhow::anyhow!("the purpose catalog has no `{PURPOSE}` purpose"))?;
-    let consent = crate::pipeline::consent::ConsentPredicate::for_purpose(&state.purposes, &purpose);
+    let consent =
+        crate::pipeline::consent::ConsentPredicate::for_purpose(&state.purposes, &purpose);
     let now = state.clock.now_micros();
     let params = params(state);
     let started = std::time::Instant::now();
@@ -78,7 +83,9 @@ pub async fn rebuild(state: &AppState, progress: &mut dyn BuildProgress) -> Resu
     .await?;
     let rows = built.rows_read;
     let pseudonymizer = state.vault.pseudonymizer();
-    let snapshot = Snapshot::new(built, |external_id| pseudonymizer.token(&purpose, external_id));
+    let snapshot = Snapshot::new(built, |external_id| {
+        pseudonymizer.token(&purpose, external_id)
+    });
     let stats = snapshot.stats();
     state.recs.swap(snapshot);
     metrics::gauge!("custodian_recs_model_bytes").set(stats.memory_bytes as f64);

@@ -25,7 +25,9 @@ use super::{ease, rules, RecsParams};
 const DAY_US: f64 = 86_400_000_000.0;
 
 /// Whether a personalized list may contain items the customer already has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Only items the customer has not bought or viewed.
@@ -58,7 +60,11 @@ pub fn profile_of(data: &Interactions, baskets: &[usize], params: &RecsParams) -
     let purchases: Vec<usize> = baskets
         .iter()
         .copied()
-        .filter(|&b| data.baskets.get(b).is_some_and(|b| b.kind == BasketKind::Purchase))
+        .filter(|&b| {
+            data.baskets
+                .get(b)
+                .is_some_and(|b| b.kind == BasketKind::Purchase)
+        })
         .collect();
     let last_time = baskets
         .iter()
@@ -68,7 +74,9 @@ pub fn profile_of(data: &Interactions, baskets: &[usize], params: &RecsParams) -
     let mut items: HashMap<u32, (f32, i64, f32)> = HashMap::new(); // base, last time, own
     let np = purchases.len();
     for (pos, &b) in purchases.iter().enumerate() {
-        let Some(basket) = data.baskets.get(b) else { continue };
+        let Some(basket) = data.baskets.get(b) else {
+            continue;
+        };
         let age = (np - 1 - pos) as i32;
         let disc = params.repeat_decay.powi(age);
         for &(i, _) in &basket.items {
@@ -79,12 +87,16 @@ pub fn profile_of(data: &Interactions, baskets: &[usize], params: &RecsParams) -
         }
     }
     for &b in baskets {
-        let Some(basket) = data.baskets.get(b) else { continue };
+        let Some(basket) = data.baskets.get(b) else {
+            continue;
+        };
         if basket.kind != BasketKind::Session {
             continue;
         }
         for &(i, _) in &basket.items {
-            let e = items.entry(i).or_insert((params.view_weight, basket.time, 0.0));
+            let e = items
+                .entry(i)
+                .or_insert((params.view_weight, basket.time, 0.0));
             e.1 = e.1.max(basket.time);
         }
     }
@@ -132,7 +144,11 @@ impl Popularity {
         let mut seen: std::collections::HashSet<(u32, u32)> = std::collections::HashSet::new();
         let mut global: HashMap<u32, u32> = HashMap::new();
         let mut country: HashMap<(u16, u32), u32> = HashMap::new();
-        for b in data.baskets.iter().filter(|b| b.time >= since && b.kind == BasketKind::Purchase) {
+        for b in data
+            .baskets
+            .iter()
+            .filter(|b| b.time >= since && b.kind == BasketKind::Purchase)
+        {
             for &(i, _) in &b.items {
                 if seen.insert((b.customer, i)) {
                     *global.entry(i).or_insert(0) += 1;
@@ -157,9 +173,17 @@ impl Popularity {
 
     /// Top `n` for a country (filled from the overall ranking), skipping
     /// items `skip` rejects.
-    pub fn top(&self, country: Option<u16>, n: usize, skip: impl Fn(u32) -> bool) -> Vec<(u32, f32)> {
+    pub fn top(
+        &self,
+        country: Option<u16>,
+        n: usize,
+        skip: impl Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
         let mut out: Vec<(u32, f32)> = Vec::with_capacity(n);
-        let local = country.and_then(|c| self.by_country.get(&c)).map(Vec::as_slice).unwrap_or(&[]);
+        let local = country
+            .and_then(|c| self.by_country.get(&c))
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         for &(i, c) in local.iter().chain(self.global.iter()) {
             if out.len() >= n {
                 break;
@@ -199,10 +223,17 @@ impl Together {
             .filter(|b| b.kind == BasketKind::Purchase)
             .map(|b| b.items.iter().map(|(i, _)| *i).collect())
             .collect();
-        let found = rules::mine_rules(&baskets, params.rule_min_support, params.rule_min_confidence, 2);
+        let found = rules::mine_rules(
+            &baskets,
+            params.rule_min_support,
+            params.rule_min_confidence,
+            2,
+        );
         let mut by_item: HashMap<u32, Vec<TogetherRule>> = HashMap::new();
         for r in found {
-            let [x] = r.antecedent.as_slice() else { continue };
+            let [x] = r.antecedent.as_slice() else {
+                continue;
+            };
             let customers = cooc.count(*x, r.consequent);
             if customers < params.k.max(1) {
                 continue;
@@ -280,12 +311,24 @@ pub struct ModelStats {
 
 impl Model {
     /// Fits every model on `data`; `profiles[c]` is customer `c`'s profile.
-    pub fn fit(data: &Interactions, profiles: &[Profile], params: &RecsParams, version: String, built_at: i64) -> anyhow::Result<Self> {
+    pub fn fit(
+        data: &Interactions,
+        profiles: &[Profile],
+        params: &RecsParams,
+        version: String,
+        built_at: i64,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let n = data.items.len();
         let sets: Vec<Vec<u32>> = profiles
             .iter()
-            .map(|p| p.items.iter().filter(|i| i.own > 0.0).map(|i| i.item).collect())
+            .map(|p| {
+                p.items
+                    .iter()
+                    .filter(|i| i.own > 0.0)
+                    .map(|i| i.item)
+                    .collect()
+            })
             .collect();
         let cooc = Cooccurrence::from_item_sets(&sets, n);
         let k = params.k.max(1);
@@ -335,12 +378,23 @@ impl Model {
 
     /// Approximate heap bytes of the loaded model (profiles excluded).
     pub fn memory_bytes(&self) -> usize {
-        let vocab = |v: &super::data::Vocab| v.keys().iter().map(|k| k.len() * 2 + 48).sum::<usize>();
+        let vocab =
+            |v: &super::data::Vocab| v.keys().iter().map(|k| k.len() * 2 + 48).sum::<usize>();
         self.ease.heap_bytes()
             + self.neighbours.heap_bytes()
-            + self.together.by_item.values().map(|v| v.len() * 20 + 48).sum::<usize>()
+            + self
+                .together
+                .by_item
+                .values()
+                .map(|v| v.len() * 20 + 48)
+                .sum::<usize>()
             + (self.popularity.global.len()
-                + self.popularity.by_country.values().map(Vec::len).sum::<usize>())
+                + self
+                    .popularity
+                    .by_country
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>())
                 * 8
             + vocab(&self.items)
             + vocab(&self.countries)
@@ -391,7 +445,9 @@ impl Model {
                 for (i, &s) in scores.iter().enumerate() {
                     let i = i as u32;
                     if s > 0.0 && self.servable(i) {
-                        let own = owned(i).and_then(|x| profile.items.get(x)).is_some_and(|p| p.own > 0.0);
+                        let own = owned(i)
+                            .and_then(|x| profile.items.get(x))
+                            .is_some_and(|p| p.own > 0.0);
                         top.offer(i, s, if own { Source::BuyAgain } else { Source::Ease });
                     }
                 }
@@ -399,9 +455,11 @@ impl Model {
         }
         let mut out = top.finish();
         if out.len() < n {
-            let fill = self.popularity.top(Some(profile.country), n - out.len(), |i| {
-                out.iter().any(|s| s.item == i) || (mode == Mode::New && owned(i).is_some())
-            });
+            let fill = self
+                .popularity
+                .top(Some(profile.country), n - out.len(), |i| {
+                    out.iter().any(|s| s.item == i) || (mode == Mode::New && owned(i).is_some())
+                });
             out.extend(fill.into_iter().map(|(item, score)| Scored {
                 item,
                 score,
@@ -414,7 +472,13 @@ impl Model {
     /// Items that go with `item`: rules first, then neighbours.
     pub fn together(&self, item: u32, n: usize) -> Vec<(Scored, Option<TogetherRule>)> {
         let mut out: Vec<(Scored, Option<TogetherRule>)> = Vec::with_capacity(n);
-        for r in self.together.by_item.get(&item).map(Vec::as_slice).unwrap_or(&[]) {
+        for r in self
+            .together
+            .by_item
+            .get(&item)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
             if out.len() >= n {
                 break;
             }
@@ -450,7 +514,9 @@ impl Model {
 
     /// Popular items, for a country when given (and known).
     pub fn popular(&self, country: Option<&str>, n: usize) -> Vec<Scored> {
-        let c = country.and_then(|c| self.countries.get(c)).and_then(|c| u16::try_from(c).ok());
+        let c = country
+            .and_then(|c| self.countries.get(c))
+            .and_then(|c| u16::try_from(c).ok());
         self.popularity
             .top(c, n, |_| false)
             .into_iter()
@@ -485,7 +551,11 @@ impl TopN {
         if self.n == 0 {
             return;
         }
-        let s = Scored { item, score, source };
+        let s = Scored {
+            item,
+            score,
+            source,
+        };
         if self.items.len() == self.n {
             match self.items.last() {
                 Some(worst) if Self::better(&s, worst) => {
@@ -540,13 +610,19 @@ mod tests {
     }
 
     fn keys(m: &Model, s: &[Scored]) -> Vec<String> {
-        s.iter().map(|s| m.items.key(s.item).unwrap().to_owned()).collect()
+        s.iter()
+            .map(|s| m.items.key(s.item).unwrap().to_owned())
+            .collect()
     }
 
     #[test]
     fn ease_weights_match_the_closed_form() {
         // Two items, G = [[3, 2], [2, 2]], lambda 1: B_ab = g_ab / (g_aa + 1).
-        let profiles = vec![vec![(0, 1.0), (1, 1.0)], vec![(0, 1.0), (1, 1.0)], vec![(0, 1.0)]];
+        let profiles = vec![
+            vec![(0, 1.0), (1, 1.0)],
+            vec![(0, 1.0), (1, 1.0)],
+            vec![(0, 1.0)],
+        ];
         let cooc = Cooccurrence::from_item_sets(&[vec![0, 1], vec![0, 1], vec![0]], 2);
         let b = ease::fit(&profiles, 2, 1.0, &cooc, 0).unwrap();
         assert_eq!(b.row(0).0, &[1]);
@@ -574,7 +650,10 @@ mod tests {
         assert_eq!(new[0].source, Source::Ease);
         let rep = m.for_profile(&profiles[u4], 5, Mode::Repeat);
         // tea, bought twice, comes back; jam rests on one customer only.
-        let tea = rep.iter().find(|s| m.items.key(s.item) == Some("tea")).unwrap();
+        let tea = rep
+            .iter()
+            .find(|s| m.items.key(s.item) == Some("tea"))
+            .unwrap();
         assert_eq!(tea.source, Source::BuyAgain);
         assert!(keys(&m, &rep).contains(&"cups".to_owned()));
         assert!(!keys(&m, &rep).contains(&"jam".to_owned()));
@@ -597,9 +676,16 @@ mod tests {
         assert_eq!(m.items.key(rule.item), Some("cups"));
         assert!((rule.confidence - 1.0).abs() < 1e-6);
         assert_eq!(rule.customers, 3);
-        assert!(m.together(honey, 5).is_empty(), "honey's pairs rest on one customer");
+        assert!(
+            m.together(honey, 5).is_empty(),
+            "honey's pairs rest on one customer"
+        );
         let pop = m.popular(Some("FR"), 5);
-        assert_eq!(keys(&m, &pop), ["tea", "cups"], "ties by item order; honey has one buyer");
+        assert_eq!(
+            keys(&m, &pop),
+            ["tea", "cups"],
+            "ties by item order; honey has one buyer"
+        );
     }
 
     #[test]

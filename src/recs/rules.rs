@@ -125,7 +125,11 @@ impl Tree {
 /// Every itemset with support count at least `min_count` and at most
 /// `max_len` items (`0` = no limit). Items of a transaction must be
 /// distinct.
-pub fn frequent_itemsets(transactions: &[Vec<u32>], min_count: u32, max_len: usize) -> Vec<Itemset> {
+pub fn frequent_itemsets(
+    transactions: &[Vec<u32>],
+    min_count: u32,
+    max_len: usize,
+) -> Vec<Itemset> {
     let weighted: Vec<(Vec<u32>, u32)> = transactions.iter().map(|t| (t.clone(), 1)).collect();
     let mut out = Vec::new();
     let max_len = if max_len == 0 { usize::MAX } else { max_len };
@@ -151,7 +155,10 @@ fn mine(
             *counts.entry(i).or_insert(0) += w;
         }
     }
-    let mut frequent: Vec<(u32, u32)> = counts.into_iter().filter(|&(_, c)| c >= min_count).collect();
+    let mut frequent: Vec<(u32, u32)> = counts
+        .into_iter()
+        .filter(|&(_, c)| c >= min_count)
+        .collect();
     if frequent.is_empty() {
         return;
     }
@@ -246,8 +253,17 @@ pub fn rules(itemsets: &[Itemset], n: usize, min_confidence: f64) -> Vec<Rule> {
 }
 
 /// Mines itemsets and rules in one call, thresholds as fractions.
-pub fn mine_rules(transactions: &[Vec<u32>], min_support: f64, min_confidence: f64, max_len: usize) -> Vec<Rule> {
-    let sets = frequent_itemsets(transactions, min_count(transactions.len(), min_support), max_len);
+pub fn mine_rules(
+    transactions: &[Vec<u32>],
+    min_support: f64,
+    min_confidence: f64,
+    max_len: usize,
+) -> Vec<Rule> {
+    let sets = frequent_itemsets(
+        transactions,
+        min_count(transactions.len(), min_support),
+        max_len,
+    );
     rules(&sets, transactions.len(), min_confidence)
 }
 

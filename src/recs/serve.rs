@@ -57,7 +57,9 @@ impl Snapshot {
             + self
                 .customers
                 .iter()
-                .map(|(_, p)| 48 + p.items.capacity() * std::mem::size_of::<super::model::ProfileItem>())
+                .map(|(_, p)| {
+                    48 + p.items.capacity() * std::mem::size_of::<super::model::ProfileItem>()
+                })
                 .sum::<usize>()
             + self.by_token.len() * (25 + 24 + 8 + 16)
     }

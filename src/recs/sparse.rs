@@ -26,7 +26,8 @@ impl SparseRows {
             self.cols.push(c);
             self.vals.push(v);
         }
-        self.offsets.push(u32::try_from(self.cols.len()).unwrap_or(u32::MAX));
+        self.offsets
+            .push(u32::try_from(self.cols.len()).unwrap_or(u32::MAX));
     }
 
     pub fn rows(&self) -> usize {

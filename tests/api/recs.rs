@@ -16,14 +16,24 @@ fn small_k(config: &mut custodian::config::Config) {
 
 async fn customer(app: &TestApp, id: &str) {
     let r = app
-        .create_customer(json!({"external_id": id, "email": format!("{id}@example.com"), "country": "France"}))
+        .create_customer(
+            json!({"external_id": id, "email": format!("{id}@example.com"), "country": "France"}),
+        )
         .await;
     assert_eq!(r.status(), 201);
 }
 
 async fn consent(app: &TestApp, id: &str, granted: bool) {
-    let role = if granted { "ingest_service" } else { "support_agent" };
-    let purpose = if granted { "data_ingestion" } else { "customer_support" };
+    let role = if granted {
+        "ingest_service"
+    } else {
+        "support_agent"
+    };
+    let purpose = if granted {
+        "data_ingestion"
+    } else {
+        "customer_support"
+    };
     let r = app
         .as_role(Method::POST, &format!("/v1/consents/{id}"), role, purpose)
         .json(&json!({"changes": [{"purpose": "personalization", "granted": granted, "source": "web_form"}]}))
@@ -89,7 +99,12 @@ async fn seed(app: &TestApp) {
 
 async fn rebuild(app: &TestApp) -> Value {
     let r = app
-        .as_role(Method::POST, "/v1/admin/recs/rebuild", "dpo", "compliance_audit")
+        .as_role(
+            Method::POST,
+            "/v1/admin/recs/rebuild",
+            "dpo",
+            "compliance_audit",
+        )
         .send()
         .await
         .unwrap();
@@ -105,15 +120,24 @@ fn token(app: &TestApp, purpose: &str, external_id: &str) -> String {
 }
 
 async fn recs_get(app: &TestApp, path: &str) -> reqwest::Response {
-    app.as_role(Method::GET, path, "recommendation_service", "personalization")
-        .send()
-        .await
-        .unwrap()
+    app.as_role(
+        Method::GET,
+        path,
+        "recommendation_service",
+        "personalization",
+    )
+    .send()
+    .await
+    .unwrap()
 }
 
 async fn for_customer(app: &TestApp, id: &str, mode: &str) -> Value {
     let t = token(app, "personalization", id);
-    let r = recs_get(app, &format!("/v1/recommendations/customers/{t}?mode={mode}")).await;
+    let r = recs_get(
+        app,
+        &format!("/v1/recommendations/customers/{t}?mode={mode}"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
