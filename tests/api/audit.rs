@@ -261,7 +261,9 @@ both_backends!(
         let start = bytes.windows(6).position(|w| w == b"req-13").unwrap();
         let entry = (0..start)
             .rev()
-            .find(|&i| bytes.get(i..i + 5) == Some(&[1, 0, 0, 0, 1][..]))
+            .find(|&i| {
+                bytes.get(i..i + 5) == Some(&[audit::event::ENCODING_VERSION, 0, 0, 0, 1][..])
+            })
             .unwrap(); // version byte then the instance length (1)
         let mut broken = bytes.clone();
         broken[entry - 4] = 0xff; // high byte of this entry's length
