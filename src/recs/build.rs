@@ -2,8 +2,8 @@
 //! and one over browsing events, then the fit.
 //!
 //! Only customers who may enter the recommendation aggregates are read:
-//! not erased, data key present (an erased customer's key is gone), and,
-//! when the recommendation purpose rests on consent, currently consenting
+//! not erased and, when the recommendation purpose rests on consent,
+//! currently consenting
 //! to it (the consent stage's [`ConsentPredicate`], inside the same query). Returns
 //! and non-positive quantities never count; order lines are purchases
 //! (weight 1), views, clicks and add-to-cart events are session items
@@ -46,12 +46,9 @@ pub struct Built {
 }
 
 /// The customer filter every build query shares: the consent stage's
-/// predicate (binds `$1`), and the data key still present.
+/// predicate (binds `$1`; it also leaves out erased customers).
 fn eligible(consent: &ConsentPredicate) -> String {
-    format!(
-        "{} AND EXISTS (SELECT 1 FROM data_keys k WHERE k.customer_id = c.id)",
-        consent.sql("c.id", 1)
-    )
+    consent.sql("c.id", 1)
 }
 
 /// Reads the eligible data and fits every model.

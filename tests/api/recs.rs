@@ -214,6 +214,14 @@ both_backends!(personalized_only_with_consent_and_withdrawal_is_immediate, confi
     assert_eq!(for_customer(&app, "C2", "new").await["personalized"], true);
     app.state.recs.forget_customer(c2);
     assert_eq!(for_customer(&app, "C2", "new").await["personalized"], false);
+    // The next build no longer reads the erased customer at all.
+    sqlx::query("UPDATE customers SET erased_at = 1 WHERE id = $1")
+        .bind(c2)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rebuild(&app).await["customers"], 3, "C5 withdrew, C2 was erased");
+    assert_eq!(for_customer(&app, "C2", "new").await["personalized"], false);
 });
 
 both_backends!(nothing_served_rests_on_fewer_than_k_customers, config: small_k, async |app: TestApp| {
