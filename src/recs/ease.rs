@@ -26,6 +26,9 @@ pub fn fit(
     k: u32,
 ) -> anyhow::Result<SparseRows> {
     let n = n_items;
+    if n == 0 {
+        return Ok(SparseRows::with_rows(0));
+    }
     let mut gram = vec![0f64; n * n];
     for p in profiles {
         for &(i, wi) in p {
