@@ -14,6 +14,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use custodian::recs::data::{BasketKind, Interactions, InteractionsBuilder, LineIn};
 use custodian::recs::model::{profile_of, Model, Profile};
+use custodian::recs::serve::Snapshot;
 use custodian::recs::{eval, rules, Mode, RecsParams};
 use rand::{Rng, SeedableRng};
 
@@ -90,11 +91,43 @@ fn serving(c: &mut Criterion) {
     let typical = by_size[by_size.len() / 2];
     eprintln!("typical profile: {} items", typical.items.len());
     let item = model.popularity.global[0].0;
+    // The served path: the snapshot scores every customer once; an answer
+    // is a pseudonym look-up plus a slice.
+    let customers: Vec<custodian::recs::build::BuiltCustomer> = profiles
+        .iter()
+        .enumerate()
+        .map(|(i, p)| custodian::recs::build::BuiltCustomer {
+            id: i as i64,
+            external_id: format!("c{i}"),
+            profile: p.clone(),
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let snapshot = Snapshot::new(
+        custodian::recs::build::Built {
+            model: Model::fit(&data, &profiles, &params, "bench".into(), 0).expect("fit"),
+            customers,
+            rows_read: 0,
+        },
+        |k| format!("ps_{k:0>22}"),
+    );
+    eprintln!(
+        "snapshot (fit + every customer's lists) {:.2} s; {:.1} MB",
+        started.elapsed().as_secs_f64(),
+        snapshot.memory_bytes() as f64 / 1e6
+    );
+    let token = format!("ps_{:0>22}", format!("c{}", profiles.len() / 2));
     let mut g = c.benchmark_group("recs");
-    g.bench_function("customer_top10_new", |b| {
+    g.bench_function("served_customer_top10", |b| {
+        b.iter(|| {
+            let (_, lists) = snapshot.customer(black_box(&token)).expect("customer");
+            black_box(lists.top(Mode::Repeat, 10).to_vec())
+        })
+    });
+    g.bench_function("score_customer_top10_new", |b| {
         b.iter(|| black_box(model.for_profile(black_box(typical), 10, Mode::New)))
     });
-    g.bench_function("customer_top10_repeat", |b| {
+    g.bench_function("score_customer_top10_repeat", |b| {
         b.iter(|| black_box(model.for_profile(black_box(typical), 10, Mode::Repeat)))
     });
     g.bench_function("together_top10", |b| {

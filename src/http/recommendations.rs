@@ -231,7 +231,7 @@ async fn for_customer(
             _ => false,
         };
         let answer = match found {
-            Some((_, profile)) if allowed => Recommendations {
+            Some((_, lists)) if allowed => Recommendations {
                 model: match mode {
                     Mode::New => "ease",
                     Mode::Repeat => "ease+buy_again",
@@ -239,13 +239,7 @@ async fn for_customer(
                 model_version: snap.model.version.clone(),
                 personalized: true,
                 mode: Some(mode),
-                items: items(
-                    &snap,
-                    snap.model
-                        .for_profile(profile, n, mode)
-                        .into_iter()
-                        .map(|s| (s, None)),
-                ),
+                items: items(&snap, lists.top(mode, n).iter().map(|s| (*s, None))),
             },
             _ => Recommendations {
                 model: "popularity",

@@ -82,10 +82,16 @@ pub async fn rebuild(
     )
     .await?;
     let rows = built.rows_read;
-    let pseudonymizer = state.vault.pseudonymizer();
-    let snapshot = Snapshot::new(built, |external_id| {
-        pseudonymizer.token(&purpose, external_id)
-    });
+    // Scoring every customer's lists is CPU: off the async workers.
+    let state2 = state.clone();
+    let snapshot = tokio::task::spawn_blocking(move || {
+        let pseudonymizer = state2.vault.pseudonymizer();
+        Snapshot::new(built, |external_id| {
+            pseudonymizer.token(&purpose, external_id)
+        })
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("scoring customers: {e}"))?;
     let stats = snapshot.stats();
     state.recs.swap(snapshot);
     metrics::gauge!("custodian_recs_model_bytes").set(stats.memory_bytes as f64);

@@ -5,7 +5,8 @@
 //!
 //! Customers are found by their `personalization` pseudonym: the snapshot
 //! maps each token to the customer's internal id (for the consent check,
-//! which the HTTP layer does on every request) and profile. Erasure removes
+//! which the HTTP layer does on every request) and to their lists, scored
+//! once per build (so a personalized answer is a look-up, not a scoring). Erasure removes
 //! a customer at once ([`Recommender::forget_customer`]); the next build no
 //! longer reads them.
 
@@ -15,24 +16,51 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::build::Built;
-use super::model::{Model, ModelStats, Profile};
+use super::model::{Mode, Model, ModelStats, Scored};
+
+/// The longest list a customer can ask for; each customer's lists are
+/// scored once, when the snapshot is made, so an answer is a look-up.
+pub const MAX_LIST: usize = 100;
+
+/// A customer's precomputed answers, best first.
+#[derive(Clone, Debug)]
+pub struct CustomerLists {
+    pub new: Vec<Scored>,
+    pub repeat: Vec<Scored>,
+}
+
+impl CustomerLists {
+    /// The first `n` items of the mode's list.
+    pub fn top(&self, mode: Mode, n: usize) -> &[Scored] {
+        let list = match mode {
+            Mode::New => &self.new,
+            Mode::Repeat => &self.repeat,
+        };
+        list.get(..n.min(list.len())).unwrap_or(&[])
+    }
+}
 
 /// One loaded build.
 pub struct Snapshot {
     pub model: Model,
     /// Personalization pseudonym → index into `customers`.
     by_token: HashMap<String, usize>,
-    customers: Vec<(i64, Profile)>,
+    customers: Vec<(i64, CustomerLists)>,
 }
 
 impl Snapshot {
-    /// `token_of(external_id)` gives the customer's pseudonym.
+    /// `token_of(external_id)` gives the customer's pseudonym. Scores every
+    /// customer's lists (CPU: run it off the async workers).
     pub fn new(built: Built, token_of: impl Fn(&str) -> String) -> Self {
         let mut by_token = HashMap::with_capacity(built.customers.len());
         let mut customers = Vec::with_capacity(built.customers.len());
         for c in built.customers {
             by_token.insert(token_of(&c.external_id), customers.len());
-            customers.push((c.id, c.profile));
+            let lists = CustomerLists {
+                new: built.model.for_profile(&c.profile, MAX_LIST, Mode::New),
+                repeat: built.model.for_profile(&c.profile, MAX_LIST, Mode::Repeat),
+            };
+            customers.push((c.id, lists));
         }
         Self {
             model: built.model,
@@ -41,8 +69,8 @@ impl Snapshot {
         }
     }
 
-    /// The customer behind a pseudonym: internal id and profile.
-    pub fn customer(&self, token: &str) -> Option<(i64, &Profile)> {
+    /// The customer behind a pseudonym: internal id and answers.
+    pub fn customer(&self, token: &str) -> Option<(i64, &CustomerLists)> {
         let &i = self.by_token.get(token)?;
         self.customers.get(i).map(|(id, p)| (*id, p))
     }
@@ -51,15 +79,14 @@ impl Snapshot {
         self.customers.iter().any(|(c, _)| *c == id)
     }
 
-    /// Model plus profiles and the pseudonym index, approximately.
+    /// Model plus the customers' lists and the pseudonym index, approximately.
     pub fn memory_bytes(&self) -> usize {
+        let per = std::mem::size_of::<Scored>();
         self.model.memory_bytes()
             + self
                 .customers
                 .iter()
-                .map(|(_, p)| {
-                    48 + p.items.capacity() * std::mem::size_of::<super::model::ProfileItem>()
-                })
+                .map(|(_, l)| 64 + (l.new.capacity() + l.repeat.capacity()) * per)
                 .sum::<usize>()
             + self.by_token.len() * (25 + 24 + 8 + 16)
     }
