@@ -19,6 +19,7 @@ pub mod privacy;
 pub mod profiles;
 pub mod pseudonyms;
 pub mod quality;
+pub mod recommendations;
 pub mod segments;
 pub mod serve;
 pub mod validate;
@@ -56,6 +57,7 @@ use crate::state::AppState;
         (name = "segments", description = "Audience segments on the governed view: sizes and distributions under k threshold, noise and a privacy budget"),
         (name = "profiles", description = "Customer profiles (clusters), released as aggregates only"),
         (name = "privacy", description = "Privacy budgets of analytics"),
+        (name = "recommendations", description = "Personalized top-N, frequently bought together, popularity"),
     )
 )]
 struct ApiDoc;
@@ -163,4 +165,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(segments::router())
         .merge(profiles::router())
         .merge(privacy::router())
+        .merge(recommendations::router())
 }

@@ -21,5 +21,6 @@ mod ops;
 mod orders;
 mod policy;
 mod quality;
+mod recs;
 mod security;
 mod segments;
