@@ -13,6 +13,7 @@ pub mod middleware;
 pub mod orders;
 pub mod policies;
 pub mod pseudonyms;
+pub mod stats;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -134,4 +135,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(pseudonyms::router())
         .merge(policies::router())
+        .merge(stats::router())
 }
