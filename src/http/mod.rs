@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod bench;
 pub mod consents;
+pub mod console;
 pub mod customers;
 pub mod extract;
 pub mod health;
@@ -136,4 +137,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(pseudonyms::router())
         .merge(policies::router())
         .merge(stats::router())
+        .merge(console::router())
 }

@@ -52,6 +52,9 @@ pub struct StatsQuery {
     pub from: Option<String>,
     /// End (RFC 3339, exclusive; rounded up to the hour or day). Default: now.
     pub to: Option<String>,
+    /// The length of the range ending at `to`, in days (1-366), instead of
+    /// `from`.
+    pub days: Option<String>,
     /// `hour` or `day` (default `day`); time series only.
     pub bucket: Option<String>,
     /// Only events declaring this purpose (trail routes only).
@@ -108,8 +111,17 @@ fn parse_range(state: &AppState, q: &StatsQuery) -> Result<Range, ApiError> {
     let width = bucket_hours * HOUR_MICROS;
     let to = time(&q.to, "to: must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z")?
         .unwrap_or_else(|| state.clock.now_micros());
+    let days = match (&q.days, &q.from) {
+        (Some(_), Some(_)) => return Err(invalid("use either from or days, not both")),
+        (Some(d), None) => d
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (1..=366).contains(d))
+            .ok_or_else(|| invalid("days: must be between 1 and 366"))?,
+        (None, _) => DEFAULT_DAYS,
+    };
     let from = time(&q.from, "from: must be an RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z")?
-        .unwrap_or_else(|| to.saturating_sub(DEFAULT_DAYS * 24 * HOUR_MICROS));
+        .unwrap_or_else(|| to.saturating_sub(days * 24 * HOUR_MICROS));
     if from >= to {
         return Err(invalid("from: must be before to"));
     }
