@@ -1,5 +1,6 @@
 //! One integration-test binary; each module covers one feature over real HTTP.
 
+mod browser;
 mod helpers;
 
 mod audit;
@@ -7,6 +8,7 @@ mod audit_http;
 mod authn;
 mod cli;
 mod consents;
+mod console;
 mod crypto;
 mod customers;
 mod health;
@@ -14,3 +16,4 @@ mod import;
 mod keys;
 mod orders;
 mod policy;
+mod stats;
