@@ -30,7 +30,8 @@ export function customerView(root) {
     field("The shop's customer id", input),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Show accesses')));
   const out = h('div', { id: 'customer-results', 'aria-live': 'polite' });
-  const side = h('div', { id: 'customer-detail', class: 'side', tabindex: '-1' });
+  const side = h('div', { id: 'customer-detail', class: 'side', tabindex: '-1' },
+    h('p', { class: 'muted' }, 'Open an access to see the event.'));
   const policySlot = h('div', {});
   put(root,
     h('h2', {}, 'One customer'),
@@ -41,7 +42,7 @@ export function customerView(root) {
 
   async function show(id) {
     put(out, loading());
-    put(side);
+    put(side, h('p', { class: 'muted' }, 'Open an access to see the event.'));
     put(policySlot);
     try {
       if (purposes.size === 0) {

@@ -9,7 +9,7 @@ export function describe(error, what) {
     return `Not allowed: your role may not ${what} under the ${PURPOSE} purpose. Ask your administrator for a compliance role.`;
   }
   if (error.missingRoute) {
-    return `Not available: this gateway does not offer ${what} yet.`;
+    return `Not available on this gateway yet (needed to ${what}).`;
   }
   if (error.status === 401) return 'Your session has ended: sign in again.';
   if (error.status === 429) return 'The gateway is busy (rate limited): try again in a moment.';
@@ -20,7 +20,7 @@ export function describe(error, what) {
 
 /** An alert box for a failed call; names the request id for support. */
 export function errorBox(error, what) {
-  const cls = error.status === 403 ? 'notice error forbidden' : 'notice error';
+  const cls = error.status === 403 ? 'notice error forbidden' : error.missingRoute ? 'notice' : 'notice error';
   return h('div', { class: cls, role: 'alert' },
     h('p', {}, describe(error, what)),
     error.requestId ? h('p', { class: 'muted small' }, `Request id: ${error.requestId}`) : null);
