@@ -127,9 +127,13 @@ async fn run(label: &str, config: Config) -> anyhow::Result<()> {
         stats::accesses_by_purpose(&db, &filter).await?;
         timings[2].push(t.elapsed());
     }
-    for (name, t) in ["decisions over time (30 days by day)", "denials by actor and reason", "accesses by purpose"]
-        .iter()
-        .zip(timings)
+    for (name, t) in [
+        "decisions over time (30 days by day)",
+        "denials by actor and reason",
+        "accesses by purpose",
+    ]
+    .iter()
+    .zip(timings)
     {
         println!(
             "{label}: {name}: median {:.2} ms",
@@ -145,7 +149,9 @@ async fn run(label: &str, config: Config) -> anyhow::Result<()> {
         let (rows, next) = store::blocks_from(&db, "bench", after, 1_000).await?;
         for row in rows {
             if let ReadRow::Ok(e) = row {
-                let d = days.entry(e.event.occurred_at / (24 * HOUR_MICROS)).or_default();
+                let d = days
+                    .entry(e.event.occurred_at / (24 * HOUR_MICROS))
+                    .or_default();
                 match e.event.decision {
                     Decision::Allow => d.0 += 1,
                     Decision::Deny => d.1 += 1,

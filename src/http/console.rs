@@ -28,15 +28,35 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// `console/` except the page itself (modules import each other as
 /// `./name.js`, so they share one directory of URLs).
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("console.css", "text/css; charset=utf-8", include_str!("../../console/console.css")),
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../../console/console.css"),
+    ),
     ("api.js", JS, include_str!("../../console/js/api.js")),
     ("app.js", JS, include_str!("../../console/js/app.js")),
     ("charts.js", JS, include_str!("../../console/js/charts.js")),
-    ("customer.js", JS, include_str!("../../console/js/customer.js")),
+    (
+        "customer.js",
+        JS,
+        include_str!("../../console/js/customer.js"),
+    ),
     ("dom.js", JS, include_str!("../../console/js/dom.js")),
-    ("integrity.js", JS, include_str!("../../console/js/integrity.js")),
-    ("overview.js", JS, include_str!("../../console/js/overview.js")),
-    ("requests.js", JS, include_str!("../../console/js/requests.js")),
+    (
+        "integrity.js",
+        JS,
+        include_str!("../../console/js/integrity.js"),
+    ),
+    (
+        "overview.js",
+        JS,
+        include_str!("../../console/js/overview.js"),
+    ),
+    (
+        "requests.js",
+        JS,
+        include_str!("../../console/js/requests.js"),
+    ),
     ("trail.js", JS, include_str!("../../console/js/trail.js")),
     ("ui.js", JS, include_str!("../../console/js/ui.js")),
 ];
@@ -55,7 +75,10 @@ fn with_headers(content_type: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "cross-origin-opener-policy",
@@ -114,7 +137,17 @@ mod tests {
             }
             // The SVG namespace is a name, not a request.
             let body = body.replace("http://www.w3.org/2000/svg", "");
-            for forbidden in ["innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "localStorage", "sessionStorage", "document.cookie", "http://", "https://"] {
+            for forbidden in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "eval(",
+                "localStorage",
+                "sessionStorage",
+                "document.cookie",
+                "http://",
+                "https://",
+            ] {
                 assert!(!body.contains(forbidden), "{name} uses {forbidden}");
             }
         }

@@ -79,7 +79,9 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     // A route with its own policy (the console page) keeps it; everything
     // else is JSON and gets the strictest.
     h.entry(header::CONTENT_SECURITY_POLICY)
-        .or_insert(HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response

@@ -86,7 +86,11 @@ impl Range {
     }
 
     fn start_of(&self, bucket: i64) -> String {
-        rfc3339(bucket.saturating_mul(self.bucket_hours).saturating_mul(HOUR_MICROS))
+        rfc3339(
+            bucket
+                .saturating_mul(self.bucket_hours)
+                .saturating_mul(HOUR_MICROS),
+        )
     }
 
     fn hours(&self) -> (i64, i64) {
@@ -109,8 +113,11 @@ fn parse_range(state: &AppState, q: &StatsQuery) -> Result<Range, ApiError> {
             .transpose()
     };
     let width = bucket_hours * HOUR_MICROS;
-    let to = time(&q.to, "to: must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z")?
-        .unwrap_or_else(|| state.clock.now_micros());
+    let to = time(
+        &q.to,
+        "to: must be an RFC 3339 timestamp, e.g. 2026-01-31T12:00:00Z",
+    )?
+    .unwrap_or_else(|| state.clock.now_micros());
     let days = match (&q.days, &q.from) {
         (Some(_), Some(_)) => return Err(invalid("use either from or days, not both")),
         (Some(d), None) => d
@@ -120,12 +127,18 @@ fn parse_range(state: &AppState, q: &StatsQuery) -> Result<Range, ApiError> {
             .ok_or_else(|| invalid("days: must be between 1 and 366"))?,
         (None, _) => DEFAULT_DAYS,
     };
-    let from = time(&q.from, "from: must be an RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z")?
-        .unwrap_or_else(|| to.saturating_sub(days * 24 * HOUR_MICROS));
+    let from = time(
+        &q.from,
+        "from: must be an RFC 3339 timestamp, e.g. 2026-01-01T00:00:00Z",
+    )?
+    .unwrap_or_else(|| to.saturating_sub(days * 24 * HOUR_MICROS));
     if from >= to {
         return Err(invalid("from: must be before to"));
     }
-    let (from, to) = (from.div_euclid(width), to.saturating_add(width - 1).div_euclid(width));
+    let (from, to) = (
+        from.div_euclid(width),
+        to.saturating_add(width - 1).div_euclid(width),
+    );
     if to - from > MAX_POINTS {
         return Err(invalid(
             "from, to: at most 2000 buckets; choose a shorter range or bucket=day",
@@ -161,7 +174,10 @@ fn trail_filter_any(state: &AppState, q: &StatsQuery) -> Result<(Range, StatsFil
     let filter = StatsFilter {
         from_hour,
         to_hour,
-        purpose: text(&q.purpose, "purpose: 1-256 characters, no control characters")?,
+        purpose: text(
+            &q.purpose,
+            "purpose: 1-256 characters, no control characters",
+        )?,
         actor: text(&q.actor, "actor: 1-256 characters, no control characters")?,
     };
     Ok((range, filter))

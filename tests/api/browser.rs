@@ -48,7 +48,9 @@ impl Browser {
             binary("CHROMIUM_BIN", CHROMIUM),
             binary("CHROMEDRIVER_BIN", CHROMEDRIVER),
         ) else {
-            eprintln!("\n*** {test}: skipped: no chromium (install chromium and chromium-driver) ***\n");
+            eprintln!(
+                "\n*** {test}: skipped: no chromium (install chromium and chromium-driver) ***\n"
+            );
             return None;
         };
         let turn = ONE_AT_A_TIME.lock().await;
@@ -100,7 +102,7 @@ impl Browser {
                         chromium_pid,
                         _profile: profile,
                         _turn: turn,
-                    })
+                    });
                 }
                 Err(e) => {
                     last = Some(e);

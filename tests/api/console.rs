@@ -50,10 +50,15 @@ async fn seeded() -> (TestApp, String) {
                 .await
                 .unwrap();
             assert!(r.status().is_success(), "{}", r.status());
-            app.as_role(Method::GET, &path, "marketing_analyst", "marketing_analytics")
-                .send()
-                .await
-                .unwrap();
+            app.as_role(
+                Method::GET,
+                &path,
+                "marketing_analyst",
+                "marketing_analytics",
+            )
+            .send()
+            .await
+            .unwrap();
         }
         // Refused by policy: support has no rule for marketing.
         let r = app
@@ -102,7 +107,11 @@ async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
 #[tokio::test]
 async fn console_page_headers_are_strict() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    for path in ["/console", "/console/assets/app.js", "/console/assets/console.css"] {
+    for path in [
+        "/console",
+        "/console/assets/app.js",
+        "/console/assets/console.css",
+    ] {
         let r = app.get(path).await;
         assert_eq!(r.status(), 200, "{path}");
         let h = r.headers();
@@ -156,7 +165,9 @@ async fn officer_works_through_the_console() {
     browser.wait("#chart-consent svg").await;
     let kpis = browser.wait_text("#chart-decisions .kpis", "denied").await;
     assert!(kpis.contains("allowed"), "{kpis}");
-    let denials = browser.wait_text("#chart-denials", "support_agent-user").await;
+    let denials = browser
+        .wait_text("#chart-denials", "support_agent-user")
+        .await;
     assert!(denials.contains("policy:"), "{denials}");
     let purposes = browser
         .wait_text("#chart-purposes", "customer_support")
@@ -258,13 +269,12 @@ async fn officer_works_through_the_console() {
         .filter(|r| !r[0].as_str().unwrap().starts_with("olivia"))
         .count();
     assert_eq!(others, 28, "{view:?}");
-    assert!(view.iter().any(|r| r[0]
-        .as_str()
-        .unwrap()
-        .starts_with("support_agent-user")
-        && r[1] == "customer_support"
-        && r[2] == "allowed"
-        && r[3] == "not needed (contract)"));
+    assert!(view
+        .iter()
+        .any(|r| r[0].as_str().unwrap().starts_with("support_agent-user")
+            && r[1] == "customer_support"
+            && r[2] == "allowed"
+            && r[3] == "not needed (contract)"));
     assert!(view.iter().any(|r| r[1] == "marketing_analytics"
         && ["granted", "withdrawn", "none recorded"].contains(&r[3].as_str().unwrap())));
     browser.wait_text("#customer-requests", "requests").await;
@@ -278,7 +288,10 @@ async fn officer_works_through_the_console() {
     assert_eq!(key_id, app.state.audit.public_key().key_id());
     browser.click("#run-verify").await;
     let verdict = browser.wait_text("#verdict", "Intact").await;
-    assert!(verdict.contains("events") && verdict.contains("checkpoints"), "{verdict}");
+    assert!(
+        verdict.contains("events") && verdict.contains("checkpoints"),
+        "{verdict}"
+    );
     browser.click("#export-ndjson").await;
     let ndjson = browser.downloaded(".ndjson").await;
     let report = custodian::pipeline::audit::verify_ndjson(
@@ -296,7 +309,9 @@ async fn officer_works_through_the_console() {
     // Cleared filters export the whole trail.
     browser.click("#tab-trail").await;
     browser.click("#trail-filters button[type=reset]").await;
-    browser.wait_text("#trail-table", "support_agent-user").await;
+    browser
+        .wait_text("#trail-table", "support_agent-user")
+        .await;
     browser.click("#tab-integrity").await;
     browser.wait_text("#export-filter", "none").await;
     browser.click("#export-ndjson").await;
@@ -323,7 +338,9 @@ async fn officer_works_through_the_console() {
     browser.click("#sign-out").await;
     browser.wait("#signin-form").await;
     assert_eq!(
-        browser.eval("return document.getElementById('app').hidden").await,
+        browser
+            .eval("return document.getElementById('app').hidden")
+            .await,
         true
     );
     browser.close().await;
@@ -409,7 +426,12 @@ async fn chart_endpoints_refuse_other_roles() {
         "/v1/consents/rates",
     ] {
         let r = app
-            .as_role(Method::GET, path, "marketing_analyst", "marketing_analytics")
+            .as_role(
+                Method::GET,
+                path,
+                "marketing_analyst",
+                "marketing_analytics",
+            )
             .send()
             .await
             .unwrap();

@@ -106,7 +106,10 @@ both_backends!(trail_stats_count_the_events, async |app: TestApp| {
         "/v1/audit/stats/decisions?purpose=customer_support&bucket=hour&days=1",
     )
     .await;
-    assert_eq!((d["total_allow"].as_i64(), d["total_deny"].as_i64()), (Some(3), Some(0)));
+    assert_eq!(
+        (d["total_allow"].as_i64(), d["total_deny"].as_i64()),
+        (Some(3), Some(0))
+    );
     let d = officer_get(
         &app,
         "/v1/audit/stats/decisions?from=2020-01-01T00:00:00Z&to=2020-01-02T00:00:00Z",
@@ -119,83 +122,110 @@ both_backends!(trail_stats_count_the_events, async |app: TestApp| {
         .audit_rows()
         .await
         .iter()
-        .any(|(actor, action, decision, ..)| actor == "compliance_officer-user"
-            && action == "audit.read"
-            && decision == "allow"));
+        .any(
+            |(actor, action, decision, ..)| actor == "compliance_officer-user"
+                && action == "audit.read"
+                && decision == "allow"
+        ));
 });
 
-both_backends!(retention_takes_events_out_of_the_stats, async |app: TestApp| {
-    traffic(&app).await;
-    app.clock.advance_secs(10 * 86_400);
-    let cutoff = app.state.clock.now_micros() - 86_400_000_000;
-    for _ in 0..2 {
-        assert_eq!(support_read(&app, "C-1", "customer_support").await, 200);
+both_backends!(
+    retention_takes_events_out_of_the_stats,
+    async |app: TestApp| {
+        traffic(&app).await;
+        app.clock.advance_secs(10 * 86_400);
+        let cutoff = app.state.clock.now_micros() - 86_400_000_000;
+        for _ in 0..2 {
+            assert_eq!(support_read(&app, "C-1", "customer_support").await, 200);
+        }
+        assert!(app.state.audit.index_now().await);
+        let signer = Signer::ephemeral().unwrap();
+        let report = audit::prune(&app.state.db, &signer, cutoff, app.state.clock.now_micros())
+            .await
+            .unwrap();
+        assert_eq!(report.removed, 7);
+        let d = officer_get(&app, "/v1/audit/stats/decisions?days=60").await;
+        assert_eq!(d["total_allow"], 2, "{d}");
+        assert_eq!(d["total_deny"], 0, "{d}");
     }
-    assert!(app.state.audit.index_now().await);
-    let signer = Signer::ephemeral().unwrap();
-    let report = audit::prune(&app.state.db, &signer, cutoff, app.state.clock.now_micros())
-        .await
-        .unwrap();
-    assert_eq!(report.removed, 7);
-    let d = officer_get(&app, "/v1/audit/stats/decisions?days=60").await;
-    assert_eq!(d["total_allow"], 2, "{d}");
-    assert_eq!(d["total_deny"], 0, "{d}");
-});
+);
 
-both_backends!(consent_rates_follow_the_ledger_with_k, async |app: TestApp| {
-    for i in 0..12 {
-        assert_eq!(app.create_customer(customer(&format!("K-{i}"))).await.status(), 201);
-    }
-    let record = |id: String, granted: bool| {
-        let app = &app;
-        async move {
-            let r = app
+both_backends!(
+    consent_rates_follow_the_ledger_with_k,
+    async |app: TestApp| {
+        for i in 0..12 {
+            assert_eq!(
+                app.create_customer(customer(&format!("K-{i}")))
+                    .await
+                    .status(),
+                201
+            );
+        }
+        let record = |id: String, granted: bool| {
+            let app = &app;
+            async move {
+                let r = app
                 .as_role(Method::POST, &format!("/v1/consents/{id}"), "ingest_service", "data_ingestion")
                 .json(&json!({"changes": [{"purpose": "email_marketing", "granted": granted, "source": "web_form"}]}))
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+            }
+        };
+        for i in 0..11 {
+            record(format!("K-{i}"), true).await;
         }
-    };
-    for i in 0..11 {
-        record(format!("K-{i}"), true).await;
-    }
-    let rates = officer_get(&app, "/v1/consents/rates?days=2").await;
-    assert_eq!(rates["k"], 10);
-    let email = |r: &Value| {
-        r["purposes"]
+        let rates = officer_get(&app, "/v1/consents/rates?days=2").await;
+        assert_eq!(rates["k"], 10);
+        let email = |r: &Value| {
+            r["purposes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["purpose"] == "email_marketing")
+                .cloned()
+                .unwrap()
+        };
+        let last = email(&rates)["points"]
+            .as_array()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap();
+        assert_eq!(last["suppressed"], false, "{last}");
+        assert_eq!(last["customers"], 12);
+        assert_eq!(last["granted"], 11);
+        assert!((last["rate"].as_f64().unwrap() - 11.0 / 12.0).abs() < 1e-9);
+        // Purposes that need no consent are not charted.
+        assert!(rates["purposes"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|p| p["purpose"] == "email_marketing")
-            .cloned()
+            .all(|p| p["purpose"] != "customer_support"));
+        // Two withdrawals leave 9 grants: fewer than k, so no number leaves.
+        app.clock.advance_secs(1);
+        for i in 0..2 {
+            record(format!("K-{i}"), false).await;
+        }
+        let rates = officer_get(&app, "/v1/consents/rates?days=2").await;
+        let last = email(&rates)["points"]
+            .as_array()
             .unwrap()
-    };
-    let last = email(&rates)["points"].as_array().unwrap().last().cloned().unwrap();
-    assert_eq!(last["suppressed"], false, "{last}");
-    assert_eq!(last["customers"], 12);
-    assert_eq!(last["granted"], 11);
-    assert!((last["rate"].as_f64().unwrap() - 11.0 / 12.0).abs() < 1e-9);
-    // Purposes that need no consent are not charted.
-    assert!(rates["purposes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["purpose"] != "customer_support"));
-    // Two withdrawals leave 9 grants: fewer than k, so no number leaves.
-    app.clock.advance_secs(1);
-    for i in 0..2 {
-        record(format!("K-{i}"), false).await;
+            .last()
+            .cloned()
+            .unwrap();
+        assert_eq!(last["suppressed"], true, "{last}");
+        assert!(
+            last.get("granted").is_none()
+                && last.get("rate").is_none()
+                && last.get("customers").is_none()
+        );
+        // The day before anyone signed up is suppressed too (no customers).
+        let first = email(&rates)["points"].as_array().unwrap()[0].clone();
+        assert_eq!(first["suppressed"], true);
     }
-    let rates = officer_get(&app, "/v1/consents/rates?days=2").await;
-    let last = email(&rates)["points"].as_array().unwrap().last().cloned().unwrap();
-    assert_eq!(last["suppressed"], true, "{last}");
-    assert!(last.get("granted").is_none() && last.get("rate").is_none() && last.get("customers").is_none());
-    // The day before anyone signed up is suppressed too (no customers).
-    let first = email(&rates)["points"].as_array().unwrap()[0].clone();
-    assert_eq!(first["suppressed"], true);
-});
+);
 
 both_backends!(chart_parameters_are_checked, async |app: TestApp| {
     for path in [
@@ -220,6 +250,9 @@ both_backends!(chart_parameters_are_checked, async |app: TestApp| {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "invalid_query", "{path}");
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(!message.contains("yesterday") && !message.contains("minute"), "{message}");
+        assert!(
+            !message.contains("yesterday") && !message.contains("minute"),
+            "{message}"
+        );
     }
 });

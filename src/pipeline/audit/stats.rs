@@ -101,12 +101,12 @@ async fn progress(tx: &mut Transaction<'_, Any>, instance: &str) -> anyhow::Resu
     .bind(instance)
     .execute(&mut **tx)
     .await?;
-    Ok(sqlx::query_scalar(
-        "SELECT counted_through FROM audit_stats_progress WHERE instance = $1",
+    Ok(
+        sqlx::query_scalar("SELECT counted_through FROM audit_stats_progress WHERE instance = $1")
+            .bind(instance)
+            .fetch_one(&mut **tx)
+            .await?,
     )
-    .bind(instance)
-    .fetch_one(&mut **tx)
-    .await?)
 }
 
 /// Counts up to `max_blocks` of `instance`'s blocks past its progress into
@@ -208,7 +208,13 @@ impl StatsFilter {
         (sql, binds)
     }
 
-    async fn fetch<T>(&self, db: &Db, select: &str, extra: &str, tail: &str) -> anyhow::Result<Vec<T>>
+    async fn fetch<T>(
+        &self,
+        db: &Db,
+        select: &str,
+        extra: &str,
+        tail: &str,
+    ) -> anyhow::Result<Vec<T>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
     {
@@ -254,7 +260,10 @@ pub async fn denials(
             db,
             "actor, reason, CAST(SUM(events) AS BIGINT)",
             " AND decision = 'deny'",
-            &format!("GROUP BY actor, reason ORDER BY 3 DESC, 1, 2 LIMIT {}", limit.max(1)),
+            &format!(
+                "GROUP BY actor, reason ORDER BY 3 DESC, 1, 2 LIMIT {}",
+                limit.max(1)
+            ),
         )
         .await
 }
