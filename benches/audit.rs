@@ -8,13 +8,11 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use custodian::audit::{self, Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
 use custodian::clock::{SharedClock, SystemClock};
 use custodian::config::Config;
 use custodian::db::Db;
 use custodian::domain::Treatment;
-use custodian::pipeline::audit::{
-    self, Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions,
-};
 use sqlx::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -14,9 +14,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use custodian::config::Config;
 use custodian::db::Db;
 use custodian::domain::{PurposeId, Treatment};
-use custodian::pipeline::audit::stats::{self, StatsFilter, HOUR_MICROS};
-use custodian::pipeline::audit::store::{self, Block, ReadRow};
-use custodian::pipeline::audit::{Action, AuditEvent, Decision, Reason, GENESIS};
+use custodian::audit::stats::{self, StatsFilter, HOUR_MICROS};
+use custodian::audit::store::{self, Block, ReadRow};
+use custodian::audit::{Action, AuditEvent, Decision, Reason, GENESIS};
 use sqlx::Connection;
 use std::time::{Duration, Instant};
 

@@ -108,10 +108,22 @@ fn bench(c: &mut Criterion) {
                 assert!(n > 600);
             })
         });
+        // The predicate analytics join on, over the whole table.
+        let predicate = consent::ConsentPredicate::for_purpose(
+            &custodian::pipeline::purpose::PurposeCatalog::load(std::path::Path::new(
+                "policies/purposes.toml",
+            ))
+            .unwrap(),
+            &custodian::domain::PurposeId("email_marketing".to_owned()),
+        );
+        let consenting_sql = format!(
+            "SELECT c.id FROM customers c WHERE {}",
+            predicate.sql("c.id", 1)
+        );
         group.bench_function("full_table_consenting_set", |b| {
             b.to_async(&rt).iter(|| async {
-                let ids: Vec<i64> = sqlx::query_scalar(consent::CONSENTING_CUSTOMERS_SQL)
-                    .bind("email_marketing")
+                let ids: Vec<i64> = sqlx::query_scalar(&consenting_sql)
+                    .bind(predicate.bind_value())
                     .fetch_all(&db.pool)
                     .await
                     .unwrap();

@@ -48,6 +48,7 @@ pub struct Config {
     pub log: LogConfig,
     pub crypto: CryptoConfig,
     pub audit: AuditConfig,
+    pub privacy: PrivacyConfig,
     pub auth: AuthConfig,
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
@@ -116,7 +117,7 @@ pub struct CryptoConfig {
     pub master_key_file: Option<PathBuf>,
 }
 
-/// The audit trail (see `pipeline::audit`).
+/// The audit trail (see `audit`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -149,6 +150,22 @@ impl Default for AuditConfig {
     }
 }
 
+/// Output privacy of analytics (see `privacy` and `pipeline::release`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// A released number resting on fewer distinct customers than this is
+    /// suppressed ("fewer than k"); recommendations never serve an item
+    /// pair, rule or neighbour resting on fewer.
+    pub k: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { k: 10 }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -161,6 +178,7 @@ impl Default for Config {
             log: LogConfig::default(),
             crypto: CryptoConfig::default(),
             audit: AuditConfig::default(),
+            privacy: PrivacyConfig::default(),
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,
@@ -295,6 +313,10 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return err("database.max_connections: must be greater than 0");
+        }
+        if self.privacy.k < 2 {
+            // k = 1 would release numbers about single customers.
+            return err("privacy.k: must be at least 2");
         }
         let url = self.database.url.as_str();
         if !(url.is_empty()

@@ -83,3 +83,85 @@ impl Treatment {
         }
     }
 }
+
+/// One policy line: `ptype` is `p` (permission: sub, obj, act, purpose) or `g`
+/// (role link: member, role). Mirrors a `casbin_rule` row (`ptype`, `v0..v5`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyRule {
+    pub ptype: String,
+    pub values: Vec<String>,
+}
+
+impl PolicyRule {
+    /// A permission: `sub` may `act` on `obj` for `purpose` (or `*`).
+    pub fn p(sub: &str, obj: &str, act: &str, purpose: &str) -> Self {
+        Self {
+            ptype: "p".into(),
+            values: vec![sub.into(), obj.into(), act.into(), purpose.into()],
+        }
+    }
+
+    /// A role link: `member` inherits every permission of `role`.
+    pub fn g(member: &str, role: &str) -> Self {
+        Self {
+            ptype: "g".into(),
+            values: vec![member.into(), role.into()],
+        }
+    }
+
+    /// Builds a rule from a `casbin_rule` row, dropping the empty trailing
+    /// `v` columns a fixed-width table stores.
+    pub fn from_row(ptype: &str, columns: &[Option<&str>]) -> Self {
+        let mut values: Vec<String> = columns
+            .iter()
+            .map(|c| c.unwrap_or_default().to_owned())
+            .collect();
+        while values.last().is_some_and(|v| v.is_empty()) {
+            values.pop();
+        }
+        Self {
+            ptype: ptype.to_owned(),
+            values,
+        }
+    }
+
+    /// The line as written in `policy.csv`: `p, sub, obj, act, purpose`.
+    pub fn to_csv_line(&self) -> String {
+        let mut line = self.ptype.clone();
+        for v in &self.values {
+            line.push_str(", ");
+            line.push_str(v);
+        }
+        line
+    }
+}
+
+/// Fields that carry a blind index (an HMAC of the normalized value, for
+/// equality look-ups on encrypted fields; `crypto::blind_index` owns the
+/// normalization and the keys, `db::customers` the columns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlindField {
+    /// Trimmed, lowercased (Unicode lowercase).
+    Email,
+    /// ASCII digits only, with a leading `+` kept if the value starts with one.
+    Phone,
+}
+
+impl BlindField {
+    /// The catalog field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlindField::Email => "email",
+            BlindField::Phone => "phone",
+        }
+    }
+
+    /// The blind-indexed field with this catalog name, if any.
+    pub fn from_name(name: &str) -> Option<BlindField> {
+        match name {
+            "email" => Some(BlindField::Email),
+            "phone" => Some(BlindField::Phone),
+            _ => None,
+        }
+    }
+}

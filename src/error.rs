@@ -161,25 +161,27 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::RowNotFound => Self::NotFound,
+impl From<crate::db::DbError> for ApiError {
+    fn from(error: crate::db::DbError) -> Self {
+        use crate::db::DbError;
+        match error {
+            DbError::NotFound => Self::NotFound,
             // Constraint violations are the client's doing; say so, without SQL.
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                Self::Conflict("a resource with this identifier already exists".into())
+            DbError::Duplicate => Self::Conflict(error.to_string().into()),
+            DbError::MissingReference | DbError::OutOfRange => {
+                Self::unprocessable(error.to_string())
             }
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                Self::unprocessable("a referenced resource does not exist")
-            }
-            sqlx::Error::Database(db) if db.is_check_violation() => {
-                Self::unprocessable("a value is outside its allowed range")
-            }
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::error!(error = %error, "database unavailable");
+            DbError::Unavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "database unavailable");
                 Self::Unavailable
             }
-            _ => Self::Internal(error.into()),
+            DbError::Other(cause) => Self::Internal(cause),
         }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        crate::db::DbError::from(error).into()
     }
 }

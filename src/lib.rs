@@ -7,12 +7,18 @@
 //! limits → authenticate → purpose → authorize → consent → store → sanitize → audit → response
 //! ```
 //!
-//! Code tour:
+//! Code tour (arrows point down: `http` and `cli` use everything below;
+//! `pipeline` uses `audit`, `crypto` and `db`; `db` uses only `config` and
+//! `domain`):
 //! - [`startup`] builds the application (binds first, so tests use port 0);
-//! - [`http`] holds the thin route handlers, one file per resource;
-//! - [`pipeline`] holds one module per stage;
+//! - [`http`] holds the thin route handlers, one file per resource, and the
+//!   extractors that run limits, authenticate and purpose;
+//! - [`pipeline`] holds one module per stage, the [`pipeline::gate`] that
+//!   walks an operation through them, and the release step for aggregates;
+//! - [`audit`] is the trail: events, actions, writer, store, verification;
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
-//! - [`config`], [`error`], [`telemetry`], [`clock`] are the plumbing.
+//! - [`config`], [`error`], [`telemetry`], [`clock`], [`secret`] are the
+//!   plumbing.
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -24,6 +30,7 @@
     )
 )]
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

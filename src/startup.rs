@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+use crate::audit::{AuditWriter, Signer, WriterOptions};
 use crate::catalog::FieldCatalog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
+use crate::crypto::rotation;
 use crate::crypto::Vault;
 use crate::db::Db;
-use crate::pipeline::audit::{AuditWriter, Signer, WriterOptions};
 use crate::pipeline::authenticate;
 use crate::pipeline::authorize::sync;
 use crate::pipeline::limits::RateLimits;
@@ -87,7 +88,7 @@ impl Application {
             vault,
             limits,
         });
-        crate::crypto::rotation::spawn_background(state.downgrade());
+        spawn_key_upkeep(state.downgrade());
         let weak = state.downgrade();
         tokio::spawn(async move {
             // Keeps rate-limiter memory bounded by forgetting idle callers.
@@ -175,5 +176,84 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+// --- Key rotation inside a serving instance (crypto does the work; the
+// --- trail records it).
+
+/// Background upkeep of a serving instance: re-reads key versions every
+/// [`rotation::REFRESH_EVERY`] (so DEKs of new customers are wrapped under a version
+/// another instance added), and at start and every [`rotation::RESUME_EVERY`] resumes
+/// an abandoned rotation. Stops when the application is dropped.
+pub fn spawn_key_upkeep(weak: crate::state::WeakState) {
+    tokio::spawn(async move {
+        let mut last_resume_check: Option<tokio::time::Instant> = None;
+        loop {
+            let Some(state) = weak.upgrade() else { return };
+            if let Err(e) = state.vault.refresh(&state.db).await {
+                tracing::warn!(error = %e, "key versions: refresh failed");
+            }
+            if last_resume_check.is_none_or(|t| t.elapsed() >= rotation::RESUME_EVERY) {
+                last_resume_check = Some(tokio::time::Instant::now());
+                let owner = rotation::owner_id(&state.config.instance());
+                let now = state.clock.now_micros();
+                match rotation::start(&state.vault, &state.db, owner, now, true).await {
+                    Ok(Some(job)) => {
+                        tracing::warn!(
+                            version = job.version,
+                            "resuming an interrupted key rotation"
+                        );
+                        run_audited(state.clone(), job, rotation::DEFAULT_BATCH).await;
+                    }
+                    Ok(None) | Err(rotation::RotationError::InProgress) => {}
+                    Err(rotation::RotationError::Other(e)) => {
+                        tracing::warn!(error = %e, "key rotation: resume check failed");
+                    }
+                }
+            }
+            drop(state);
+            tokio::time::sleep(rotation::REFRESH_EVERY).await;
+        }
+    });
+}
+
+/// Runs a started rotation inside a serving instance and records its end
+/// (or failure) in the audit trail as a system `key.rotate` event.
+pub async fn run_audited(state: crate::state::AppState, job: rotation::Started, batch: i64) {
+    use crate::audit::{Action, AuditEvent, Reason};
+    let result = rotation::run(
+        &state.vault,
+        &state.db,
+        &state.clock,
+        &job,
+        batch,
+        &|_, _| {},
+    )
+    .await;
+    let base = AuditEvent::system("system:key-rotation", Action::KeyRotate, "keys")
+        .request_id(uuid::Uuid::new_v4().to_string());
+    let event = match &result {
+        Ok(report) => {
+            tracing::info!(
+                version = report.version,
+                rewrapped = report.rewrapped,
+                "key rotation finished"
+            );
+            base.records(report.rewrapped).allow(
+                Reason::Admin(format!(
+                    "rotation to key version {} finished",
+                    report.version
+                )),
+                200,
+            )
+        }
+        Err(e) => {
+            tracing::error!(version = job.version, error = %format!("{e:#}"), "key rotation stopped; it will be resumed");
+            base.deny(Reason::Outcome("rotation_interrupted".to_owned()), 500)
+        }
+    };
+    if let Err(e) = state.audit.record(event.build()).await {
+        tracing::error!(error = %e, "key rotation: could not record its audit event");
     }
 }

@@ -4,12 +4,12 @@
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 
+use crate::audit::AuditWriter;
 use crate::catalog::FieldCatalog;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::Vault;
 use crate::db::Db;
-use crate::pipeline::audit::AuditWriter;
 use crate::pipeline::authenticate::Authenticator;
 use crate::pipeline::authorize::Authorizer;
 use crate::pipeline::limits::RateLimits;

@@ -118,56 +118,6 @@ CREATE TABLE consent_events (
 CREATE INDEX consent_current ON consent_events (customer_id, purpose, id);
 CREATE INDEX consent_purpose ON consent_events (purpose, customer_id, id);
 
--- Hash-chained audit trail, one chain per gateway instance (see
--- src/pipeline/audit/mod.rs for the canonical encoding each hash covers).
--- roles, customers and fields are JSON arrays; decision is 'allow' or 'deny'.
-CREATE TABLE audit_events (
-    instance        TEXT    NOT NULL,
-    seq             BIGINT  NOT NULL CHECK (seq >= 1),
-    occurred_at     BIGINT  NOT NULL,
-    request_id      TEXT    NOT NULL,
-    actor           TEXT    NOT NULL,
-    roles           TEXT    NOT NULL,
-    action          TEXT    NOT NULL,
-    resource        TEXT    NOT NULL,
-    customers       TEXT    NOT NULL,
-    purpose         TEXT,
-    decision        TEXT    NOT NULL,
-    reason          TEXT    NOT NULL,
-    fields          TEXT    NOT NULL,
-    status          BIGINT  NOT NULL,
-    records         BIGINT  NOT NULL,
-    prev_hash       BLOB    NOT NULL,
-    hash            BLOB    NOT NULL,
-    PRIMARY KEY (instance, seq)
-);
--- Newest-first paging of GET /v1/audit uses (occurred_at, instance, seq).
-CREATE INDEX audit_events_time ON audit_events (occurred_at, instance, seq);
-CREATE INDEX audit_events_actor ON audit_events (actor, occurred_at);
-
--- Derived index of audit_events.customers (which the chain covers), for the
--- customer filter. Written in the same transaction as the event; not
--- authoritative and not verified.
-CREATE TABLE audit_event_customers (
-    instance        TEXT    NOT NULL,
-    seq             BIGINT  NOT NULL,
-    customer_id     BIGINT  NOT NULL,
-    PRIMARY KEY (instance, seq, customer_id)
-);
-CREATE INDEX audit_event_customers_customer ON audit_event_customers (customer_id);
-
--- Ed25519-signed chain heads. A checkpoint also anchors what remains after
--- retention pruning removed the events before it.
-CREATE TABLE audit_checkpoints (
-    instance        TEXT    NOT NULL,
-    seq             BIGINT  NOT NULL,
-    hash            BLOB    NOT NULL,
-    signed_at       BIGINT  NOT NULL,
-    key_id          TEXT    NOT NULL,
-    signature       BLOB    NOT NULL,
-    PRIMARY KEY (instance, seq)
-);
-
 -- The shape the casbin sqlx adapter uses, so tooling that knows it can read it.
 CREATE TABLE casbin_rule (
     id              INTEGER PRIMARY KEY,
@@ -186,18 +136,95 @@ CREATE TABLE policy_revisions (
     revision        INTEGER PRIMARY KEY,
     sha256          TEXT    NOT NULL,
     actor           TEXT    NOT NULL,
-    created_at      BIGINT  NOT NULL
+    created_at      BIGINT  NOT NULL,
+    -- The rules of this revision as policy CSV, so the exact policy in
+    -- force for any past decision can be shown (audit events name it).
+    rules_csv       TEXT    NOT NULL
 );
 
-CREATE TABLE dsr_requests (
-    id              INTEGER PRIMARY KEY,
-    request_uid     TEXT    NOT NULL UNIQUE,
-    customer_id     BIGINT,
-    kind            TEXT    NOT NULL CHECK (kind IN ('export', 'erase', 'rectify')),
-    status          TEXT    NOT NULL CHECK (status IN ('received', 'in_progress', 'completed', 'rejected')),
-    requested_by    TEXT    NOT NULL,
-    requested_at    BIGINT  NOT NULL,
-    completed_at    BIGINT,
-    result          TEXT
+-- The current consent state per (customer, purpose), derived from the
+-- append-only ledger by a trigger, so every insert path keeps it right and
+-- bulk look-ups are primary-key probes instead of window queries over the
+-- whole history. The ledger stays the source of truth.
+CREATE TABLE consent_state (
+    customer_id     BIGINT  NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    purpose         TEXT    NOT NULL,
+    granted         BIGINT  NOT NULL,
+    occurred_at     BIGINT  NOT NULL,
+    event_id        BIGINT  NOT NULL,
+    PRIMARY KEY (customer_id, purpose)
 );
-CREATE INDEX dsr_requests_customer ON dsr_requests (customer_id);
+CREATE INDEX consent_state_purpose ON consent_state (purpose, granted, customer_id);
+
+CREATE TRIGGER consent_state_follow AFTER INSERT ON consent_events
+BEGIN
+    INSERT OR IGNORE INTO consent_state (customer_id, purpose, granted, occurred_at, event_id)
+    VALUES (NEW.customer_id, NEW.purpose, NEW.granted, NEW.occurred_at, NEW.id);
+    UPDATE consent_state
+       SET granted = NEW.granted, occurred_at = NEW.occurred_at, event_id = NEW.id
+     WHERE customer_id = NEW.customer_id AND purpose = NEW.purpose
+       AND (NEW.occurred_at > occurred_at OR (NEW.occurred_at = occurred_at AND NEW.id > event_id));
+END;
+
+-- The ledger is append-only: nothing may rewrite an event.
+CREATE TRIGGER consent_events_append_only BEFORE UPDATE ON consent_events
+BEGIN
+    SELECT RAISE(ABORT, 'consent_events is append-only');
+END;
+
+-- The audit trail (src/audit/) lives in its own database file, attached as
+-- schema `audit` on every connection (src/db/mod.rs): its own WAL and write
+-- lock, so the audit writer never waits behind a data write and a write can
+-- commit only after its audit event, as on PostgreSQL. Unqualified names
+-- resolve across both files.
+--
+-- Events are stored as blocks: one row per writer batch, holding that
+-- batch's events back to back in their canonical encoding, each followed by
+-- its prev_hash and hash (src/audit/store.rs defines the layout). Review
+-- filters are evaluated on decoded events; the block's time and the
+-- customer index narrow the blocks read.
+CREATE TABLE audit.audit_blocks (
+    instance        TEXT    NOT NULL,
+    first_seq       BIGINT  NOT NULL CHECK (first_seq >= 1),
+    last_seq        BIGINT  NOT NULL,
+    -- Every event of a block has this time (the writer stamps a batch once).
+    at              BIGINT  NOT NULL,
+    -- `[[customer_id, seq], ...]`: feeds the customer index and lets
+    -- retention delete exactly this block's index rows.
+    customers       TEXT    NOT NULL,
+    events          BLOB    NOT NULL,
+    PRIMARY KEY (instance, first_seq)
+);
+-- Newest-first paging of GET /v1/audit.
+CREATE INDEX audit.audit_blocks_time ON audit_blocks (at, instance, first_seq);
+
+-- Derived index of the events' customers (which the chain covers), for the
+-- customer filter; not authoritative and not verified. Keyed by customer
+-- first: the filter is a prefix scan of the key.
+CREATE TABLE audit.audit_event_customers (
+    customer_id     BIGINT  NOT NULL,
+    instance        TEXT    NOT NULL,
+    seq             BIGINT  NOT NULL,
+    PRIMARY KEY (customer_id, instance, seq)
+) WITHOUT ROWID;
+
+-- The customer index is filled off the request path, in passes a fraction
+-- of a second apart (`store::index_customers`): every event of `instance`
+-- with seq <= `indexed_through` is in `audit_event_customers`. The customer
+-- filter reads later blocks without the index, so it never misses an event.
+CREATE TABLE audit.audit_index_progress (
+    instance        TEXT    NOT NULL PRIMARY KEY,
+    indexed_through BIGINT  NOT NULL
+);
+
+-- Ed25519-signed chain heads. A checkpoint also anchors what remains after
+-- retention pruning removed the events before it.
+CREATE TABLE audit.audit_checkpoints (
+    instance        TEXT    NOT NULL,
+    seq             BIGINT  NOT NULL,
+    hash            BLOB    NOT NULL,
+    signed_at       BIGINT  NOT NULL,
+    key_id          TEXT    NOT NULL,
+    signature       BLOB    NOT NULL,
+    PRIMARY KEY (instance, seq)
+);

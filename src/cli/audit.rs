@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{
+    self, store, Action, AuditEvent, AuditWriter, PublicKey, Reason, Signer, WriterOptions,
+};
 use crate::clock::{parse_rfc3339, rfc3339, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::Db;
-use crate::pipeline::audit::{
-    self, store, Action, AuditEvent, AuditWriter, PublicKey, Reason, Signer, WriterOptions,
-};
 
 #[derive(Args, Debug)]
 pub struct AuditCommand {

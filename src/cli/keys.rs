@@ -9,12 +9,12 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 
+use crate::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::crypto::rotation::{self, RotationError, DEFAULT_BATCH};
 use crate::crypto::Vault;
 use crate::db::Db;
-use crate::pipeline::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
 use crate::pipeline::purpose::PurposeCatalog;
 
 #[derive(Args, Debug)]

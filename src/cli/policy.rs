@@ -15,10 +15,10 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{policy_store, Db};
-use crate::pipeline::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
 use crate::pipeline::authorize::sync::{self, PolicyChangeError};
 use crate::pipeline::authorize::{vocabulary, CompiledPolicy};
 use crate::pipeline::purpose::PurposeCatalog;

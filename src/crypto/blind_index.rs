@@ -22,33 +22,10 @@ use zeroize::Zeroizing;
 /// Length of a blind index value.
 pub const BLIND_INDEX_LEN: usize = 32;
 
-/// Fields that carry a blind index, each with its normalization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BlindField {
-    /// Trimmed, lowercased (Unicode lowercase).
-    Email,
-    /// ASCII digits only, with a leading `+` kept if the value starts with one.
-    Phone,
-}
+pub use crate::domain::BlindField;
 
+/// Each blind-indexed field's normalization.
 impl BlindField {
-    /// The catalog field name.
-    pub fn name(self) -> &'static str {
-        match self {
-            BlindField::Email => "email",
-            BlindField::Phone => "phone",
-        }
-    }
-
-    /// The blind-indexed field with this catalog name, if any.
-    pub fn from_name(name: &str) -> Option<BlindField> {
-        match name {
-            "email" => Some(BlindField::Email),
-            "phone" => Some(BlindField::Phone),
-            _ => None,
-        }
-    }
-
     /// The canonical form two values must share to count as equal.
     pub fn normalize(self, value: &str) -> Zeroizing<String> {
         match self {

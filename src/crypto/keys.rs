@@ -28,7 +28,6 @@ use base64::Engine as _;
 use ring::hmac;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -137,29 +136,16 @@ impl fmt::Debug for MasterKey {
 /// The mode is checked on the opened handle, so a swapped file cannot slip in
 /// between check and read.
 pub fn load_kek_file(path: &Path) -> Result<MasterKey, KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io_err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(io_err)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(KeyError::InsecurePermissions {
-                path: path.to_path_buf(),
-                mode: mode & 0o7777,
-            });
+    let contents = crate::secret::read_private_file(path).map_err(|e| match e {
+        crate::secret::SecretFileError::InsecurePermissions { path, mode } => {
+            KeyError::InsecurePermissions { path, mode }
         }
-    }
-    let mut contents = Zeroizing::new(Vec::with_capacity(64));
-    // A key file is tiny; cap the read so a wrong path (a log, /dev/zero)
-    // cannot exhaust memory.
-    Read::by_ref(&mut file)
-        .take(4096)
-        .read_to_end(&mut contents)
-        .map_err(io_err)?;
+        crate::secret::SecretFileError::Io { path, source } => KeyError::Io { path, source },
+        crate::secret::SecretFileError::TooLarge { path } => KeyError::Io {
+            path,
+            source: std::io::Error::other("larger than a key file can be"),
+        },
+    })?;
     if contents.len() == KEY_LEN {
         // Base64 of 32 bytes is 43-44 characters, so exactly 32 bytes is raw.
         return MasterKey::from_slice(&contents);
@@ -177,44 +163,17 @@ pub fn load_kek_file(path: &Path) -> Result<MasterKey, KeyError> {
 /// ever sees a half-written key. The caller is expected to print a loud
 /// warning that this key is not for production.
 pub fn generate_dev_kek_file(path: &Path) -> Result<MasterKey, KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let key = MasterKey::generate()?;
-    let mut suffix = [0u8; 8];
-    super::fill_random(&mut suffix)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".tmp-{}", hex::encode(suffix)));
-    let tmp = path.with_file_name(tmp_name);
-
-    let written = write_new_private_file(&tmp, key.to_base64().as_bytes())
-        .and_then(|()| std::fs::hard_link(&tmp, path));
-    // Best effort: the temporary name must not outlive this call either way.
-    let _ = std::fs::remove_file(&tmp);
-    written.map_err(io_err)?;
-    #[cfg(unix)]
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Make the new directory entry durable too.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err)?;
-    }
+    let mut text = Zeroizing::new(key.to_base64().as_bytes().to_vec());
+    text.push(b'\n');
+    crate::secret::write_new_private_file(path, &text).map_err(|e| match e {
+        crate::secret::SecretFileError::Io { path, source } => KeyError::Io { path, source },
+        other => KeyError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })?;
     Ok(key)
-}
-
-fn write_new_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.write_all(b"\n")?;
-    file.sync_all()
 }
 
 /// A per-customer data encryption key (AES-256). Zeroized on drop; `Debug`

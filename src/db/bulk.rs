@@ -5,8 +5,8 @@
 //!
 //! On SQLite the placeholders are anonymous `?`: sqlx resolves every
 //! numbered `$N` through `sqlite3_bind_parameter_name`, a linear scan, so a
-//! statement with thousands of `$N` binds costs quadratic time (measured: 74%
-//! of an import's CPU). PostgreSQL gets the usual `$N`.
+//! statement with thousands of `$N` binds costs quadratic time. PostgreSQL
+//! gets the usual `$N`.
 
 use sqlx::AnyConnection;
 
@@ -129,7 +129,7 @@ pub async fn ids_by_key(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     table: Keyed,
     keys: &[&str],
-) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+) -> crate::db::DbResult<std::collections::HashMap<String, i64>> {
     use sqlx::Row;
     let style = Placeholders::of(tx);
     let mut ids = std::collections::HashMap::with_capacity(keys.len());

@@ -2,6 +2,7 @@
 //! leave for the database only sealed (encrypted, plus blind indexes) by a
 //! [`ProfileSealer`]; this module never writes a personal value in clear.
 
+use crate::domain::BlindField;
 use sqlx::{Any, Transaction};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -63,7 +64,7 @@ pub async fn insert_new(
     sealer: &dyn ProfileSealer,
     customers: &[NewCustomer],
     now: i64,
-) -> anyhow::Result<u64> {
+) -> crate::db::DbResult<u64> {
     let mut created = 0;
     for c in customers {
         let id: Option<i64> = sqlx::query_scalar(
@@ -91,7 +92,7 @@ pub async fn store_sealed(
     customer_id: i64,
     sealed: &SealedProfile,
     now: i64,
-) -> anyhow::Result<()> {
+) -> crate::db::DbResult<()> {
     sqlx::query(
         "UPDATE customers SET email_ct = $1, email_bidx = $2, phone_ct = $3, phone_bidx = $4, \
          name_ct = $5, birth_date_ct = $6, postcode_ct = $7, updated_at = $8 WHERE id = $9",
@@ -176,23 +177,16 @@ pub async fn get_by_external_id(
     row.as_ref().map(stored_from_row).transpose()
 }
 
-/// Which blind-indexed column to search.
-#[derive(Clone, Copy, Debug)]
-pub enum BlindColumn {
-    Email,
-    Phone,
-}
-
 /// Equality look-up on an encrypted field through its blind index.
 pub async fn find_by_blind_index(
     db: &crate::db::Db,
-    column: BlindColumn,
+    field: BlindField,
     index: &[u8],
     limit: i64,
 ) -> Result<Vec<StoredCustomer>, sqlx::Error> {
-    let col = match column {
-        BlindColumn::Email => "email_bidx",
-        BlindColumn::Phone => "phone_bidx",
+    let col = match field {
+        BlindField::Email => "email_bidx",
+        BlindField::Phone => "phone_bidx",
     };
     let rows = sqlx::query(&format!(
         "{SELECT_STORED} WHERE c.{col} = $1 ORDER BY c.id LIMIT $2"

@@ -21,7 +21,7 @@ pub async fn insert_many(
     tx: &mut Transaction<'_, Any>,
     events: &[NewEvent],
     ingested_at: i64,
-) -> anyhow::Result<u64> {
+) -> crate::db::DbResult<u64> {
     let style = Placeholders::of(tx);
     let mut created = 0;
     for chunk in events.chunks(rows_per_statement(7)) {

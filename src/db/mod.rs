@@ -27,6 +27,79 @@ pub mod products;
 
 use crate::config::{redact_url, Config};
 
+/// What a store operation can fail with, classified once here so that the
+/// HTTP boundary maps constraint violations to client errors (409, 422)
+/// and infrastructure failures to 503/500 in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint: the resource already exists.
+    #[error("a resource with this identifier already exists")]
+    Duplicate,
+    /// A foreign key: something referenced does not exist.
+    #[error("a referenced resource does not exist")]
+    MissingReference,
+    /// A check constraint: a value outside its allowed range.
+    #[error("a value is outside its allowed range")]
+    OutOfRange,
+    /// The database cannot be reached (pool timeout, I/O, closed pool).
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else: a bug or a damaged store. Logged, never shown.
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+impl DbError {
+    /// Adds what was being done to an internal failure (client errors
+    /// keep their class).
+    pub fn context(self, what: &'static str) -> Self {
+        match self {
+            Self::Other(e) => Self::Other(e.context(what)),
+            Self::Unavailable(e) => Self::Unavailable(e.context(what)),
+            other => other,
+        }
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Duplicate,
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => Self::MissingReference,
+            sqlx::Error::Database(db) if db.is_check_violation() => Self::OutOfRange,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::Unavailable(error.into())
+            }
+            _ => Self::Other(error.into()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for DbError {
+    fn from(error: anyhow::Error) -> Self {
+        match error.downcast::<sqlx::Error>() {
+            Ok(e) => e.into(),
+            Err(e) => Self::Other(e),
+        }
+    }
+}
+
+/// `.context(..)` for store results, keeping the error's class.
+pub trait DbContext<T> {
+    fn context(self, what: &'static str) -> DbResult<T>;
+}
+
+impl<T, E: Into<DbError>> DbContext<T> for Result<T, E> {
+    fn context(self, what: &'static str) -> DbResult<T> {
+        self.map_err(|e| e.into().context(what))
+    }
+}
+
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -145,11 +218,7 @@ impl Db {
             .migrator()
             .run(&self.pool)
             .await
-            .context("database migration failed")?;
-        // Migration 0004: a data step SQL cannot express.
-        crate::pipeline::audit::store::move_legacy_events(self)
-            .await
-            .context("moving audit events into blocks failed")
+            .context("database migration failed")
     }
 
     /// Ready means: the database answers and every embedded migration is applied.
@@ -158,7 +227,9 @@ impl Db {
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
                 .fetch_one(&self.pool)
                 .await
-                .context("database not reachable or not migrated")?;
+                .map_err(|e| {
+                    anyhow::Error::new(e).context("database not reachable or not migrated")
+                })?;
         let expected = self.backend.migrator().iter().count();
         if usize::try_from(applied).unwrap_or(0) < expected {
             anyhow::bail!("migrations pending: {applied} of {expected} applied");

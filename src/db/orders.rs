@@ -54,7 +54,7 @@ pub async fn insert_many(
     tx: &mut Transaction<'_, Any>,
     orders: &[NewOrder],
     now: i64,
-) -> anyhow::Result<HashMap<String, i64>> {
+) -> crate::db::DbResult<HashMap<String, i64>> {
     let style = Placeholders::of(tx);
     let mut created = HashMap::with_capacity(orders.len());
     for chunk in orders.chunks(rows_per_statement(9)) {
@@ -88,7 +88,7 @@ pub async fn insert_many(
 pub async fn ids_by_external(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
-) -> anyhow::Result<HashMap<String, i64>> {
+) -> crate::db::DbResult<HashMap<String, i64>> {
     super::bulk::ids_by_key(tx, super::bulk::Keyed::Orders, external_ids).await
 }
 
@@ -97,7 +97,7 @@ pub async fn ids_by_external(
 pub async fn insert_lines(
     tx: &mut Transaction<'_, Any>,
     lines: &[NewOrderLine],
-) -> anyhow::Result<u64> {
+) -> crate::db::DbResult<u64> {
     let style = Placeholders::of(tx);
     let mut created = 0;
     for chunk in lines.chunks(rows_per_statement(5)) {
@@ -131,14 +131,13 @@ pub const RETURN_LOOKBACK_ORDERS: i64 = 200;
 ///
 /// Two index-driven queries and a match in memory: a single join filtering
 /// on `product_id` lets PostgreSQL pick the product index and intersect
-/// bitmaps per candidate order, which measured ~5 ms per return on the full
-/// Online Retail file (20 s of a 27 s import).
+/// bitmaps per candidate order, which is slow per return.
 pub async fn find_return_origin(
     tx: &mut Transaction<'_, Any>,
     customer_id: i64,
     product_ids: &[i64],
     returned_at: i64,
-) -> anyhow::Result<Option<i64>> {
+) -> crate::db::DbResult<Option<i64>> {
     if product_ids.is_empty() {
         return Ok(None);
     }
@@ -179,7 +178,7 @@ pub async fn set_return_of(
     tx: &mut Transaction<'_, Any>,
     return_id: i64,
     original_id: i64,
-) -> anyhow::Result<()> {
+) -> crate::db::DbResult<()> {
     sqlx::query("UPDATE orders SET return_of = $1 WHERE id = $2 AND kind = 'return'")
         .bind(original_id)
         .bind(return_id)
@@ -218,7 +217,7 @@ pub async fn for_customer(
     db: &crate::db::Db,
     customer_id: i64,
     limit: i64,
-) -> anyhow::Result<Vec<OrderView>> {
+) -> crate::db::DbResult<Vec<OrderView>> {
     let rows = sqlx::query(
         "SELECT o.id, o.external_id, o.kind, r.external_id AS return_of, o.placed_at, o.country, \
          o.total_cents FROM orders o LEFT JOIN orders r ON r.id = o.return_of \

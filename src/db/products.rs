@@ -21,7 +21,7 @@ pub async fn insert_many(
     tx: &mut Transaction<'_, Any>,
     products: &[NewProduct],
     now: i64,
-) -> anyhow::Result<u64> {
+) -> crate::db::DbResult<u64> {
     let style = Placeholders::of(tx);
     let mut created = 0;
     for chunk in products.chunks(rows_per_statement(5)) {
@@ -48,6 +48,6 @@ pub async fn insert_many(
 pub async fn ids_by_sku(
     tx: &mut Transaction<'_, Any>,
     skus: &[&str],
-) -> anyhow::Result<HashMap<String, i64>> {
+) -> crate::db::DbResult<HashMap<String, i64>> {
     super::bulk::ids_by_key(tx, super::bulk::Keyed::Products, skus).await
 }

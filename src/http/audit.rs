@@ -21,15 +21,16 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::{
+    self, export::MAX_LIMIT, Action, AuditFilter, Decision, ExportFormat, StoredEvent,
+};
 use crate::clock::parse_rfc3339;
 use crate::db::customers;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
+use crate::http::extract::Caller;
 use crate::http::validate;
-use crate::pipeline::audit::{
-    self, export::MAX_LIMIT, Action, AuditFilter, Decision, ExportFormat, StoredEvent,
-};
-use crate::pipeline::gate::{Caller, Gate};
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -213,7 +214,7 @@ async fn list_events(
     caller: Caller,
     q: ApiQuery<AuditQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "audit", "read");
+    let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -264,7 +265,7 @@ async fn export_events(
     caller: Caller,
     q: ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "audit", "export");
+    let mut gate = Gate::new(&state, &caller, Action::AuditExport);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -353,7 +354,7 @@ async fn verify_trail(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<VerifyResult>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "audit", "verify");
+    let mut gate = Gate::new(&state, &caller, Action::AuditVerify);
     let outcome = async {
         gate.authorize()?;
         let keys = [*state.audit.public_key()];
@@ -409,7 +410,7 @@ async fn public_key(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<PublicKeyBody>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "audit", "read");
+    let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
         let key = state.audit.public_key();

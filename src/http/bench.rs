@@ -15,8 +15,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
+use crate::audit::Action;
 use crate::error::ApiError;
-use crate::pipeline::gate::{Caller, Gate};
+use crate::http::extract::Caller;
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 /// The baseline route when `enabled`, else nothing.
@@ -38,7 +40,7 @@ async fn unaudited_customer(
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     // The same work as `customers::get_customer`; the gate is dropped
     // instead of finished, so no event is recorded.
-    let mut gate = Gate::new(&state, &caller, "customer", "read");
+    let mut gate = Gate::new(&state, &caller, Action::CustomerRead);
     super::customers::read_one(&state, &mut gate, &id)
         .await
         .map(Json)

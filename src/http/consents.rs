@@ -11,12 +11,14 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Action;
 use crate::db::customers;
 use crate::error::ApiError;
 use crate::http::extract::ApiJson;
+use crate::http::extract::{Authenticated, Caller};
 use crate::http::validate;
 use crate::pipeline::consent::{self, ConsentChange, ConsentEvent, Receipt};
-use crate::pipeline::gate::{Authenticated, Caller, Gate};
+use crate::pipeline::gate::Gate;
 use crate::pipeline::purpose::LegalBasis;
 use crate::state::AppState;
 
@@ -103,7 +105,7 @@ async fn get_consents(
     caller: Caller,
     Path(customer_id): Path<String>,
 ) -> Result<Json<ConsentState>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "consent", "read");
+    let mut gate = Gate::new(&state, &caller, Action::ConsentRead);
     let outcome = async {
         gate.authorize()?;
         let id = customers::id_of(&state.db, &customer_id)
@@ -169,7 +171,7 @@ async fn record_consents(
     Path(customer_id): Path<String>,
     body: ApiJson<ConsentBatch>,
 ) -> Result<(StatusCode, Json<Receipts>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "consent", "write");
+    let mut gate = Gate::new(&state, &caller, Action::ConsentWrite);
     let outcome = async {
         gate.authorize()?;
         let batch = body.into_inner()?;
@@ -294,7 +296,7 @@ async fn get_receipt(
     caller: Caller,
     Path(receipt_id): Path<String>,
 ) -> Result<Json<ReceiptCheck>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "consent", "read");
+    let mut gate = Gate::new(&state, &caller, Action::ConsentRead);
     let outcome = async {
         gate.authorize()?;
         let (id, event) = consent::by_receipt(&state.db, &receipt_id)

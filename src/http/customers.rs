@@ -11,12 +11,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Action;
 use crate::crypto::BlindField;
-use crate::db::customers::{self, BlindColumn, NewCustomer, Profile};
+use crate::db::customers::{self, NewCustomer, Profile};
 use crate::error::ApiError;
+use crate::http::extract::Caller;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
-use crate::pipeline::gate::{Caller, Gate};
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -64,7 +66,7 @@ async fn list_customers(
     caller: Caller,
     q: ApiQuery<ListQuery>,
 ) -> Result<Json<CustomerPage>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "customer", "read");
+    let mut gate = Gate::new(&state, &caller, Action::CustomerRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -77,26 +79,10 @@ async fn list_customers(
                 ))
             }
             (Some(email), None) => {
-                blind_lookup(
-                    &state,
-                    &mut gate,
-                    BlindField::Email,
-                    BlindColumn::Email,
-                    email,
-                    limit,
-                )
-                .await?
+                blind_lookup(&state, &mut gate, BlindField::Email, email, limit).await?
             }
             (None, Some(phone)) => {
-                blind_lookup(
-                    &state,
-                    &mut gate,
-                    BlindField::Phone,
-                    BlindColumn::Phone,
-                    phone,
-                    limit,
-                )
-                .await?
+                blind_lookup(&state, &mut gate, BlindField::Phone, phone, limit).await?
             }
             (None, None) => {
                 let after = match &q.after {
@@ -116,7 +102,7 @@ async fn list_customers(
         let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
         let left_out = (ids.len() - kept.len()) as u64;
         gate.touch(kept.iter().map(|r| r.id));
-        let customers = gate.sanitize_customers(&kept).await?;
+        let customers = crate::pipeline::sanitize::customer_rows(&mut gate, &kept).await?;
         Ok(Json(CustomerPage {
             customers,
             left_out_without_consent: left_out,
@@ -131,7 +117,6 @@ async fn blind_lookup(
     state: &AppState,
     gate: &mut Gate<'_>,
     field: BlindField,
-    column: BlindColumn,
     value: &str,
     limit: i64,
 ) -> Result<Vec<customers::StoredCustomer>, ApiError> {
@@ -145,7 +130,7 @@ async fn blind_lookup(
     let Some(index) = state.vault.blind_index(field, value) else {
         return Ok(Vec::new());
     };
-    Ok(customers::find_by_blind_index(&state.db, column, &index, limit).await?)
+    Ok(customers::find_by_blind_index(&state.db, field, &index, limit).await?)
 }
 
 /// Read one customer by the shop's customer id.
@@ -159,7 +144,7 @@ async fn get_customer(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "customer", "read");
+    let mut gate = Gate::new(&state, &caller, Action::CustomerRead);
     let outcome = read_one(&state, &mut gate, &id).await.map(Json);
     gate.finish(outcome).await
 }
@@ -178,7 +163,8 @@ pub(crate) async fn read_one(
         .ok_or(ApiError::NotFound)?;
     gate.touch([row.id]);
     gate.require_consent(row.id).await?;
-    let mut page = gate.sanitize_customers(std::slice::from_ref(&row)).await?;
+    let mut page =
+        crate::pipeline::sanitize::customer_rows(gate, std::slice::from_ref(&row)).await?;
     page.pop().ok_or(ApiError::NotFound)
 }
 
@@ -218,7 +204,7 @@ async fn create_customer(
     caller: Caller,
     body: ApiJson<CreateCustomer>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "customer", "write");
+    let mut gate = Gate::new(&state, &caller, Action::CustomerWrite);
     let outcome = async {
         gate.authorize()?;
         let c = body.into_inner()?;
@@ -258,9 +244,8 @@ async fn create_customer(
             signup_at,
         };
         let mut tx = state.db.pool.begin().await?;
-        let created = customers::insert_new(&mut tx, &state.vault, std::slice::from_ref(&new), now)
-            .await
-            .map_err(ApiError::Internal)?;
+        let created =
+            customers::insert_new(&mut tx, &state.vault, std::slice::from_ref(&new), now).await?;
         if created == 0 {
             return Err(ApiError::Conflict(
                 "a customer with this external_id already exists".into(),

@@ -10,11 +10,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Action;
 use crate::crypto::rotation::{self, KeyStatus, RotationError, DEFAULT_BATCH};
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
-use crate::pipeline::audit::Action;
-use crate::pipeline::gate::{Caller, Gate};
+use crate::http::extract::Caller;
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,7 +33,7 @@ async fn key_status(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<KeyStatus>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "keys", "read");
+    let mut gate = Gate::new(&state, &caller, Action::KeysRead);
     let outcome = async {
         gate.authorize()?;
         let status = rotation::status(&state.db, state.clock.now_micros())
@@ -74,8 +75,7 @@ async fn rotate_keys(
     caller: Caller,
     q: ApiQuery<RotateQuery>,
 ) -> Result<(StatusCode, Json<RotationStarted>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "keys", "rotate");
-    gate.audit_as(Action::KeyRotate);
+    let mut gate = Gate::new(&state, &caller, Action::KeyRotate);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -113,6 +113,6 @@ async fn rotate_keys(
         version: job.version,
         resumed: job.resumed,
     };
-    tokio::spawn(rotation::run_audited(state.clone(), job, batch));
+    tokio::spawn(crate::startup::run_audited(state.clone(), job, batch));
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }

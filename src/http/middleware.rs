@@ -34,7 +34,14 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    // The route template is filled in by `metrics` once the router has
+    // matched it; the raw path is never recorded (it may hold customer ids).
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        route = tracing::field::Empty
+    );
     let mut response = {
         let _guard = span.enter();
         tracing::debug!("request started");
@@ -54,7 +61,8 @@ pub async fn metrics(req: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| crate::http::extract::UNMATCHED_ROUTE.to_owned());
+    tracing::Span::current().record("route", route.as_str());
     let method = req.method().to_string();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();

@@ -11,13 +11,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Action;
 use crate::db::customers;
 use crate::db::events::{self, NewEvent};
 use crate::db::orders::{self, OrderView};
 use crate::error::ApiError;
+use crate::http::extract::Caller;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
-use crate::pipeline::gate::{Caller, Gate};
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 /// Largest event batch one request may carry.
@@ -57,7 +59,7 @@ async fn customer_orders(
     Path(id): Path<String>,
     q: ApiQuery<OrdersQuery>,
 ) -> Result<Json<CustomerOrders>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "order", "read");
+    let mut gate = Gate::new(&state, &caller, Action::OrderRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -67,9 +69,7 @@ async fn customer_orders(
         gate.touch([customer]);
         gate.require_consent(customer).await?;
         let limit = i64::from(q.limit.unwrap_or(50).clamp(1, state.config.max_page_size));
-        let orders = orders::for_customer(&state.db, customer, limit)
-            .await
-            .map_err(ApiError::Internal)?;
+        let orders = orders::for_customer(&state.db, customer, limit).await?;
         // `order read` grants the purchase history as a whole (there are no
         // per-field order rules yet); the audit event says what left.
         gate.returned(
@@ -138,7 +138,7 @@ async fn ingest_events(
     caller: Caller,
     body: ApiJson<EventBatch>,
 ) -> Result<(StatusCode, Json<Ingested>), ApiError> {
-    let mut gate = Gate::new(&state, &caller, "event", "write");
+    let mut gate = Gate::new(&state, &caller, Action::EventWrite);
     let outcome = async {
         gate.authorize()?;
         let batch = body.into_inner()?;
@@ -178,9 +178,7 @@ async fn ingest_events(
         let customer_ids = crate::import::store::customer_ids(&mut tx, &customer_keys)
             .await
             .map_err(ApiError::Internal)?;
-        let product_ids = crate::db::products::ids_by_sku(&mut tx, &skus)
-            .await
-            .map_err(ApiError::Internal)?;
+        let product_ids = crate::db::products::ids_by_sku(&mut tx, &skus).await?;
         let mut rows = Vec::with_capacity(n);
         for (i, e) in batch.events.iter().enumerate() {
             let kind = KINDS.iter().find(|k| **k == e.kind).ok_or_else(|| {
@@ -217,9 +215,7 @@ async fn ingest_events(
                 )?,
             });
         }
-        let accepted = events::insert_many(&mut tx, &rows, now)
-            .await
-            .map_err(ApiError::Internal)?;
+        let accepted = events::insert_many(&mut tx, &rows, now).await?;
         gate.touch(customer_ids.values().copied());
         gate.set_status(StatusCode::CREATED);
         gate.returned([], 0);

@@ -9,23 +9,27 @@
 //! changing the policy is authorized by the policy itself and audited
 //! (a write as `policy.change`, the same action the CLI records).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Action;
 use crate::db::policy_store;
 use crate::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::pipeline::audit::Action;
+use crate::http::extract::Caller;
 use crate::pipeline::authorize::sync::{self, PolicyChangeError};
-use crate::pipeline::gate::{Caller, Gate};
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_policy, replace_policy))
+    OpenApiRouter::new()
+        .routes(routes!(get_policy, replace_policy))
+        .routes(routes!(list_versions))
+        .routes(routes!(get_version))
 }
 
 /// The policy this instance enforces.
@@ -63,6 +67,113 @@ pub struct PolicyStored {
     pub revision: i64,
 }
 
+/// One stored revision of the policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyVersion {
+    pub revision: i64,
+    /// Hex SHA-256 of `csv`: the `policy_version` audit events carry.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    pub version: String,
+    /// Who stored it (`bootstrap` for the seed from `policy.csv`).
+    pub actor: String,
+    /// When it was stored (RFC 3339, UTC).
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The canonical rules of this revision (sorted `policy.csv` lines);
+    /// absent in listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csv: Option<String>,
+}
+
+impl PolicyVersion {
+    fn from_stored(r: policy_store::Revision, with_rules: bool) -> Self {
+        Self {
+            revision: r.revision,
+            version: r.version,
+            actor: r.actor,
+            created_at: crate::clock::rfc3339(r.created_at),
+            csv: with_rules.then_some(r.rules_csv),
+        }
+    }
+}
+
+/// Stored revisions, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyVersions {
+    pub versions: Vec<PolicyVersion>,
+}
+
+/// Every stored revision of the policy, newest first (at most 1,000).
+#[utoipa::path(get, path = "/v1/admin/policies/versions", tag = "admin",
+    params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyVersions), (status = 400), (status = 401), (status = 403), (status = 503)))]
+async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PolicyVersions>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::PolicyRead);
+    let outcome = async {
+        gate.authorize()?;
+        let versions: Vec<PolicyVersion> = policy_store::revisions(&state.db, None, 1_000)
+            .await?
+            .into_iter()
+            .map(|r| PolicyVersion::from_stored(r, false))
+            .collect();
+        gate.returned(Vec::new(), versions.len() as u64);
+        Ok(Json(PolicyVersions { versions }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// The exact rules of one past or present policy version: by the hex
+/// SHA-256 an audit event's `policy_version` names, or by revision number.
+#[utoipa::path(get, path = "/v1/admin/policies/{version}", tag = "admin",
+    params(
+        ("version" = String, Path, description = "64 hex digits (a `policy_version`) or a revision number",
+            pattern = "^([0-9a-f]{64}|[1-9][0-9]{0,17})$"),
+        ("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyVersion), (status = 400), (status = 401), (status = 403),
+               (status = 404), (status = 503)))]
+async fn get_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(version): Path<String>,
+) -> Result<Json<PolicyVersion>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::PolicyRead);
+    let outcome = async {
+        gate.authorize()?;
+        let key = parse_version_key(&version)?;
+        let found = policy_store::revision_by(&state.db, key)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        gate.returned(Vec::new(), 1);
+        Ok(Json(PolicyVersion::from_stored(found, true)))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+fn parse_version_key(raw: &str) -> Result<policy_store::RevisionKey<'_>, ApiError> {
+    let is_hash = raw.len() == 64 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if is_hash {
+        return Ok(policy_store::RevisionKey::Version(raw));
+    }
+    let is_number = !raw.is_empty()
+        && raw.len() <= 18
+        && !raw.starts_with('0')
+        && raw.bytes().all(|b| b.is_ascii_digit());
+    match raw.parse::<i64>() {
+        Ok(n) if is_number => Ok(policy_store::RevisionKey::Number(n)),
+        _ => Err(ApiError::bad_request(
+            "invalid_version",
+            "expected 64 lowercase hex digits or a revision number",
+        )),
+    }
+}
+
 /// Read the access policy in force.
 #[utoipa::path(get, path = "/v1/admin/policies", tag = "admin",
     params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
@@ -72,13 +183,11 @@ async fn get_policy(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<PolicyDocument>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "policy", "read");
+    let mut gate = Gate::new(&state, &caller, Action::PolicyRead);
     let outcome = async {
         gate.authorize()?;
         let policy = state.authorizer.current();
-        let latest = policy_store::latest(&state.db)
-            .await
-            .map_err(ApiError::Internal)?;
+        let latest = policy_store::latest(&state.db).await?;
         let (revision, in_sync) = match latest {
             Some((revision, sha256)) => (revision, sha256 == policy.version()),
             None => (0, false),
@@ -113,8 +222,7 @@ async fn replace_policy(
     caller: Caller,
     body: ApiJson<NewPolicy>,
 ) -> Result<Json<PolicyStored>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "policy", "write");
-    gate.audit_as(Action::PolicyChange);
+    let mut gate = Gate::new(&state, &caller, Action::PolicyChange);
     let outcome = async {
         gate.authorize()?;
         let body = body.into_inner()?;

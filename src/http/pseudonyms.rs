@@ -16,10 +16,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::Action;
 use crate::db::customers;
 use crate::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::pipeline::gate::{Caller, Gate};
+use crate::http::extract::Caller;
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 /// Customers read per page while recomputing pseudonyms.
@@ -67,7 +69,7 @@ async fn resolve_pseudonym(
     caller: Caller,
     body: ApiJson<ResolveRequest>,
 ) -> Result<Json<Resolved>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "pseudonym", "resolve");
+    let mut gate = Gate::new(&state, &caller, Action::PseudonymResolve);
     let outcome = async {
         gate.authorize()?;
         let req = body.into_inner()?;

@@ -8,7 +8,9 @@
 //! summaries need `audit read`, consent rates `consent read` (compliance
 //! roles, `compliance_audit` purpose), and each call is one audit event.
 //! Consent rates are numbers about customers: a point resting on fewer
-//! than k customers leaves as `suppressed`, never as its value.
+//! than `privacy.k` customers leaves as `suppressed`, never as its value,
+//! and the answer leaves through the release step ([`Gate::release`]) with
+//! its privacy block in the event.
 
 use axum::extract::State;
 use axum::Json;
@@ -21,8 +23,10 @@ use crate::clock::{parse_rfc3339, rfc3339};
 use crate::db::consent_stats;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
-use crate::pipeline::audit::stats::{self, StatsFilter, HOUR_MICROS};
-use crate::pipeline::gate::{Caller, Gate};
+use crate::audit::stats::{self, StatsFilter, HOUR_MICROS};
+use crate::audit::{Action, PrivacyBlock};
+use crate::http::extract::Caller;
+use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -38,9 +42,6 @@ pub const MAX_POINTS: i64 = 2_000;
 
 /// Default range when `from` is absent: the 30 days before `to`.
 const DEFAULT_DAYS: i64 = 30;
-
-/// The smallest number of customers a released consent number may rest on.
-pub const CONSENT_K: i64 = 10;
 
 /// Query parameters of the chart routes.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -218,7 +219,7 @@ async fn decisions(
     caller: Caller,
     q: ApiQuery<StatsQuery>,
 ) -> Result<Json<DecisionSeries>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "audit", "read");
+    let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
         let (range, filter) = trail_filter(&state, &q.into_inner()?)?;
@@ -285,7 +286,7 @@ async fn denials(
     caller: Caller,
     q: ApiQuery<StatsQuery>,
 ) -> Result<Json<Denials>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "audit", "read");
+    let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -347,7 +348,7 @@ async fn purposes(
     caller: Caller,
     q: ApiQuery<StatsQuery>,
 ) -> Result<Json<Purposes>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "audit", "read");
+    let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
         let (range, filter) = trail_filter(&state, &q.into_inner()?)?;
@@ -422,7 +423,7 @@ async fn consent_rates(
     caller: Caller,
     q: ApiQuery<StatsQuery>,
 ) -> Result<Json<ConsentRates>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, "consent", "read");
+    let mut gate = Gate::new(&state, &caller, Action::ConsentRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
@@ -437,7 +438,7 @@ async fn consent_rates(
         let signups = consent_stats::signups(&state.db, width)
             .await
             .map_err(ApiError::Internal)?;
-        let k = CONSENT_K;
+        let k = i64::from(state.config.privacy.k);
         let customers = consent_stats::running_totals(&signups, range.from, range.to);
         let mut purposes = Vec::new();
         for p in state.purposes.all().iter().filter(|p| p.consent_required) {
@@ -464,6 +465,32 @@ async fn consent_rates(
             });
         }
         gate.returned(std::iter::empty(), purposes.len() as u64);
+        // Numbers about customers leave through the release step: k
+        // applied, no noise, nothing debited, evidence in the event.
+        let suppressed = purposes
+            .iter()
+            .flat_map(|p| &p.points)
+            .filter(|p| p.suppressed)
+            .count();
+        let question = format!(
+            "consent_rates|{}|{}|{}",
+            range.bucket_name(),
+            range.from,
+            range.to
+        );
+        let block = PrivacyBlock {
+            mechanism: "k_threshold".to_owned(),
+            epsilon_spent_micros: 0,
+            k: state.config.privacy.k,
+            suppressed_cells: u32::try_from(suppressed).unwrap_or(u32::MAX),
+            fingerprint: crate::audit::event::to_hash(
+                ring::digest::digest(&ring::digest::SHA256, question.as_bytes()).as_ref(),
+            )
+            .unwrap_or(crate::audit::GENESIS),
+            budget_remaining_micros: 0,
+        };
+        let tx = state.db.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+        gate.release(tx, block).await?;
         Ok(Json(ConsentRates {
             bucket: range.bucket_name(),
             from: range.start_of(range.from),

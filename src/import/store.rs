@@ -67,5 +67,5 @@ pub async fn customer_ids(
     tx: &mut Transaction<'_, Any>,
     external_ids: &[&str],
 ) -> anyhow::Result<HashMap<String, i64>> {
-    crate::db::bulk::ids_by_key(tx, crate::db::bulk::Keyed::Customers, external_ids).await
+    Ok(crate::db::bulk::ids_by_key(tx, crate::db::bulk::Keyed::Customers, external_ids).await?)
 }

@@ -1,162 +1,47 @@
-//! The gate: how a handler walks a request through the pipeline.
+//! The gate: how a handler walks one operation through the pipeline's
+//! decision stages and records it.
 //!
-//! Two extractors run the first stages before a handler's body:
-//! [`Authenticated`] (limits + authenticate) and [`Caller`] (plus purpose).
-//! A handler then opens a [`Gate`] for one (object, action), asks it to
-//! authorize, check consent, and sanitize, and hands its outcome to
-//! [`Gate::finish`], which records exactly one audit event for the request
-//! (allowed or denied) and only then lets the response leave. If the event
-//! cannot be made durable, the response is replaced by a 503 and no data
-//! leaves (fail-closed).
+//! The extractors in `http::extract` run limits, authenticate and purpose
+//! and hand the handler a [`Caller`]. The handler opens a [`Gate`] for one
+//! [`Action`] (which names the policy's `(object, act)`), asks it to
+//! authorize and check consent, lets `sanitize` shape what leaves, and hands
+//! its outcome to [`Gate::finish`], which records exactly one audit event
+//! for the request (allowed or denied) and only then lets the response
+//! leave. Writes commit through [`Gate::commit_audited`] and aggregate
+//! answers through [`Gate::release`] (in `release`), both of which make the
+//! event durable before the transaction commits. If the event cannot be
+//! made durable, the response is replaced by a 503 and nothing leaves
+//! (fail-closed). A gate dropped without being finished is a bug: debug
+//! builds and tests panic, release builds log it and count it.
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath};
-use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::audit::{Action, AuditEvent, Builder, Reason};
 use super::authorize::{CompiledPolicy, FieldView};
-use super::purpose::PurposeError;
+use crate::audit::{
+    Action, AuditEvent, Builder, Hash, PrivacyBlock, Reason, Served, SubjectRights,
+};
 use crate::domain::{Principal, PurposeId, Treatment};
 use crate::error::ApiError;
-use crate::http::middleware::RequestId;
 use crate::state::AppState;
 
-/// The header that declares why the caller wants the data.
-pub const PURPOSE_HEADER: &str = "x-purpose";
-
-/// An authenticated request (stages: limits, authenticate).
-#[derive(Clone, Debug)]
-pub struct Authenticated {
-    pub principal: Arc<Principal>,
-    pub request_id: String,
-    /// The route template (`/v1/customers/{id}`), for the audit trail.
-    pub route: String,
-}
-
-/// An authenticated request with a valid declared purpose.
+/// An authenticated request with a valid declared purpose: what every
+/// decision stage needs to know about who asks, and why.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub principal: Arc<Principal>,
     pub purpose: PurposeId,
     pub request_id: String,
+    /// The route template (`/v1/customers/{id}`), never the raw path.
     pub route: String,
 }
 
-fn request_meta(parts: &Parts) -> (String, String) {
-    let request_id = parts
-        .extensions
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let route = parts
-        .extensions
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| parts.uri.path().to_owned());
-    (request_id, route)
-}
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let (request_id, route) = request_meta(parts);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        match state
-            .authenticator
-            .authenticate(header, state.clock.now_secs())
-        {
-            Ok(principal) => {
-                if !state.limits.allow_principal(&principal.sub) {
-                    metrics::counter!("custodian_rate_limited_total", "kind" => "principal")
-                        .increment(1);
-                    return Err(ApiError::RateLimited);
-                }
-                Ok(Self {
-                    principal,
-                    request_id,
-                    route,
-                })
-            }
-            Err(failure) => {
-                metrics::counter!("custodian_auth_failures_total", "reason" => failure.code())
-                    .increment(1);
-                let ip = parts
-                    .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip());
-                // Past the per-address limit, failures are only counted: an
-                // audit write per forged token would let a flood fill the
-                // trail and starve real requests.
-                if let Some(ip) = ip {
-                    if !state.limits.allow_failed_auth(ip) {
-                        metrics::counter!("custodian_rate_limited_total", "kind" => "failed_auth")
-                            .increment(1);
-                        return Err(ApiError::RateLimited);
-                    }
-                }
-                tracing::info!(reason = failure.code(), "authentication failed");
-                if state.limits.audit_failed_auth() {
-                    let event = AuditEvent::auth_failed(request_id, route, failure.code());
-                    state.audit.record(event).await?;
-                } else {
-                    metrics::counter!("custodian_auth_failures_unaudited_total").increment(1);
-                }
-                Err(ApiError::Unauthenticated)
-            }
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let auth = Authenticated::from_request_parts(parts, state).await?;
-        let header = parts
-            .headers
-            .get(PURPOSE_HEADER)
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
-            .unwrap_or("");
-        match state.purposes.parse(header) {
-            Ok(purpose) => Ok(Self {
-                principal: auth.principal,
-                purpose,
-                request_id: auth.request_id,
-                route: auth.route,
-            }),
-            Err(e) => {
-                let code = match e {
-                    PurposeError::Missing => "purpose_missing",
-                    PurposeError::Unknown => "purpose_unknown",
-                };
-                let event = AuditEvent::builder(
-                    &auth.principal,
-                    Action::Other("request".into()),
-                    auth.route,
-                )
-                .request_id(auth.request_id)
-                .deny(Reason::Input(code.to_owned()), 400)
-                .build();
-                state.audit.record(event).await?;
-                Err(ApiError::bad_request(code, e.to_string()))
-            }
-        }
-    }
-}
-
-/// One governed operation: an (object, action) under one caller and purpose.
+/// One governed operation: an [`Action`] under one caller and purpose.
 pub struct Gate<'a> {
     state: &'a AppState,
     caller: &'a Caller,
-    object: &'static str,
-    act: &'static str,
+    action: Action,
     /// One consistent policy version for every question of this request.
     policy: Arc<CompiledPolicy>,
     rule: Option<Arc<str>>,
@@ -165,25 +50,22 @@ pub struct Gate<'a> {
     fields: Vec<(String, Treatment)>,
     records: u64,
     status: StatusCode,
-    /// The audit action, when it is not `object.act` (e.g. `key.rotate`).
-    action: Option<Action>,
+    privacy: Option<PrivacyBlock>,
+    subject_rights: Option<SubjectRights>,
+    served: Option<Served>,
     /// The allow event was made durable before a write committed
-    /// ([`Gate::commit_audited`]).
+    /// ([`Gate::commit_audited`], [`Gate::release`]).
     recorded: bool,
+    /// `finish` ran: the request's one event was recorded (or refused).
+    finished: bool,
 }
 
 impl<'a> Gate<'a> {
-    pub fn new(
-        state: &'a AppState,
-        caller: &'a Caller,
-        object: &'static str,
-        act: &'static str,
-    ) -> Self {
+    pub fn new(state: &'a AppState, caller: &'a Caller, action: Action) -> Self {
         Self {
             state,
             caller,
-            object,
-            act,
+            action,
             policy: state.authorizer.current(),
             rule: None,
             consent: None,
@@ -191,9 +73,16 @@ impl<'a> Gate<'a> {
             fields: Vec::new(),
             records: 0,
             status: StatusCode::OK,
-            action: None,
+            privacy: None,
+            subject_rights: None,
+            served: None,
             recorded: false,
+            finished: false,
         }
+    }
+
+    pub fn state(&self) -> &'a AppState {
+        self.state
     }
 
     pub fn caller(&self) -> &Caller {
@@ -206,10 +95,21 @@ impl<'a> Gate<'a> {
 
     /// Stage 3: may this caller's roles do (object, action) for the purpose?
     pub fn authorize(&mut self) -> Result<(), ApiError> {
+        // An action no policy rule can name is never allowed.
+        let Some((object, act)) = self.action.operation() else {
+            debug_assert!(
+                false,
+                "gate opened for {:?}, which no policy names",
+                self.action
+            );
+            return Err(ApiError::forbidden(
+                "this operation is not governed by any policy",
+            ));
+        };
         let decision = self.policy.decide(
             &self.caller.principal.roles,
-            self.object,
-            self.act,
+            object,
+            act,
             &self.caller.purpose,
         );
         if decision.allowed {
@@ -309,14 +209,31 @@ impl<'a> Gate<'a> {
         self.status = status;
     }
 
-    /// Records the audit event under `action` instead of `object.act`.
-    pub fn audit_as(&mut self, action: Action) {
-        self.action = Some(action);
+    /// Evidence of an aggregate answer, for the event's privacy block
+    /// (normally set by [`Gate::release`]).
+    pub fn privacy(&mut self, block: PrivacyBlock) {
+        self.privacy = Some(block);
+    }
+
+    /// The data subject request this operation is a step of.
+    pub fn subject_rights(&mut self, block: SubjectRights) {
+        self.subject_rights = Some(block);
+    }
+
+    /// What a recommendation answer served.
+    pub fn served(&mut self, block: Served) {
+        self.served = Some(block);
+    }
+
+    /// The content hash of the policy version deciding this request.
+    pub fn policy_version(&self) -> Option<Hash> {
+        crate::audit::event::to_hash(&hex::decode(self.policy.version()).unwrap_or_default())
     }
 
     /// Stage 8: records the one audit event of this request and lets the
     /// outcome leave only once the event is durable.
-    pub async fn finish<T>(self, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
+    pub async fn finish<T>(mut self, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
+        self.finished = true;
         if self.recorded && outcome.is_ok() {
             return outcome;
         }
@@ -343,21 +260,24 @@ impl<'a> Gate<'a> {
         // On error `tx` is dropped here, which rolls it back.
         self.state.audit.record(event).await?;
         self.recorded = true;
-        tx.commit().await?;
+        tx.commit().await.map_err(crate::db::DbError::from)?;
         Ok(())
     }
 
     /// The one audit event describing `outcome`.
     fn event_for<T>(&self, outcome: &Result<T, ApiError>) -> AuditEvent {
-        let action = self
-            .action
-            .clone()
-            .unwrap_or_else(|| Action::parse(&format!("{}.{}", self.object, self.act)));
-        let builder: Builder =
-            AuditEvent::builder(&self.caller.principal, action, self.caller.route.clone())
-                .request_id(self.caller.request_id.clone())
-                .purpose(&self.caller.purpose)
-                .customers(self.customers.iter().copied());
+        let mut builder: Builder = AuditEvent::builder(
+            &self.caller.principal,
+            self.action.clone(),
+            self.caller.route.clone(),
+        )
+        .request_id(self.caller.request_id.clone())
+        .purpose(&self.caller.purpose)
+        .policy_version(self.policy_version())
+        .customers(self.customers.iter().copied());
+        if let Some(block) = &self.subject_rights {
+            builder = builder.subject_rights(block.clone());
+        }
         let policy_reason = || {
             Reason::Policy(
                 self.rule
@@ -367,10 +287,16 @@ impl<'a> Gate<'a> {
             )
         };
         let event = match &outcome {
-            Ok(_) => builder
-                .fields(self.fields.clone())
-                .records(self.records)
-                .allow(policy_reason(), self.status.as_u16()),
+            Ok(_) => {
+                let mut builder = builder.fields(self.fields.clone()).records(self.records);
+                if let Some(block) = &self.privacy {
+                    builder = builder.privacy(block.clone());
+                }
+                if let Some(block) = &self.served {
+                    builder = builder.served(block.clone());
+                }
+                builder.allow(policy_reason(), self.status.as_u16())
+            }
             Err(e) => {
                 let status = e.status().as_u16();
                 let reason = match e {
@@ -398,84 +324,18 @@ impl<'a> Gate<'a> {
     }
 }
 
-impl Gate<'_> {
-    /// Stage 7 for customer rows: each field in the strongest treatment the
-    /// caller may have, decrypting only what leaves in clear or masked. A
-    /// ciphertext that does not open at its place fails the whole request
-    /// (`integrity_failure`): never a partial or someone else's record.
-    /// A key version this instance does not know yet (another instance
-    /// rotated) is loaded from the store first.
-    pub async fn sanitize_customers(
-        &mut self,
-        rows: &[crate::db::customers::StoredCustomer],
-    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, ApiError> {
-        use super::authorize::vocabulary::CUSTOMER_FIELDS;
-        use super::sanitize::{sanitize_record, RecordInput, SanitizeContext, SanitizeError};
-        use crate::crypto::CryptoError;
-
-        let view = self.field_view("customer", CUSTOMER_FIELDS);
-        let view: Vec<(&str, Treatment)> = view
-            .fields
-            .iter()
-            .map(|g| (g.field.as_str(), g.treatment))
-            .collect();
-        let ctx = SanitizeContext {
-            catalog: &self.state.catalog,
-            pseudonymizer: self.state.vault.pseudonymizer(),
-            purpose: &self.caller.purpose,
-            resource: "customer",
-        };
-        self.state
-            .vault
-            .ensure_versions(&self.state.db, rows.iter().filter_map(|r| r.kek_version))
-            .await
-            .map_err(ApiError::Internal)?;
-        let keyring = self.state.vault.keyring();
-        let mut out = Vec::with_capacity(rows.len());
-        let mut returned: Vec<(String, Treatment)> = Vec::new();
-        for row in rows {
-            let fields = super::sanitize::customer_fields(row);
-            let input = RecordInput {
-                record_id: row.id,
-                customer_key: Some(&row.external_id),
-                fields: &fields,
-            };
-            let dek = || match (&row.kek_version, &row.wrapped_dek) {
-                (Some(v), Some(w)) => keyring.unwrap_dek(
-                    u32::try_from(*v).map_err(|_| CryptoError::Integrity)?,
-                    w,
-                    row.id,
-                ),
-                _ => Err(CryptoError::Integrity),
-            };
-            match sanitize_record(&ctx, &view, &input, dek) {
-                Ok(s) => {
-                    for r in s.returned {
-                        if !returned.contains(&r) {
-                            returned.push(r);
-                        }
-                    }
-                    out.push(s.fields);
-                }
-                Err(SanitizeError::Integrity { field }) => {
-                    tracing::error!(customer = row.id, field = %field, "ciphertext failed its integrity check");
-                    self.touch([row.id]);
-                    return Err(ApiError::Integrity);
-                }
-                Err(SanitizeError::Key(e)) => {
-                    tracing::error!(customer = row.id, error = %e, "customer data key unavailable");
-                    self.touch([row.id]);
-                    return Err(ApiError::Integrity);
-                }
-                Err(e) => {
-                    return Err(ApiError::internal(anyhow::anyhow!(
-                        "sanitize customer {}: {e}",
-                        row.id
-                    )))
-                }
-            }
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        if !self.finished && !std::thread::panicking() {
+            // A request that leaves without its audit event: a bug in a
+            // handler, never a client's doing.
+            metrics::counter!("custodian_gate_unfinished_total").increment(1);
+            tracing::error!(action = self.action.as_str(), "gate dropped without finish");
+            debug_assert!(
+                false,
+                "gate for {} dropped without finish: the request has no audit event",
+                self.action.as_str()
+            );
         }
-        self.returned(returned, out.len() as u64);
-        Ok(out)
     }
 }

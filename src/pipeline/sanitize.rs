@@ -23,9 +23,12 @@
 //! Plaintexts are held in `Zeroizing` buffers while masked; clear values end
 //! up in the returned JSON, which the caller serializes and drops.
 
+use super::authorize::vocabulary::CUSTOMER_FIELDS;
+use super::gate::Gate;
 use crate::catalog::{FieldCatalog, FieldSpec, Storage};
 use crate::crypto::{apply_mask, CryptoError, DataKey, FieldCipher, FieldPlace, Pseudonymizer};
 use crate::domain::{PurposeId, Treatment};
+use crate::error::ApiError;
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -314,6 +317,83 @@ pub fn customer_fields(row: &crate::db::customers::StoredCustomer) -> Vec<Stored
             StoredValue::Plain(crate::clock::rfc3339(row.signup_at)),
         ),
     ]
+}
+
+/// Stage 7 for customer rows, under an open gate: each field in the strongest treatment the
+/// caller may have, decrypting only what leaves in clear or masked. A
+/// ciphertext that does not open at its place fails the whole request
+/// (`integrity_failure`): never a partial or someone else's record.
+/// A key version this instance does not know yet (another instance
+/// rotated) is loaded from the store first.
+pub async fn customer_rows(
+    gate: &mut Gate<'_>,
+    rows: &[crate::db::customers::StoredCustomer],
+) -> Result<Vec<Map<String, Value>>, ApiError> {
+    let state = gate.state();
+    let view = gate.field_view("customer", CUSTOMER_FIELDS);
+    let view: Vec<(&str, Treatment)> = view
+        .fields
+        .iter()
+        .map(|g| (g.field.as_str(), g.treatment))
+        .collect();
+    let ctx = SanitizeContext {
+        catalog: &state.catalog,
+        pseudonymizer: state.vault.pseudonymizer(),
+        purpose: gate.purpose(),
+        resource: "customer",
+    };
+    state
+        .vault
+        .ensure_versions(&state.db, rows.iter().filter_map(|r| r.kek_version))
+        .await
+        .map_err(ApiError::Internal)?;
+    let keyring = state.vault.keyring();
+    let mut out = Vec::with_capacity(rows.len());
+    let mut returned: Vec<(String, Treatment)> = Vec::new();
+    for row in rows {
+        let fields = customer_fields(row);
+        let input = RecordInput {
+            record_id: row.id,
+            customer_key: Some(&row.external_id),
+            fields: &fields,
+        };
+        let dek = || match (&row.kek_version, &row.wrapped_dek) {
+            (Some(v), Some(w)) => keyring.unwrap_dek(
+                u32::try_from(*v).map_err(|_| CryptoError::Integrity)?,
+                w,
+                row.id,
+            ),
+            _ => Err(CryptoError::Integrity),
+        };
+        match sanitize_record(&ctx, &view, &input, dek) {
+            Ok(s) => {
+                for r in s.returned {
+                    if !returned.contains(&r) {
+                        returned.push(r);
+                    }
+                }
+                out.push(s.fields);
+            }
+            Err(SanitizeError::Integrity { field }) => {
+                tracing::error!(customer = row.id, field = %field, "ciphertext failed its integrity check");
+                gate.touch([row.id]);
+                return Err(ApiError::Integrity);
+            }
+            Err(SanitizeError::Key(e)) => {
+                tracing::error!(customer = row.id, error = %e, "customer data key unavailable");
+                gate.touch([row.id]);
+                return Err(ApiError::Integrity);
+            }
+            Err(e) => {
+                return Err(ApiError::internal(anyhow::anyhow!(
+                    "sanitize customer {}: {e}",
+                    row.id
+                )))
+            }
+        }
+    }
+    gate.returned(returned, out.len() as u64);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! with its seq), fail-closed writes with readiness, group commit, export
 //! with offline verification, queries, and retention pruning.
 
-use custodian::domain::Treatment;
-use custodian::pipeline::audit::{
+use custodian::audit::{
     self, store, Action, AuditEvent, AuditFilter, AuditUnavailable, AuditWriter, ExportFormat,
     ProblemKind, PublicKey, Reason, Signer, StoredEvent, VerifyReport, WriterOptions,
 };
+use custodian::domain::Treatment;
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -143,104 +143,6 @@ async fn rewrite_chain(app: &TestApp, edit: impl FnOnce(&mut Vec<StoredEvent>)) 
     store::insert_batch(&app.state.db.pool, &all).await.unwrap();
 }
 
-both_backends!(
-    events_of_the_row_format_move_into_blocks,
-    async |app: TestApp| {
-        let key = chain_of_25(&app).await;
-        // An instance on the previous version can no longer write there.
-        let old_writer = sqlx::query(
-            "INSERT INTO audit_events (instance, seq, occurred_at, request_id, actor, roles, \
-             action, resource, customers, purpose, decision, reason, fields, status, records, \
-             prev_hash, hash) VALUES ('old', 1, 0, '', 'a', '[]', 'x', 'r', '[]', NULL, \
-             'allow', 'r', '[]', 200, 0, $1, $1)",
-        )
-        .bind(vec![0u8; 32])
-        .execute(&app.state.db.pool)
-        .await;
-        assert!(old_writer.is_err());
-        // Put the chain back into the pre-0004 row table, as the previous
-        // release stored it (before that table was retired), and empty the
-        // blocks.
-        exec(
-            &app,
-            match app.backend {
-                custodian::db::Backend::Sqlite => "DROP TRIGGER audit.audit_events_retired",
-                custodian::db::Backend::Postgres => {
-                    "DROP TRIGGER audit_events_retired ON audit_events"
-                }
-            },
-        )
-        .await;
-        for s in rows(&app, 0, 1000).await {
-            let e = &s.event;
-            sqlx::query(
-                "INSERT INTO audit_events (instance, seq, occurred_at, request_id, actor, roles, \
-             action, resource, customers, purpose, decision, reason, fields, status, records, \
-             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17)",
-            )
-            .bind(&s.instance)
-            .bind(s.seq)
-            .bind(e.occurred_at)
-            .bind(&e.request_id)
-            .bind(&e.actor)
-            .bind(serde_json::to_string(&e.roles).unwrap())
-            .bind(e.action.as_str())
-            .bind(&e.resource)
-            .bind(serde_json::to_string(&e.customers).unwrap())
-            .bind(e.purpose.clone())
-            .bind(e.decision.as_str())
-            .bind(&e.reason)
-            .bind(serde_json::to_string(&e.fields).unwrap())
-            .bind(i64::from(e.status))
-            .bind(i64::try_from(e.records).unwrap())
-            .bind(s.prev_hash.to_vec())
-            .bind(s.hash.to_vec())
-            .execute(&app.state.db.pool)
-            .await
-            .unwrap();
-        }
-        exec(&app, "DELETE FROM audit_blocks WHERE instance = 't'").await;
-        // The previous release had no indexing progress (its insert indexed).
-        exec(
-            &app,
-            "DELETE FROM audit_index_progress WHERE instance = 't'",
-        )
-        .await;
-        assert_eq!(
-            verify(&app, key).await.problem.unwrap().kind,
-            ProblemKind::Truncated
-        );
-
-        app.state.db.migrate().await.unwrap();
-        let report = verify(&app, key).await;
-        assert!(report.is_intact(), "{report}");
-        assert_eq!(report.events, 25, "{report}");
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
-            .fetch_one(&app.state.db.pool)
-            .await
-            .unwrap();
-        assert_eq!(left, 0);
-        // Their index rows were kept, and the progress says so.
-        assert_eq!(indexed_through(&app).await, 25);
-        // The customer index still finds them, once each.
-        let filter = AuditFilter {
-            customer: Some(7),
-            ..AuditFilter::default()
-        };
-        let page = audit::query(&app.state.db, &filter, None, 10)
-            .await
-            .unwrap();
-        assert_eq!(
-            page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![7]
-        );
-        // Running the migration again changes nothing.
-        app.state.db.migrate().await.unwrap();
-        assert_eq!(verify(&app, key).await.events, 25);
-    }
-);
-
 /// Events 1..=n (event `i` touches customer `i`) chained by hand into ONE
 /// block of chain `t` and stored directly, as a busy writer stores a batch
 /// (but no writer has indexed it).
@@ -359,7 +261,9 @@ both_backends!(
         let start = bytes.windows(6).position(|w| w == b"req-13").unwrap();
         let entry = (0..start)
             .rev()
-            .find(|&i| bytes.get(i..i + 5) == Some(&[1, 0, 0, 0, 1][..]))
+            .find(|&i| {
+                bytes.get(i..i + 5) == Some(&[audit::event::ENCODING_VERSION, 0, 0, 0, 1][..])
+            })
             .unwrap(); // version byte then the instance length (1)
         let mut broken = bytes.clone();
         broken[entry - 4] = 0xff; // high byte of this entry's length
@@ -799,3 +703,95 @@ async fn sqlite_trail_wal_starts_over_under_steady_writes() {
         "the WAL never started over during {events} events"
     );
 }
+
+both_backends!(
+    a_chain_begun_in_format_v1_verifies_and_continues_in_v2,
+    async |app: TestApp| {
+        // Events 1..=10 as the previous release wrote them (format v1), then
+        // the upgraded writer continues the same chain in v2 with a policy
+        // version and a privacy block.
+        let (old, key) = writer(&app).await;
+        for i in 1..=10 {
+            let mut e = event(i);
+            e.format = audit::event::ENCODING_V1;
+            old.record(e).await.unwrap();
+        }
+        old.shutdown().await;
+        let (new, key2) = writer(&app).await;
+        for i in 11..=25 {
+            let e = AuditEvent::system("svc", Action::SegmentRead, "/v1/segments/query")
+                .request_id(format!("req-{i}"))
+                .policy_version(Some([i as u8; 32]))
+                .privacy(audit::PrivacyBlock {
+                    mechanism: "discrete_laplace".into(),
+                    epsilon_spent_micros: 100_000,
+                    k: 10,
+                    suppressed_cells: 1,
+                    fingerprint: [3; 32],
+                    budget_remaining_micros: 9_000_000,
+                })
+                .allow(Reason::Policy("p".into()), 200)
+                .build();
+            new.record(e).await.unwrap();
+        }
+        new.shutdown().await;
+        let keys = [key, key2];
+        let report = audit::verify_store(&app.state.db, &keys, &|_| {})
+            .await
+            .unwrap();
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.events, 25, "{report}");
+        let stored = rows(&app, 0, 100).await;
+        assert_eq!(stored[0].event.format, 1);
+        assert_eq!(stored[24].event.format, 2);
+        assert_eq!(stored[24].event.policy_version, Some([25; 32]));
+
+        // Tampering is found in either format: a v1 event's field...
+        edit_block(&app, 4, |events| {
+            for e in events.iter_mut().filter(|e| e.seq == 4) {
+                e.event.resource = "/v1/customers/999".into();
+            }
+        })
+        .await;
+        let r = audit::verify_store(&app.state.db, &keys, &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(r.problem.as_ref().map(|p| p.seq), Some(4), "{r}");
+    }
+);
+
+both_backends!(
+    a_v2_privacy_block_and_policy_version_are_covered_by_the_chain,
+    async |app: TestApp| {
+        let (w, key) = writer(&app).await;
+        for i in 1..=5 {
+            let e = AuditEvent::system("svc", Action::SegmentRead, "/v1/segments/query")
+                .request_id(format!("req-{i}"))
+                .policy_version(Some([1; 32]))
+                .privacy(audit::PrivacyBlock {
+                    mechanism: "discrete_laplace".into(),
+                    epsilon_spent_micros: 100_000,
+                    k: 10,
+                    suppressed_cells: 0,
+                    fingerprint: [3; 32],
+                    budget_remaining_micros: 9_000_000,
+                })
+                .allow(Reason::Policy("p".into()), 200)
+                .build();
+            w.record(e).await.unwrap();
+        }
+        w.shutdown().await;
+        assert!(verify(&app, key).await.is_intact());
+        // Someone lowers the epsilon an answer cost...
+        edit_block(&app, 2, |events| {
+            for e in events.iter_mut().filter(|e| e.seq == 2) {
+                if let Some(p) = e.event.privacy.as_mut() {
+                    p.epsilon_spent_micros = 1;
+                }
+            }
+        })
+        .await;
+        let report = verify(&app, key).await;
+        assert_eq!(report.problem.as_ref().map(|p| p.seq), Some(2), "{report}");
+    }
+);

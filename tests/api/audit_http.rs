@@ -3,7 +3,7 @@
 //! offline with the served public key, verification of a tampered store,
 //! and fail-closed data routes while the trail cannot record.
 
-use custodian::pipeline::audit::{self, ProblemKind, PublicKey};
+use custodian::audit::{self, ProblemKind, PublicKey};
 use reqwest::Method;
 use serde_json::{json, Value};
 

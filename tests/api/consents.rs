@@ -320,3 +320,50 @@ both_backends!(
         assert_eq!(crm_read(&app, "K8").await.status(), 403);
     }
 );
+
+/// Customers the consent predicate admits for `purpose`, by external id.
+async fn admitted(app: &TestApp, purpose: &str) -> Vec<String> {
+    use custodian::pipeline::consent::ConsentPredicate;
+    let purpose = app.state.purposes.parse(purpose).unwrap();
+    let predicate = ConsentPredicate::for_purpose(&app.state.purposes, &purpose);
+    let sql = format!(
+        "SELECT c.external_id FROM customers c WHERE {} ORDER BY c.external_id",
+        predicate.sql("c.id", 1)
+    );
+    sqlx::query_scalar(&sql)
+        .bind(predicate.bind_value())
+        .fetch_all(&app.state.db.pool)
+        .await
+        .unwrap()
+}
+
+both_backends!(
+    the_consent_predicate_admits_exactly_the_current_consenters,
+    async |app: TestApp| {
+        for id in ["P1", "P2", "P3"] {
+            customer(&app, id).await;
+        }
+        let grant =
+            |g: bool| json!([{"purpose": "email_marketing", "granted": g, "source": "web_form"}]);
+        for id in ["P1", "P2"] {
+            let r = record(&app, "ingest_service", "data_ingestion", id, grant(true)).await;
+            assert_eq!(r.status(), 201);
+        }
+        assert_eq!(admitted(&app, "email_marketing").await, ["P1", "P2"]);
+        // A withdrawal takes effect in the very next query.
+        let r = record(&app, "crm_service", "email_marketing", "P2", grant(false)).await;
+        assert_eq!(r.status(), 201);
+        assert_eq!(admitted(&app, "email_marketing").await, ["P1"]);
+        // The same answer as the set look-up the row routes use.
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM customers ORDER BY id")
+            .fetch_all(&app.state.db.pool)
+            .await
+            .unwrap();
+        let set = custodian::pipeline::consent::consenting(&app.state.db, "email_marketing", &ids)
+            .await
+            .unwrap();
+        assert_eq!(set.len(), 1);
+        // A purpose whose legal basis needs no consent admits everyone.
+        assert_eq!(admitted(&app, "customer_support").await, ["P1", "P2", "P3"]);
+    }
+);

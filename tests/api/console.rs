@@ -294,7 +294,7 @@ async fn officer_works_through_the_console() {
     );
     browser.click("#export-ndjson").await;
     let ndjson = browser.downloaded(".ndjson").await;
-    let report = custodian::pipeline::audit::verify_ndjson(
+    let report = custodian::audit::verify_ndjson(
         std::io::BufReader::new(std::fs::File::open(&ndjson).unwrap()),
         &[*app.state.audit.public_key()],
         &|_| {},
@@ -316,7 +316,7 @@ async fn officer_works_through_the_console() {
     browser.wait_text("#export-filter", "none").await;
     browser.click("#export-ndjson").await;
     let ndjson = browser.downloaded(".ndjson").await;
-    let report = custodian::pipeline::audit::verify_ndjson(
+    let report = custodian::audit::verify_ndjson(
         std::io::BufReader::new(std::fs::File::open(&ndjson).unwrap()),
         &[*app.state.audit.public_key()],
         &|_| {},

@@ -298,10 +298,7 @@ impl TestApp {
 
     /// The customers the derived customer index links to `event`. The index
     /// lags the writer: call `state.audit.index_now()` first.
-    pub async fn indexed_customers(
-        &self,
-        event: &custodian::pipeline::audit::StoredEvent,
-    ) -> Vec<i64> {
+    pub async fn indexed_customers(&self, event: &custodian::audit::StoredEvent) -> Vec<i64> {
         sqlx::query_scalar(
             "SELECT customer_id FROM audit_event_customers WHERE instance = $1 AND seq = $2 \
              ORDER BY customer_id",
@@ -315,8 +312,8 @@ impl TestApp {
 
     /// Every stored audit event of every chain, by seq (then instance),
     /// decoded from the blocks.
-    pub async fn audit_events(&self) -> Vec<custodian::pipeline::audit::StoredEvent> {
-        use custodian::pipeline::audit::store;
+    pub async fn audit_events(&self) -> Vec<custodian::audit::StoredEvent> {
+        use custodian::audit::store;
         let db = &self.state.db;
         let mut all = Vec::new();
         for instance in store::instances(db).await.unwrap() {
@@ -350,9 +347,9 @@ impl TestApp {
         &self,
         instance: &str,
         seq: i64,
-        edit: impl FnOnce(&mut Vec<custodian::pipeline::audit::StoredEvent>),
+        edit: impl FnOnce(&mut Vec<custodian::audit::StoredEvent>),
     ) {
-        use custodian::pipeline::audit::store;
+        use custodian::audit::store;
         let (first, bytes): (i64, Vec<u8>) = sqlx::query_as(
             "SELECT first_seq, events FROM audit_blocks WHERE instance = $1 \
              AND first_seq <= $2 ORDER BY first_seq DESC LIMIT 1",

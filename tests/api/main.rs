@@ -11,6 +11,7 @@ mod consents;
 mod console;
 mod crypto;
 mod customers;
+mod gate;
 mod health;
 mod import;
 mod keys;

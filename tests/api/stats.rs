@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::helpers::TestApp;
-use custodian::pipeline::audit::{self, Signer};
+use custodian::audit::{self, Signer};
 
 const OFFICER: &str = "compliance_officer";
 const COMPLIANCE: &str = "compliance_audit";

@@ -164,13 +164,15 @@ impl AuthConfig {
             return Ok(None);
         };
         let setting = "auth.dev_hs256_secret_file";
-        let raw = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            AuthConfigError::Io {
-                setting,
-                path: path.display().to_string(),
-                source,
-            }
-        })?);
+        let raw = crate::secret::read_private_file(path).map_err(|e| AuthConfigError::Io {
+            setting,
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let raw = Zeroizing::new(
+            String::from_utf8(raw.to_vec())
+                .map_err(|_| AuthConfigError::invalid(setting, "is not UTF-8 text".to_owned()))?,
+        );
         // Files written by `echo` end in a newline that is not part of the secret.
         let secret = SecretString::new(raw.trim_end_matches(['\r', '\n']).to_owned());
         check_secret_len(setting, &secret)?;

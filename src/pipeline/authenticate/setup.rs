@@ -3,8 +3,6 @@
 //! data directory (0600) so `custodian serve` and `custodian token` work on a
 //! bare machine; production mode never generates anything.
 
-use anyhow::Context;
-use std::io::Write;
 use std::path::Path;
 
 use super::{AuthConfig, Authenticator};
@@ -56,18 +54,6 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("system random number generator failed"))?;
     let text =
         zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::secret::write_new_private_file(path, text.as_bytes())?;
     Ok(())
 }

@@ -869,6 +869,18 @@ fn keys_and_secret_load_from_files() {
     .unwrap();
     let secret_path = dir.path().join("secret");
     std::fs::write(&secret_path, format!("{SECRET}\n")).unwrap();
+    // A secret file others may read is refused, like every key file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let world_readable = AuthConfig {
+            dev_hs256_secret_file: Some(secret_path.clone()),
+            ..AuthConfig::default()
+        };
+        std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Authenticator::from_config(&world_readable).is_err());
+        std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let config = AuthConfig {
         public_keys_file: Some(pem_path),
         dev_hs256_secret_file: Some(secret_path.clone()),

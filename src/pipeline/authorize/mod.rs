@@ -82,21 +82,14 @@ impl Decision {
 pub mod vocabulary {
     use super::PolicyRule;
 
-    /// Resources and their actions.
-    pub const RESOURCES: &[(&str, &[&str])] = &[
-        ("customer", &["read", "write", "delete"]),
-        ("order", &["read", "write"]),
-        ("event", &["read", "write"]),
-        ("consent", &["read", "write", "grant"]),
-        ("segment", &["read", "write"]),
-        ("recommendation", &["read"]),
-        ("audit", &["read", "export", "verify"]),
-        ("dsr", &["export", "erase", "rectify"]),
-        ("keys", &["read", "rotate"]),
-        ("policy", &["read", "write"]),
-        ("pseudonym", &["resolve"]),
-        ("product", &["read", "write"]),
-    ];
+    /// Resource-level `(object, act)` pairs: exactly those the audit
+    /// action table names, so a permission the gate can check is always
+    /// one the trail can record.
+    pub fn resource_operations() -> impl Iterator<Item = (&'static str, &'static str)> {
+        crate::audit::Action::ALL
+            .iter()
+            .filter_map(|a| a.operation())
+    }
 
     /// Customer fields, each an object `customer.<field>`.
     pub const CUSTOMER_FIELDS: &[&str] = &[
@@ -119,9 +112,7 @@ pub mod vocabulary {
         if let Some(field) = obj.strip_prefix("customer.") {
             return CUSTOMER_FIELDS.contains(&field) && FIELD_ACTIONS.contains(&act);
         }
-        RESOURCES
-            .iter()
-            .any(|(o, acts)| *o == obj && acts.contains(&act))
+        crate::audit::Action::for_operation(obj, act).is_some()
     }
 
     /// `p` rules whose (obj, act) is outside the vocabulary.

@@ -8,7 +8,6 @@
 
 use super::PolicyError;
 use ring::digest;
-use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fmt;
 
@@ -18,57 +17,9 @@ const MAX_VALUE_LEN: usize = 128;
 /// The purpose value that matches any request purpose (see `model.conf`).
 pub const ANY_PURPOSE: &str = "*";
 
-/// One policy line: `ptype` is `p` (permission: sub, obj, act, purpose) or `g`
-/// (role link: member, role). Mirrors a `casbin_rule` row (`ptype`, `v0..v5`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct PolicyRule {
-    pub ptype: String,
-    pub values: Vec<String>,
-}
+pub use crate::domain::PolicyRule;
 
 impl PolicyRule {
-    /// A permission: `sub` may `act` on `obj` for `purpose` (or `*`).
-    pub fn p(sub: &str, obj: &str, act: &str, purpose: &str) -> Self {
-        Self {
-            ptype: "p".into(),
-            values: vec![sub.into(), obj.into(), act.into(), purpose.into()],
-        }
-    }
-
-    /// A role link: `member` inherits every permission of `role`.
-    pub fn g(member: &str, role: &str) -> Self {
-        Self {
-            ptype: "g".into(),
-            values: vec![member.into(), role.into()],
-        }
-    }
-
-    /// Builds a rule from a `casbin_rule` row, dropping the empty trailing
-    /// `v` columns a fixed-width table stores.
-    pub fn from_row(ptype: &str, columns: &[Option<&str>]) -> Self {
-        let mut values: Vec<String> = columns
-            .iter()
-            .map(|c| c.unwrap_or_default().to_owned())
-            .collect();
-        while values.last().is_some_and(|v| v.is_empty()) {
-            values.pop();
-        }
-        Self {
-            ptype: ptype.to_owned(),
-            values,
-        }
-    }
-
-    /// The line as written in `policy.csv`: `p, sub, obj, act, purpose`.
-    pub fn to_csv_line(&self) -> String {
-        let mut line = self.ptype.clone();
-        for v in &self.values {
-            line.push_str(", ");
-            line.push_str(v);
-        }
-        line
-    }
-
     /// Checks the rule against the shape `model.conf` defines and the value
     /// charset. Returns the reason on failure.
     pub fn validate(&self) -> Result<(), String> {

@@ -23,6 +23,12 @@ pub enum PolicyChangeError {
     Store(#[from] anyhow::Error),
 }
 
+impl From<crate::db::DbError> for PolicyChangeError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Store(e.into())
+    }
+}
+
 /// Loads the model from `policy_dir/model.conf` and the rules from the
 /// database; seeds the database from `policy_dir/policy.csv` when it holds
 /// no policy yet. Returns the authorizer and the revision it reflects.
@@ -42,9 +48,15 @@ pub async fn bootstrap(
             .with_context(|| format!("policy_dir: cannot read {}", csv_path.display()))?;
         let compiled = validate(&model, &csv, purposes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", csv_path.display()))?;
-        revision =
-            policy_store::replace(db, compiled.rules(), compiled.version(), "bootstrap", now)
-                .await?;
+        revision = policy_store::replace(
+            db,
+            compiled.rules(),
+            compiled.version(),
+            &compiled.canonical_text(),
+            "bootstrap",
+            now,
+        )
+        .await?;
         tracing::info!(
             revision,
             rules = compiled.rules().len(),
@@ -121,7 +133,15 @@ pub async fn change(
         .await
         .map_err(|e| PolicyChangeError::Store(e.into()))??;
     let version = compiled.version().to_owned();
-    let revision = policy_store::replace(db, compiled.rules(), &version, actor, now).await?;
+    let revision = policy_store::replace(
+        db,
+        compiled.rules(),
+        &version,
+        &compiled.canonical_text(),
+        actor,
+        now,
+    )
+    .await?;
     authorizer.reload(compiled);
     Ok((version, revision))
 }

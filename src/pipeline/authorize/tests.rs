@@ -2,7 +2,7 @@
 //! tests proving the compiled table decides exactly as casbin's enforcer.
 
 use super::model::build_enforcer;
-use super::vocabulary::{self, CUSTOMER_FIELDS, FIELD_ACTIONS, RESOURCES};
+use super::vocabulary::{self, CUSTOMER_FIELDS, FIELD_ACTIONS};
 use super::*;
 use crate::domain::Treatment;
 use crate::pipeline::purpose::PurposeCatalog;
@@ -51,10 +51,8 @@ fn allowed(a: &Authorizer, role: &str, obj: &str, act: &str, purpose: &str) -> b
 /// Every (obj, act) of the vocabulary.
 fn vocabulary_pairs() -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for (obj, acts) in RESOURCES {
-        for act in *acts {
-            out.push((obj.to_string(), act.to_string()));
-        }
+    for (obj, act) in vocabulary::resource_operations() {
+        out.push((obj.to_string(), act.to_string()));
     }
     for f in CUSTOMER_FIELDS {
         for act in FIELD_ACTIONS {

@@ -1,13 +1,19 @@
-//! The audit stage: every decision of the gateway, allowed or denied,
-//! becomes one typed [`AuditEvent`] in a tamper-evident, per-instance hash
-//! chain with Ed25519-signed checkpoints. This module owns the event type,
-//! its canonical encoding, the fail-closed group-commit [`AuditWriter`],
-//! verification, querying/export and retention pruning.
+//! The audit trail, a subsystem of its own: every decision of the gateway,
+//! allowed or denied, becomes one typed [`AuditEvent`] in a tamper-evident,
+//! per-instance hash chain with Ed25519-signed checkpoints. This module
+//! owns the event type and its closed set of [`Action`]s (`action`), the
+//! canonical encoding (`event`), the fail-closed group-commit
+//! [`AuditWriter`] (`writer`), the block store (`store`), verification
+//! (`verify`), querying and export (`export`), retention pruning (`prune`)
+//! and the checkpoint signing key (`key`). The request pipeline only builds
+//! events and records them (`pipeline::gate`); the storage layer (`db`)
+//! knows nothing of this module.
 //!
-//! # Using it from a handler
+//! # Recording an event directly (handlers go through `pipeline::gate`)
 //!
 //! ```ignore
 //! let event = AuditEvent::builder(&principal, Action::CustomerRead, "/v1/customers/{id}")
+//!     .policy_version(Some(policy_hash))
 //!     .request_id(request_id)
 //!     .purpose(&purpose)
 //!     .customer(id)
@@ -18,7 +24,7 @@
 //! state.audit.record(event).await?; // Err → 503 audit_unavailable, no data
 //! ```
 //!
-//! # Canonical encoding (format version 1)
+//! # Canonical encoding, format version 1
 //!
 //! `hash(n) = SHA-256(prev_hash || canonical(n))`, with `prev_hash` the hash
 //! of event `n-1` of the same instance, or 32 zero bytes for seq 1. The
@@ -38,6 +44,27 @@
 //! 8. list of fields, each a string name then a `u8` treatment (0 dropped,
 //!    1 pseudonym, 2 masked, 3 clear);
 //! 9. `u32` HTTP status; `u64` number of records returned.
+//!
+//! # Canonical encoding, format version 2
+//!
+//! Written by this version; version 1 events (older chains) are still read
+//! and verified byte for byte. Items 1 to 9 as in version 1, with `u8`
+//! version = 2, then, each optional as `u8` 0 when absent or `u8` 1
+//! followed by the value:
+//!
+//! 10. policy version: the 32 raw bytes of the SHA-256 of the canonical
+//!     policy text that decided (`GET /v1/admin/policies/{version}` shows
+//!     it; absent when no policy was consulted, as for a failed
+//!     authentication);
+//! 11. privacy block: string mechanism; `u64` epsilon spent in millionths;
+//!     `u32` k; `u32` suppressed cells; 32 bytes query fingerprint (SHA-256
+//!     of the question's canonical form); `i64` budget remaining in
+//!     millionths;
+//! 12. subject-rights block: string request id; string kind; string step;
+//! 13. served block: string model; string model version; `u8` personalized
+//!     (0 or 1); list of `i64` product ids returned.
+//!
+//! A decoder refuses unknown versions, unknown tags and trailing bytes.
 //!
 //! There are no floats, no maps and no optional omissions, so the encoding
 //! does not depend on JSON formatting or key order. The store keeps exactly
@@ -68,6 +95,7 @@
 //! file, attached as schema `audit` (see `db`). Events hold ids (subject, customer ids,
 //! field names), never personal values or tokens.
 
+pub mod action;
 pub mod event;
 pub mod export;
 pub mod key;
@@ -77,7 +105,11 @@ pub mod store;
 pub mod verify;
 pub mod writer;
 
-pub use event::{Action, AuditEvent, Builder, Decision, Hash, Reason, ANONYMOUS, GENESIS};
+pub use action::Action;
+pub use event::{
+    AuditEvent, Builder, Decision, Hash, PrivacyBlock, Reason, Served, SubjectRights, ANONYMOUS,
+    GENESIS,
+};
 pub use export::{export_stream, query, AuditFilter, ExportFormat, Page, QueryError};
 pub use key::{Checkpoint, PublicKey, Signer};
 pub use prune::{prune, PruneReport};

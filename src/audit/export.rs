@@ -19,9 +19,10 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
+use super::event::hex_hash;
 use super::event::{Action, Decision};
 use super::key::Checkpoint;
-use super::store::{self, hex_hash, ReadRow, StoredEvent};
+use super::store::{self, ReadRow, StoredEvent};
 use crate::db::Db;
 use crate::error::ApiError;
 

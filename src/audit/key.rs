@@ -100,8 +100,7 @@ impl Signer {
     /// Reads a PKCS#8 Ed25519 key (v1 as written by `openssl genpkey
     /// -algorithm ed25519`, or v2), refusing a file others can read.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        check_private(path)?;
-        let der = Zeroizing::new(std::fs::read(path).context("cannot read the file")?);
+        let der = crate::secret::read_private_file(path)?;
         let der = pem_or_der(&der, "PRIVATE KEY")?;
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
             .map_err(|_| anyhow::anyhow!("not an Ed25519 PKCS#8 key"))?;
@@ -114,7 +113,7 @@ impl Signer {
         let doc = Ed25519KeyPair::generate_pkcs8(&rng)
             .map_err(|_| anyhow::anyhow!("cannot generate an Ed25519 key"))?;
         let der = Zeroizing::new(doc.as_ref().to_vec());
-        write_private(path, &der)?;
+        crate::secret::write_new_private_file(path, &der)?;
         let pair = Ed25519KeyPair::from_pkcs8(&der)
             .map_err(|_| anyhow::anyhow!("generated key does not parse"))?;
         Ok(Self::from_pair(pair))
@@ -235,44 +234,6 @@ fn pem_or_der(bytes: &[u8], label: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         .decode(body.as_bytes())
         .map(Zeroizing::new)
         .map_err(|_| anyhow::anyhow!("bad base64 in the {label} block"))
-}
-
-#[cfg(unix)]
-fn check_private(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .context("cannot stat the file")?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "readable by group or others (mode {:o}); run chmod 600",
-            mode & 0o777
-        );
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_private(_path: &Path) -> anyhow::Result<()> {
-    Ok(())
-}
-
-fn write_private(path: &Path, der: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("{}: cannot create the key file", path.display()))?;
-    file.write_all(der)?;
-    file.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]

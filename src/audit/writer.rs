@@ -75,12 +75,9 @@ impl WriterOptions {
     }
 }
 
-/// How often new blocks are added to the customer index. Indexing a block
-/// inside its commit touched one random index page per event while every
-/// request of the batch waited; a pass touches each page once. On SQLite
-/// the requests queued during a pass wait for it, so passes are short: at
-/// 250 ms one held the writer for about 11 ms under load and doubled the
-/// p99 latency of audited reads; at 100 ms it did not.
+/// How often new blocks are added to the customer index: outside the
+/// commits every request waits on, and often enough that each pass is short
+/// (on SQLite the requests queued during a pass wait for it).
 pub const INDEX_EVERY: Duration = Duration::from_millis(100);
 
 /// The most blocks one pass indexes, so that a backlog (after an upgrade,
@@ -171,10 +168,8 @@ impl AuditWriter {
         };
         // On the gateway's runtime, deliberately: the task runs when its
         // turn comes among the request tasks, and the events that arrive
-        // meanwhile join its next batch. A writer on a thread of its own
-        // was measured: it committed as soon as one event arrived (3 to 5
-        // events per commit instead of 11 to 36), and the extra commits
-        // cost more than the queueing they saved.
+        // meanwhile join its next batch (a thread of its own commits smaller
+        // batches, and the extra commits cost more than they save).
         let join = tokio::spawn(task.run(rx));
         Ok(Self(Arc::new(Handle {
             tx,

@@ -4,6 +4,7 @@
 use ring::digest;
 use serde::{Deserialize, Serialize};
 
+pub use super::action::Action;
 use crate::domain::{Principal, PurposeId, Treatment};
 
 /// A SHA-256 chain hash.
@@ -12,8 +13,12 @@ pub type Hash = [u8; 32];
 /// The `prev_hash` of the first event of every chain.
 pub const GENESIS: Hash = [0u8; 32];
 
-/// Version byte that starts every canonical encoding.
-pub const ENCODING_VERSION: u8 = 1;
+/// The encoding this version writes. Version 1 (no policy version, no
+/// blocks) is still read and verified, byte for byte as it was written.
+pub const ENCODING_VERSION: u8 = 2;
+
+/// The first encoding version; chains written before v2 use it.
+pub const ENCODING_V1: u8 = 1;
 
 /// The actor recorded when authentication failed.
 pub const ANONYMOUS: &str = "anonymous";
@@ -50,95 +55,6 @@ impl Decision {
     }
 }
 
-/// What was attempted. Stored and hashed as its dotted code; codes are part
-/// of the audit format, so never rename one.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Authentication failed (bad, expired or missing token).
-    AuthFailed,
-    CustomerRead,
-    CustomerSearch,
-    CustomerExport,
-    CustomerErase,
-    ConsentRead,
-    ConsentWrite,
-    SegmentQuery,
-    RecommendationRead,
-    PseudonymResolve,
-    PolicyChange,
-    KeyRotate,
-    Import,
-    /// `GET /v1/audit` and the CLI's reads: reading the trail is audited.
-    AuditRead,
-    AuditExport,
-    AuditPrune,
-    /// A code written by a newer version (kept verbatim so old verifiers
-    /// still verify new chains).
-    Other(String),
-}
-
-impl Action {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Action::AuthFailed => "auth.failed",
-            Action::CustomerRead => "customer.read",
-            Action::CustomerSearch => "customer.search",
-            Action::CustomerExport => "customer.export",
-            Action::CustomerErase => "customer.erase",
-            Action::ConsentRead => "consent.read",
-            Action::ConsentWrite => "consent.write",
-            Action::SegmentQuery => "segment.query",
-            Action::RecommendationRead => "recommendation.read",
-            Action::PseudonymResolve => "pseudonym.resolve",
-            Action::PolicyChange => "policy.change",
-            Action::KeyRotate => "key.rotate",
-            Action::Import => "import",
-            Action::AuditRead => "audit.read",
-            Action::AuditExport => "audit.export",
-            Action::AuditPrune => "audit.prune",
-            Action::Other(code) => code,
-        }
-    }
-
-    pub fn parse(code: &str) -> Self {
-        const KNOWN: &[Action] = &[
-            Action::AuthFailed,
-            Action::CustomerRead,
-            Action::CustomerSearch,
-            Action::CustomerExport,
-            Action::CustomerErase,
-            Action::ConsentRead,
-            Action::ConsentWrite,
-            Action::SegmentQuery,
-            Action::RecommendationRead,
-            Action::PseudonymResolve,
-            Action::PolicyChange,
-            Action::KeyRotate,
-            Action::Import,
-            Action::AuditRead,
-            Action::AuditExport,
-            Action::AuditPrune,
-        ];
-        KNOWN
-            .iter()
-            .find(|a| a.as_str() == code)
-            .cloned()
-            .unwrap_or_else(|| Action::Other(code.to_owned()))
-    }
-}
-
-impl Serialize for Action {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Action {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(|s| Action::parse(&s))
-    }
-}
-
 /// Why the decision was taken. Rendered as `kind:detail`
 /// (`policy:p, analyst, customer, read_masked`, `consent:withdrawn`,
 /// `auth:expired`), which is what is stored and hashed.
@@ -171,12 +87,59 @@ impl Reason {
     }
 }
 
+/// Evidence for an aggregate answer (segments, profiles, effect
+/// evaluation, recommendations): how much privacy the release cost and
+/// what protected it. Numbers only; epsilon in millionths so the encoding
+/// holds no floats.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacyBlock {
+    /// `discrete_laplace`, `k_threshold`, `none`, ...
+    pub mechanism: String,
+    /// Epsilon debited from the caller's budget by this answer, x 10^6
+    /// (0 for an answer repeated from the cache).
+    pub epsilon_spent_micros: u64,
+    /// The k threshold applied (cells on fewer customers were suppressed).
+    pub k: u32,
+    pub suppressed_cells: u32,
+    /// SHA-256 of the canonical form of the question.
+    #[serde(with = "hex_hash")]
+    pub fingerprint: Hash,
+    /// Budget left in the caller's window after this answer, x 10^6.
+    pub budget_remaining_micros: i64,
+}
+
+/// Which data subject request a step belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectRights {
+    /// The request's public id.
+    pub request_id: String,
+    /// `access`, `portability`, `rectification`, `erasure`, ...
+    pub kind: String,
+    /// `opened`, `extended`, `completed`, `key_destroyed`, ...
+    pub step: String,
+}
+
+/// What a recommendation answer served: the model that produced it,
+/// whether consent allowed personalization, and the product ids returned.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    pub model: String,
+    pub model_version: String,
+    pub personalized: bool,
+    pub items: Vec<i64>,
+}
+
 /// One decision of the gateway: the unit of the audit trail.
 ///
-/// Holds ids only (subject, customer ids, field names), never a personal
-/// value, a token or key material.
+/// Holds ids and numbers only (subject, customer ids, field names, product
+/// ids), never a personal value, a token or key material.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
+    /// The canonical encoding this event is hashed in: [`ENCODING_VERSION`]
+    /// for new events, [`ENCODING_V1`] for events read from older chains
+    /// (exports written before v2 have no such field).
+    #[serde(default = "v1")]
+    pub format: u8,
     /// Microseconds since the epoch; stamped by the writer when it sequences
     /// the event, so time never goes backwards along a chain.
     pub occurred_at: i64,
@@ -199,6 +162,28 @@ pub struct AuditEvent {
     pub status: u16,
     /// Number of records returned.
     pub records: u64,
+    /// v2: the content hash of the policy that decided (`GET
+    /// /v1/admin/policies/{version}` shows its rules); `None` when no
+    /// policy was consulted.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_hex_hash"
+    )]
+    pub policy_version: Option<Hash>,
+    /// v2: evidence of an aggregate release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyBlock>,
+    /// v2: the data subject request this step belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_rights: Option<SubjectRights>,
+    /// v2: what a recommendation answer served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<Served>,
+}
+
+fn v1() -> u8 {
+    ENCODING_V1
 }
 
 impl AuditEvent {
@@ -226,10 +211,12 @@ impl AuditEvent {
         Builder::new(actor, Vec::new(), action, resource)
     }
 
-    /// The canonical encoding (format version 1) the chain hash covers.
+    /// The canonical encoding the chain hash covers, in the event's
+    /// [`format`](Self::format). A v1 event with v2 content cannot be
+    /// encoded faithfully; the writer only builds v2 events.
     pub fn canonical(&self, instance: &str, seq: i64) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        out.push(ENCODING_VERSION);
+        out.push(self.format);
         put_str(&mut out, instance);
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(&self.occurred_at.to_be_bytes());
@@ -245,13 +232,7 @@ impl AuditEvent {
         for id in &self.customers {
             out.extend_from_slice(&id.to_be_bytes());
         }
-        match &self.purpose {
-            None => out.push(0),
-            Some(p) => {
-                out.push(1);
-                put_str(&mut out, p);
-            }
-        }
+        put_opt(&mut out, self.purpose.as_ref(), |out, p| put_str(out, p));
         out.push(self.decision.code());
         put_str(&mut out, &self.reason);
         put_len(&mut out, self.fields.len());
@@ -261,6 +242,33 @@ impl AuditEvent {
         }
         out.extend_from_slice(&u32::from(self.status).to_be_bytes());
         out.extend_from_slice(&self.records.to_be_bytes());
+        if self.format >= 2 {
+            put_opt(&mut out, self.policy_version.as_ref(), |out, h| {
+                out.extend_from_slice(h)
+            });
+            put_opt(&mut out, self.privacy.as_ref(), |out, p| {
+                put_str(out, &p.mechanism);
+                out.extend_from_slice(&p.epsilon_spent_micros.to_be_bytes());
+                out.extend_from_slice(&p.k.to_be_bytes());
+                out.extend_from_slice(&p.suppressed_cells.to_be_bytes());
+                out.extend_from_slice(&p.fingerprint);
+                out.extend_from_slice(&p.budget_remaining_micros.to_be_bytes());
+            });
+            put_opt(&mut out, self.subject_rights.as_ref(), |out, r| {
+                put_str(out, &r.request_id);
+                put_str(out, &r.kind);
+                put_str(out, &r.step);
+            });
+            put_opt(&mut out, self.served.as_ref(), |out, s| {
+                put_str(out, &s.model);
+                put_str(out, &s.model_version);
+                out.push(u8::from(s.personalized));
+                put_len(out, s.items.len());
+                for id in &s.items {
+                    out.extend_from_slice(&id.to_be_bytes());
+                }
+            });
+        }
         out
     }
 
@@ -283,7 +291,8 @@ pub fn link_hash(prev_hash: &Hash, canonical: &[u8]) -> Hash {
 /// why the bytes are not one complete canonical encoding (damaged storage).
 pub fn decode_canonical(bytes: &[u8]) -> Result<(String, i64, AuditEvent), String> {
     let mut r = Reader(bytes);
-    if r.u8()? != ENCODING_VERSION {
+    let format = r.u8()?;
+    if !(ENCODING_V1..=ENCODING_VERSION).contains(&format) {
         return Err("unknown encoding version".into());
     }
     let instance = r.string()?;
@@ -297,11 +306,7 @@ pub fn decode_canonical(bytes: &[u8]) -> Result<(String, i64, AuditEvent), Strin
     let action = Action::parse(&r.string()?);
     let resource = r.string()?;
     let customers = (0..r.len()?).map(|_| r.i64()).collect::<Result<_, _>>()?;
-    let purpose = match r.u8()? {
-        0 => None,
-        1 => Some(r.string()?),
-        _ => return Err("bad purpose tag".into()),
-    };
+    let purpose = r.opt(|r| r.string())?;
     let decision = match r.u8()? {
         0 => Decision::Deny,
         1 => Decision::Allow,
@@ -313,10 +318,8 @@ pub fn decode_canonical(bytes: &[u8]) -> Result<(String, i64, AuditEvent), Strin
         .collect::<Result<_, String>>()?;
     let status = u16::try_from(r.u32()?).map_err(|_| "status out of range")?;
     let records = u64::from_be_bytes(r.take()?);
-    if !r.0.is_empty() {
-        return Err("trailing bytes".into());
-    }
-    let event = AuditEvent {
+    let mut event = AuditEvent {
+        format,
         occurred_at,
         request_id,
         actor,
@@ -330,7 +333,46 @@ pub fn decode_canonical(bytes: &[u8]) -> Result<(String, i64, AuditEvent), Strin
         fields,
         status,
         records,
+        policy_version: None,
+        privacy: None,
+        subject_rights: None,
+        served: None,
     };
+    if format >= 2 {
+        event.policy_version = r.opt(|r| r.take::<32>())?;
+        event.privacy = r.opt(|r| {
+            Ok(PrivacyBlock {
+                mechanism: r.string()?,
+                epsilon_spent_micros: u64::from_be_bytes(r.take()?),
+                k: r.u32()?,
+                suppressed_cells: r.u32()?,
+                fingerprint: r.take()?,
+                budget_remaining_micros: r.i64()?,
+            })
+        })?;
+        event.subject_rights = r.opt(|r| {
+            Ok(SubjectRights {
+                request_id: r.string()?,
+                kind: r.string()?,
+                step: r.string()?,
+            })
+        })?;
+        event.served = r.opt(|r| {
+            Ok(Served {
+                model: r.string()?,
+                model_version: r.string()?,
+                personalized: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err("bad flag".into()),
+                },
+                items: (0..r.len()?).map(|_| r.i64()).collect::<Result<_, _>>()?,
+            })
+        })?;
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes".into());
+    }
     Ok((instance, seq, event))
 }
 
@@ -359,6 +401,17 @@ impl Reader<'_> {
             return Err("length beyond the data".into());
         }
         Ok(n)
+    }
+    /// `u8` 0 for absent, or 1 followed by the value.
+    fn opt<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => read(self).map(Some),
+            _ => Err("bad option tag".into()),
+        }
     }
     fn string(&mut self) -> Result<String, String> {
         let n = self.len()?;
@@ -397,9 +450,64 @@ fn put_len(out: &mut Vec<u8>, len: usize) {
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
 }
 
+fn put_opt<T>(out: &mut Vec<u8>, value: Option<&T>, put: impl FnOnce(&mut Vec<u8>, &T)) {
+    match value {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            put(out, v);
+        }
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put_len(out, s.len());
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Hashes as 64 lowercase hex digits in JSON.
+pub(crate) mod hex_hash {
+    use super::Hash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
+        // On the stack: the writer encodes two hashes per event.
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(h, &mut buf).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(&s)
+            .ok()
+            .and_then(|b| super::to_hash(&b))
+            .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
+/// [`hex_hash`] for an optional hash.
+pub(crate) mod opt_hex_hash {
+    use super::Hash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Option<Hash>, s: S) -> Result<S::Ok, S::Error> {
+        match h {
+            Some(h) => super::hex_hash::serialize(h, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Hash>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| {
+                hex::decode(&s)
+                    .ok()
+                    .and_then(|b| super::to_hash(&b))
+                    .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+            })
+            .transpose()
+    }
 }
 
 /// Builds an [`AuditEvent`] step by step; handlers start it when the
@@ -411,6 +519,7 @@ pub struct Builder(AuditEvent);
 impl Builder {
     fn new(actor: &str, roles: Vec<String>, action: Action, resource: impl Into<String>) -> Self {
         Self(AuditEvent {
+            format: ENCODING_VERSION,
             occurred_at: 0,
             request_id: String::new(),
             actor: actor.to_owned(),
@@ -424,7 +533,32 @@ impl Builder {
             fields: Vec::new(),
             status: 0,
             records: 0,
+            policy_version: None,
+            privacy: None,
+            subject_rights: None,
+            served: None,
         })
+    }
+
+    /// The content hash of the policy that decided.
+    pub fn policy_version(mut self, version: Option<Hash>) -> Self {
+        self.0.policy_version = version;
+        self
+    }
+
+    pub fn privacy(mut self, block: PrivacyBlock) -> Self {
+        self.0.privacy = Some(block);
+        self
+    }
+
+    pub fn subject_rights(mut self, block: SubjectRights) -> Self {
+        self.0.subject_rights = Some(block);
+        self
+    }
+
+    pub fn served(mut self, block: Served) -> Self {
+        self.0.served = Some(block);
+        self
     }
 
     pub fn request_id(mut self, id: impl Into<String>) -> Self {
@@ -488,8 +622,10 @@ impl Builder {
 mod tests {
     use super::*;
 
+    /// A v1 event, as chains written before v2 hold them.
     pub(crate) fn sample() -> AuditEvent {
         AuditEvent {
+            format: ENCODING_V1,
             occurred_at: 1_780_000_000_123_456,
             request_id: "req-1".into(),
             actor: "analyst@svc".into(),
@@ -506,11 +642,43 @@ mod tests {
             ],
             status: 200,
             records: 1,
+            policy_version: None,
+            privacy: None,
+            subject_rights: None,
+            served: None,
         }
     }
 
-    /// Golden value: if this changes, the encoding changed and every stored
-    /// chain would stop verifying. Bump `ENCODING_VERSION` instead.
+    /// A v2 event with every block filled.
+    pub(crate) fn sample_v2() -> AuditEvent {
+        AuditEvent {
+            format: ENCODING_VERSION,
+            policy_version: Some([7; 32]),
+            privacy: Some(PrivacyBlock {
+                mechanism: "discrete_laplace".into(),
+                epsilon_spent_micros: 500_000,
+                k: 10,
+                suppressed_cells: 3,
+                fingerprint: [9; 32],
+                budget_remaining_micros: 9_500_000,
+            }),
+            subject_rights: Some(SubjectRights {
+                request_id: "dsr-1".into(),
+                kind: "erasure".into(),
+                step: "key_destroyed".into(),
+            }),
+            served: Some(Served {
+                model: "ease".into(),
+                model_version: "3".into(),
+                personalized: true,
+                items: vec![11, 12],
+            }),
+            ..sample()
+        }
+    }
+
+    /// Golden value of v1: chains written before v2 must keep verifying, so
+    /// the v1 encoding must never change.
     #[test]
     fn canonical_hash_is_stable() {
         let h = sample().chain_hash("gw-1", 5, &GENESIS);
@@ -520,13 +688,35 @@ mod tests {
         );
     }
 
+    /// Golden value of v2: if this changes, the encoding changed and every
+    /// stored v2 chain would stop verifying. Add a version instead.
+    #[test]
+    fn canonical_v2_hash_is_stable() {
+        let h = sample_v2().chain_hash("gw-1", 5, &GENESIS);
+        assert_eq!(hex::encode(h), V2_GOLDEN);
+        // A v2 event without blocks still differs from its v1 twin.
+        let bare = AuditEvent {
+            format: ENCODING_VERSION,
+            ..sample()
+        };
+        assert_ne!(
+            bare.chain_hash("gw-1", 5, &GENESIS),
+            sample().chain_hash("gw-1", 5, &GENESIS)
+        );
+    }
+
+    const V2_GOLDEN: &str = "ea5af250cb671e4ea5f32a2157cf33dabce206c08be08aa23711fdf55428569f";
+
     #[test]
     fn canonical_decodes_back() {
         let mut e = sample();
         e.purpose = None;
         e.records = u64::MAX;
         e.action = Action::Other("future.code".into());
-        for event in [sample(), e] {
+        let mut v2 = sample_v2();
+        v2.served = None;
+        v2.policy_version = None;
+        for event in [sample(), e, sample_v2(), v2] {
             let bytes = event.canonical("gw-1", 5);
             assert_eq!(decode_canonical(&bytes), Ok(("gw-1".to_owned(), 5, event)));
             // Every truncation and any trailing byte is refused, not misread.
@@ -572,6 +762,63 @@ mod tests {
         for v in variants {
             assert_ne!(v.chain_hash("gw-1", 5, &GENESIS), h, "{v:?}");
         }
+        // Every v2 field is covered too.
+        let base = sample_v2();
+        let h = base.chain_hash("gw-1", 5, &GENESIS);
+        let edits: Vec<fn(&mut AuditEvent)> = vec![
+            |e| e.policy_version = Some([8; 32]),
+            |e| e.policy_version = None,
+            |e| {
+                e.privacy
+                    .as_mut()
+                    .into_iter()
+                    .for_each(|p| p.epsilon_spent_micros += 1)
+            },
+            |e| e.privacy.as_mut().into_iter().for_each(|p| p.k += 1),
+            |e| {
+                e.privacy
+                    .as_mut()
+                    .into_iter()
+                    .for_each(|p| p.suppressed_cells += 1)
+            },
+            |e| {
+                e.privacy
+                    .as_mut()
+                    .into_iter()
+                    .for_each(|p| p.fingerprint[0] ^= 1)
+            },
+            |e| {
+                e.privacy
+                    .as_mut()
+                    .into_iter()
+                    .for_each(|p| p.budget_remaining_micros -= 1)
+            },
+            |e| {
+                e.privacy
+                    .as_mut()
+                    .into_iter()
+                    .for_each(|p| p.mechanism.push('x'))
+            },
+            |e| {
+                e.subject_rights
+                    .as_mut()
+                    .into_iter()
+                    .for_each(|r| r.step.push('x'))
+            },
+            |e| e.subject_rights = None,
+            |e| {
+                e.served
+                    .as_mut()
+                    .into_iter()
+                    .for_each(|s| s.personalized = false)
+            },
+            |e| e.served.as_mut().into_iter().for_each(|s| s.items.push(1)),
+        ];
+        for edit in edits {
+            let mut v = base.clone();
+            edit(&mut v);
+            assert_ne!(v.chain_hash("gw-1", 5, &GENESIS), h, "{v:?}");
+        }
         assert_ne!(base.chain_hash("gw-1", 6, &GENESIS), h);
         assert_ne!(base.chain_hash("gw-2", 5, &GENESIS), h);
         assert_ne!(base.chain_hash("gw-1", 5, &[1; 32]), h);
@@ -584,7 +831,7 @@ mod tests {
             roles: vec!["a".to_owned()].into(),
             expires_at: 0,
         };
-        let e = AuditEvent::builder(&p, Action::CustomerSearch, "/v1/customers")
+        let e = AuditEvent::builder(&p, Action::CustomerRead, "/v1/customers")
             .customers([3, 1, 3])
             .allow(Reason::Policy("r".into()), 200)
             .build();

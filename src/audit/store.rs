@@ -1,21 +1,14 @@
 //! The audit tables: the block layout events are stored in (one row per
-//! writer batch, migration 0004), the writer's one-statement block insert
+//! writer batch), the writer's one-statement block insert
 //! (one SQL text per backend), chain heads, checkpoints and paging, through
 //! the `Any` driver.
 
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Transaction};
 
-use super::event::{
-    decode_canonical, link_hash, to_hash, Action, AuditEvent, Decision, Hash, GENESIS,
-};
+use super::event::{decode_canonical, hex_hash, link_hash, to_hash, AuditEvent, Hash, GENESIS};
 use super::key::Checkpoint;
 use crate::db::{Backend, Db};
-
-/// Columns of the pre-0004 `audit_events` table.
-const COLUMNS: &str = "instance, seq, occurred_at, request_id, actor, roles, action, resource, \
-     customers, purpose, decision, reason, fields, status, records, prev_hash, hash";
 
 /// An event as stored: its place in a chain plus the event itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,69 +41,6 @@ impl StoredEvent {
 pub enum ReadRow {
     Ok(StoredEvent),
     Bad { seq: i64, why: String },
-}
-
-pub(crate) mod hex_hash {
-    use super::Hash;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
-        // On the stack: the writer encodes two hashes per event.
-        let mut buf = [0u8; 64];
-        hex::encode_to_slice(h, &mut buf).map_err(serde::ser::Error::custom)?;
-        s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
-        let s = String::deserialize(d)?;
-        hex::decode(&s)
-            .ok()
-            .and_then(|b| super::to_hash(&b))
-            .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
-    }
-}
-
-/// Reads a row of the pre-0004 `audit_events` table.
-fn decode_legacy(row: &AnyRow) -> ReadRow {
-    let seq: i64 = row.try_get(1).unwrap_or(0);
-    match try_decode(row) {
-        Ok(e) => ReadRow::Ok(e),
-        Err(why) => ReadRow::Bad { seq, why },
-    }
-}
-
-fn try_decode(row: &AnyRow) -> Result<StoredEvent, String> {
-    let text = |i: usize| row.try_get::<String, _>(i).map_err(|e| e.to_string());
-    let int = |i: usize| row.try_get::<i64, _>(i).map_err(|e| e.to_string());
-    let bytes = |i: usize| -> Result<Hash, String> {
-        let b: Vec<u8> = row.try_get(i).map_err(|e| e.to_string())?;
-        to_hash(&b).ok_or_else(|| "hash is not 32 bytes".to_owned())
-    };
-    let json_err = |c: &'static str| move |e: serde_json::Error| format!("{c}: {e}");
-    let event = AuditEvent {
-        occurred_at: int(2)?,
-        request_id: text(3)?,
-        actor: text(4)?,
-        roles: serde_json::from_str(&text(5)?).map_err(json_err("roles"))?,
-        action: Action::parse(&text(6)?),
-        resource: text(7)?,
-        customers: serde_json::from_str(&text(8)?).map_err(json_err("customers"))?,
-        purpose: row
-            .try_get::<Option<String>, _>(9)
-            .map_err(|e| e.to_string())?,
-        decision: Decision::parse(&text(10)?).ok_or("decision is not allow/deny")?,
-        reason: text(11)?,
-        fields: serde_json::from_str(&text(12)?).map_err(json_err("fields"))?,
-        status: u16::try_from(int(13)?).map_err(|_| "status out of range")?,
-        records: u64::try_from(int(14)?).map_err(|_| "records out of range")?,
-    };
-    Ok(StoredEvent {
-        instance: text(0)?,
-        seq: int(1)?,
-        event,
-        prev_hash: bytes(15)?,
-        hash: bytes(16)?,
-    })
 }
 
 /// How events are laid out in a block (`audit_blocks.events`): back to
@@ -273,7 +203,7 @@ where
 }
 
 /// Adds the customer links of `instance`'s blocks past its indexing
-/// progress (migration 0005) to the customer index, at most `max_blocks`
+/// progress (`audit_index_progress`) to the customer index, at most `max_blocks`
 /// blocks, and advances the progress in the same transaction. Returns the
 /// number of blocks indexed or counted into the chart summaries
 /// ([`super::stats::count_pending`]; 0: nothing new). Only the chain's own writer
@@ -346,8 +276,7 @@ pub(crate) async fn lock_index_progress(
 }
 
 /// Records that `instance`'s events up to `through` are in the customer
-/// index. Never moves it back: the legacy move records its (older) events
-/// without taking the progress row, and must not undo a pass.
+/// index. Never moves it back.
 async fn advance_index_progress(
     tx: &mut Transaction<'_, Any>,
     instance: &str,
@@ -539,66 +468,6 @@ pub async fn count_events(db: &Db) -> anyhow::Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Moves events of the pre-0004 `audit_events` table into blocks, one
-/// transaction per chain (a block per run of equal times, as the writer
-/// made them), then empties that table. Their customer index rows are
-/// already there and are kept, and the chain's indexing progress covers
-/// them. A no-op once done.
-pub async fn move_legacy_events(db: &Db) -> anyhow::Result<()> {
-    let instances: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT instance FROM audit_events ORDER BY 1")
-            .fetch_all(&db.pool)
-            .await?;
-    for instance in instances {
-        let mut tx = db.pool.begin().await?;
-        if db.backend == Backend::Postgres {
-            // Instances still on the previous version are refused inserts
-            // by migration 0004; this waits out any insert in flight.
-            sqlx::query("LOCK TABLE audit_events IN EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM audit_events WHERE instance = $1 ORDER BY seq"
-        ))
-        .bind(&instance)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            match decode_legacy(row) {
-                ReadRow::Ok(e) => events.push(e),
-                // Moving would have to re-encode it: leave the evidence
-                // where it is and stop loudly.
-                ReadRow::Bad { seq, why } => {
-                    anyhow::bail!("audit_events {instance}#{seq} is unreadable ({why}); not moved")
-                }
-            }
-        }
-        for block in events.chunk_by(|a, b| a.event.occurred_at == b.event.occurred_at) {
-            for part in block.chunks(512) {
-                insert_block(&mut *tx, part, &encode_block(part)).await?;
-            }
-        }
-        let moved = events.last().map_or(0, |e| e.seq);
-        sqlx::query("DELETE FROM audit_events WHERE instance = $1 AND seq <= $2")
-            .bind(&instance)
-            .bind(moved)
-            .execute(&mut *tx)
-            .await?;
-        // Their customer index rows are there: the moved events count as
-        // indexed (migration 0005).
-        advance_index_progress(&mut tx, &instance, moved).await?;
-        tx.commit().await?;
-        tracing::info!(
-            instance,
-            events = events.len(),
-            "audit events moved into blocks"
-        );
-    }
-    Ok(())
-}
-
 /// Stores a checkpoint; an existing one at the same seq is kept.
 pub async fn insert_checkpoint(db: &Db, cp: &Checkpoint) -> anyhow::Result<()> {
     let mut tx = db.pool.begin().await?;
@@ -668,7 +537,7 @@ impl ReadRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::audit::event::{Reason, GENESIS};
+    use crate::audit::event::{Action, Reason, GENESIS};
 
     fn chain(instance: &str, n: i64) -> Block {
         Block::chain(

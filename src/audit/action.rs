@@ -1,0 +1,137 @@
+//! The closed set of audited actions, derived from one table.
+//!
+//! Each row names an [`Action`], the code stored and hashed in the trail,
+//! and, for actions a caller asks the gate for, the policy's
+//! `(object, act)` pair that authorizes it. A handler opens its gate with
+//! an `Action`, so the permission checked and the action recorded cannot
+//! disagree, and a route cannot exist without an action. Codes are part of
+//! the audit format: never rename one; add rows instead.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! actions {
+    ($( $(#[$meta:meta])* $variant:ident = $code:literal $(=> ($object:literal, $act:literal))? ; )*) => {
+        /// What was attempted. Stored and hashed as its dotted code.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum Action {
+            $( $(#[$meta])* $variant, )*
+            /// A code this version does not know (written by a newer
+            /// version): kept verbatim so old verifiers still verify new
+            /// chains. Never built by this version.
+            Other(String),
+        }
+
+        impl Action {
+            /// Every action this version knows, in table order.
+            pub const ALL: &'static [Action] = &[$( Action::$variant, )*];
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $( Action::$variant => $code, )*
+                    Action::Other(code) => code,
+                }
+            }
+
+            pub fn parse(code: &str) -> Self {
+                match code {
+                    $( $code => Action::$variant, )*
+                    other => Action::Other(other.to_owned()),
+                }
+            }
+
+            /// The policy's `(object, act)` that authorizes this action, or
+            /// `None` for actions no caller can ask the gate for (failed
+            /// authentication, operator commands).
+            pub fn operation(&self) -> Option<(&'static str, &'static str)> {
+                match self {
+                    $( $( Action::$variant => Some(($object, $act)), )? )*
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+actions! {
+    /// Authentication failed (bad, expired or missing token).
+    AuthFailed = "auth.failed";
+    /// Refused before any operation was known (missing or unknown purpose).
+    RequestRefused = "request";
+    CustomerRead = "customer.read" => ("customer", "read");
+    CustomerWrite = "customer.write" => ("customer", "write");
+    CustomerDelete = "customer.delete" => ("customer", "delete");
+    OrderRead = "order.read" => ("order", "read");
+    OrderWrite = "order.write" => ("order", "write");
+    ProductRead = "product.read" => ("product", "read");
+    ProductWrite = "product.write" => ("product", "write");
+    EventRead = "event.read" => ("event", "read");
+    EventWrite = "event.write" => ("event", "write");
+    ConsentRead = "consent.read" => ("consent", "read");
+    ConsentWrite = "consent.write" => ("consent", "write");
+    /// Recording a grant (beyond `consent.write`, which records withdrawals).
+    ConsentGrant = "consent.grant" => ("consent", "grant");
+    SegmentRead = "segment.read" => ("segment", "read");
+    SegmentWrite = "segment.write" => ("segment", "write");
+    RecommendationRead = "recommendation.read" => ("recommendation", "read");
+    PseudonymResolve = "pseudonym.resolve" => ("pseudonym", "resolve");
+    PolicyRead = "policy.read" => ("policy", "read");
+    PolicyChange = "policy.change" => ("policy", "write");
+    KeysRead = "keys.read" => ("keys", "read");
+    KeyRotate = "key.rotate" => ("keys", "rotate");
+    /// `GET /v1/audit` and the CLI's reads: reading the trail is audited.
+    AuditRead = "audit.read" => ("audit", "read");
+    AuditExport = "audit.export" => ("audit", "export");
+    AuditVerify = "audit.verify" => ("audit", "verify");
+    /// Retention pruning (operator command).
+    AuditPrune = "audit.prune";
+    DsrExport = "dsr.export" => ("dsr", "export");
+    DsrErase = "dsr.erase" => ("dsr", "erase");
+    DsrRectify = "dsr.rectify" => ("dsr", "rectify");
+    /// A bulk import run (operator command).
+    Import = "import";
+}
+
+impl Action {
+    /// The action the policy's `(object, act)` authorizes, if any.
+    pub fn for_operation(object: &str, act: &str) -> Option<Action> {
+        Action::ALL
+            .iter()
+            .find(|a| a.operation() == Some((object, act)))
+            .cloned()
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Action::parse(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_and_operations_are_unique_and_round_trip() {
+        let mut codes = HashSet::new();
+        let mut ops = HashSet::new();
+        for a in Action::ALL {
+            assert!(codes.insert(a.as_str()), "duplicate code {}", a.as_str());
+            assert_eq!(&Action::parse(a.as_str()), a);
+            if let Some(op) = a.operation() {
+                assert!(ops.insert(op), "two actions for {op:?}");
+                assert_eq!(Action::for_operation(op.0, op.1).as_ref(), Some(a));
+            }
+        }
+        assert_eq!(Action::parse("x.y"), Action::Other("x.y".into()));
+        assert_eq!(Action::Other("x.y".into()).operation(), None);
+    }
+}
