@@ -49,7 +49,8 @@ export function eventDetail(e, onPolicy) {
   }
   const fields = e.fields || [];
   const privacy = e.privacy ?? null;
-  const rights = e.subject_rights ?? e.rights ?? null;
+  const rights = e.subject_rights ?? null;
+  const served = e.served ?? null;
   return h('div', { class: 'detail' },
     h('dl', { class: 'kv' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
     h('h4', {}, 'Fields and treatments'),
@@ -60,6 +61,7 @@ export function eventDetail(e, onPolicy) {
           h('td', {}, h('span', { class: `treat t-${t}` }, t)))))),
     privacy ? [h('h4', {}, 'Privacy'), keyValues(privacy)] : null,
     rights ? [h('h4', {}, 'Subject rights'), keyValues(rights)] : null,
+    served ? [h('h4', {}, 'Served'), keyValues(served)] : null,
     h('h4', {}, 'Hashes'),
     h('dl', { class: 'kv small' },
       h('dt', {}, 'prev_hash'), h('dd', {}, h('code', { class: 'hash' }, e.prev_hash)),
@@ -81,7 +83,9 @@ export async function showPolicy(slot, version) {
     const rules = p.rules || (p.csv ? p.csv.split('\n').filter(Boolean) : []);
     put(slot, h('div', { class: 'policy', id: 'policy-version' },
       h('h4', {}, `Policy version ${String(p.version ?? version).slice(0, 16)}`),
-      p.revision !== undefined ? h('p', { class: 'muted small' }, `Revision ${p.revision}`) : null,
+      h('p', { class: 'muted small' },
+        `Revision ${p.revision ?? '?'}, stored by ${p.actor ?? '?'} at ${when(p.created_at)}. `,
+        'These are the exact rules that decided the event.'),
       h('pre', { class: 'rules' }, rules.join('\n'))));
   } catch (e) {
     put(slot, errorBox(e, 'read policy versions'));

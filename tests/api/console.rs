@@ -217,6 +217,12 @@ async fn officer_works_through_the_console() {
     let detail = browser.wait_text("#event-detail", "Policy rule").await;
     assert!(detail.contains("marketing_analytics"), "{detail}");
     assert!(detail.contains("403"), "{detail}");
+    // The exact policy version that was in force.
+    browser.click("#open-policy").await;
+    let policy = browser
+        .wait_text("#policy-version", "p, support_agent, customer, read, customer_support")
+        .await;
+    assert!(policy.contains("Revision 1"), "{policy}");
     browser.screenshot("trail").await;
 
     // Injected markup in an actor name is shown as text, never run.
