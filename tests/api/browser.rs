@@ -113,20 +113,21 @@ impl Browser {
         panic!("chromedriver did not answer: {last:?}");
     }
 
-    /// Waits for an element (up to 10 s).
+    /// Waits for an element (up to 30 s: CI machines are busy).
     pub async fn wait(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .wait()
-            .at_most(Duration::from_secs(10))
+            .at_most(Duration::from_secs(30))
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
     }
 
-    /// Waits until the text of `css` contains `needle`; returns the text.
+    /// Waits (up to 30 s) until the text of `css` contains `needle`;
+    /// returns the text.
     pub async fn wait_text(&self, css: &str, needle: &str) -> String {
         let mut text = String::new();
-        for _ in 0..100 {
+        for _ in 0..300 {
             if let Ok(el) = self.client.find(Locator::Css(css)).await {
                 text = el.text().await.unwrap_or_default();
                 if text.contains(needle) {
