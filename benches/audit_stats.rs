@@ -11,12 +11,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use custodian::config::Config;
-use custodian::db::Db;
-use custodian::domain::{PurposeId, Treatment};
 use custodian::audit::stats::{self, StatsFilter, HOUR_MICROS};
 use custodian::audit::store::{self, Block, ReadRow};
 use custodian::audit::{Action, AuditEvent, Decision, Reason, GENESIS};
+use custodian::config::Config;
+use custodian::db::Db;
+use custodian::domain::{PurposeId, Treatment};
 use sqlx::Connection;
 use std::time::{Duration, Instant};
 

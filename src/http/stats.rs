@@ -19,12 +19,12 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::stats::{self, StatsFilter, HOUR_MICROS};
+use crate::audit::{Action, PrivacyBlock};
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::db::consent_stats;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
-use crate::audit::stats::{self, StatsFilter, HOUR_MICROS};
-use crate::audit::{Action, PrivacyBlock};
 use crate::http::extract::Caller;
 use crate::pipeline::gate::Gate;
 use crate::state::AppState;
@@ -489,7 +489,12 @@ async fn consent_rates(
             .unwrap_or(crate::audit::GENESIS),
             budget_remaining_micros: 0,
         };
-        let tx = state.db.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+        let tx = state
+            .db
+            .pool
+            .begin()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
         gate.release(tx, block).await?;
         Ok(Json(ConsentRates {
             bucket: range.bucket_name(),

@@ -220,7 +220,10 @@ async fn officer_works_through_the_console() {
     // The exact policy version that was in force.
     browser.click("#open-policy").await;
     let policy = browser
-        .wait_text("#policy-version", "p, support_agent, customer, read, customer_support")
+        .wait_text(
+            "#policy-version",
+            "p, support_agent, customer, read, customer_support",
+        )
         .await;
     assert!(policy.contains("Revision 1"), "{policy}");
     browser.screenshot("trail").await;
