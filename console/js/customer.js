@@ -60,9 +60,13 @@ export function customerView(root) {
       const parts = [h('h3', { id: 'customer-title' }, `Customer ${id}`)];
       if (consentResult.status === 'rejected') {
         const e = consentResult.reason;
-        parts.push(e instanceof ApiError && e.status === 404
-          ? h('p', { class: 'notice' }, 'No such customer in the store (unknown, or erased). Accesses recorded under this id are listed below.')
-          : errorBox(e, 'read consent history'));
+        if (e instanceof ApiError && e.status === 410) {
+          parts.push(h('p', { class: 'notice' }, 'This customer was erased: their data is gone, the trail of who accessed it remains.'));
+        } else if (e instanceof ApiError && e.status === 404) {
+          parts.push(h('p', { class: 'notice' }, 'No such customer in the store. Accesses recorded under this id, if any, are listed below.'));
+        } else {
+          parts.push(errorBox(e, 'read consent history'));
+        }
       } else {
         const current = consentResult.value.current || [];
         parts.push(h('p', { id: 'consent-now' }, 'Consent now: ',
