@@ -36,6 +36,11 @@ async fn seeded() -> (TestApp, String) {
     .await
     .unwrap();
     let watched = "demo-c00003".to_owned();
+    // A request received 20 days before the traffic starts: overdue at its end.
+    let received = custodian::clock::rfc3339(
+        custodian::clock::Clock::now_micros(&app.clock) - 20 * DAY * 1_000_000,
+    );
+    open_request(&app, &watched, "access", Some(&received)).await;
     for day in 0..14 {
         for i in 0..(3 + day % 4) {
             let id = if i == 0 {
@@ -94,8 +99,22 @@ async fn seeded() -> (TestApp, String) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    open_request(&app, "demo-c00004", "erasure", None).await;
     assert!(app.state.audit.index_now().await);
     (app, watched)
+}
+
+async fn open_request(app: &TestApp, customer: &str, kind: &str, received_at: Option<&str>) {
+    let r = app
+        .as_role(Method::POST, "/v1/dsr", "dpo", COMPLIANCE)
+        .json(&serde_json::json!({
+            "customer_id": customer, "kind": kind, "requested_by": "data_subject",
+            "channel": "email", "received_at": received_at,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
 async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
@@ -286,7 +305,8 @@ async fn officer_works_through_the_console() {
             && r[3] == "not needed (contract)"));
     assert!(view.iter().any(|r| r[1] == "marketing_analytics"
         && ["granted", "withdrawn", "none recorded"].contains(&r[3].as_str().unwrap())));
-    browser.wait_text("#customer-requests", "requests").await;
+    let open = browser.wait_text("#customer-requests", "access").await;
+    assert!(open.contains("received"), "{open}");
     browser.screenshot("customer").await;
 
     // Integrity: intact, with the key fingerprint; export NDJSON and CSV.
@@ -338,9 +358,26 @@ async fn officer_works_through_the_console() {
     browser.wait_text("#export-status", "Saved").await;
     browser.screenshot("integrity").await;
 
-    // Requests: the queue, or a clear message where the route is absent.
+    // Requests: the queue by due date, the overdue one marked in words.
     browser.click("#tab-requests").await;
-    browser.wait_text("#requests-results", "request").await;
+    browser.wait("#requests-table tbody tr").await;
+    let queue = browser
+        .eval(
+            "return [...document.querySelectorAll('#requests-table tbody tr')]\
+             .map(r => [r.className, r.cells[1].textContent, r.cells[2].textContent, r.cells[6].textContent])",
+        )
+        .await;
+    // Overdue by the gateway's clock (the test's), in words, not colour only.
+    assert_eq!(queue[0][0], "overdue", "{queue}");
+    assert_eq!(queue[0][1], "access");
+    assert_eq!(queue[0][2], watched.as_str());
+    assert!(
+        queue[0][3].as_str().unwrap().starts_with("overdue"),
+        "{queue}"
+    );
+    assert_eq!(queue[1][0], "", "{queue}");
+    assert_eq!(queue[1][1], "erasure");
+    assert!(queue[1][3].as_str().unwrap().starts_with("due"), "{queue}");
     browser.screenshot("requests").await;
 
     // Signing out forgets the token.
