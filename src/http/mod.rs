@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod bench;
 pub mod consents;
+pub mod console;
 pub mod customers;
 pub mod docs;
 pub mod dsr;
@@ -22,6 +23,7 @@ pub mod quality;
 pub mod recommendations;
 pub mod segments;
 pub mod serve;
+pub mod stats;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -166,4 +168,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(profiles::router())
         .merge(privacy::router())
         .merge(recommendations::router())
+        .merge(stats::router())
+        .merge(console::router())
 }
