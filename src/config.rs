@@ -62,12 +62,16 @@ pub struct PolicyConfig {
     /// How often each instance checks the stored policy revision (PostgreSQL
     /// instances are also notified at once through LISTEN/NOTIFY).
     pub reload_poll_ms: u64,
+    /// Accept policy rules with the `*` purpose (a permission for every
+    /// purpose). Off by default: each permission names its one purpose.
+    pub allow_wildcard_purpose: bool,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             reload_poll_ms: 500,
+            allow_wildcard_purpose: false,
         }
     }
 }
@@ -85,6 +89,14 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     /// Time given to in-flight requests on SIGTERM / Ctrl-C.
     pub shutdown_grace_secs: u64,
+    /// A client must send a request's complete header within this time
+    /// (HTTP/1; idle keep-alive connections too), or the connection is
+    /// closed: slow-header clients cannot hold connections open.
+    pub header_read_timeout_ms: u64,
+    /// Open connections at most; past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_ip: usize,
     /// Benchmarks only (`bench/load.sh`): mounts an unaudited copy of the
     /// customer read at `/bench/baseline/customers/{id}` to measure the
     /// audit trail's cost. Refused in production mode; see `http::bench`.
@@ -141,6 +153,12 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// `custodian audit prune` without `--before` removes events older than this.
     pub retention_days: u32,
+    /// Longest the writer waits for the trail's store on one batch (lock
+    /// and statement timeouts on its own connection: SQLite `busy_timeout`,
+    /// PostgreSQL `lock_timeout` and `statement_timeout`). Past it the
+    /// batch fails closed (503 `audit_unavailable`) and `/readyz` turns
+    /// unready, well before the request timeout. Default 2000.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -152,6 +170,7 @@ impl Default for AuditConfig {
             queue_capacity: 10_000,
             max_batch: 512,
             retention_days: 365,
+            write_timeout_ms: 2_000,
         }
     }
 }
@@ -201,6 +220,9 @@ impl Default for ServerConfig {
             rate_limit_per_second: 1000,
             rate_limit_burst: 2000,
             shutdown_grace_secs: 30,
+            header_read_timeout_ms: 5_000,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
             bench_baseline_route: false,
             metrics_token: None,
             metrics_token_file: None,
@@ -315,6 +337,19 @@ impl Config {
         let err = |s: &str| Err(ConfigError(s.to_owned()));
         if self.server.max_body_bytes == 0 {
             return err("server.max_body_bytes: must be greater than 0");
+        }
+        if self.audit.write_timeout_ms == 0
+            || self.audit.write_timeout_ms >= self.server.request_timeout_ms
+        {
+            return err("audit.write_timeout_ms: must be greater than 0 and below server.request_timeout_ms");
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return err("server.header_read_timeout_ms: must be greater than 0");
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            return err(
+                "server.max_connections, server.max_connections_per_ip: must be greater than 0",
+            );
         }
         if self.server.request_timeout_ms == 0 {
             return err("server.request_timeout_ms: must be greater than 0");

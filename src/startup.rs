@@ -153,25 +153,9 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
+        let limits = crate::http::serve::ConnectionLimits::from_config(&self.state.config.server);
         let app = crate::http::app(self.state.clone());
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            stop.await;
-            tracing::info!("shutdown requested; finishing in-flight requests");
-            let _ = stopped_tx.send(());
-        });
-        let drain_deadline = async move {
-            let _ = stopped_rx.await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            result = serve => result.context("server error")?,
-            () = drain_deadline => tracing::warn!("grace period over; dropping remaining requests"),
-        }
+        crate::http::serve::serve(self.listener, app, limits, stop, grace).await;
         // Commit queued audit events and sign the head before the pool goes.
         self.state.audit.shutdown().await;
         self.state.db.pool.close().await;

@@ -70,6 +70,48 @@ pub struct ServeArgs {
     pub listen: Option<std::net::SocketAddr>,
 }
 
+/// The audit actor of a CLI command that changes data: a system actor
+/// naming the command and the operating-system user who ran it
+/// (`cli:policy@alice`), so a change made on the database host is as
+/// attributable in the trail as one made over HTTP.
+pub fn cli_actor(command: &str) -> String {
+    format!("cli:{command}@{}", os_user())
+}
+
+/// The operating-system user: `$USER`, else `$LOGNAME`, else the numeric
+/// uid from `/proc/self/status`, else `unknown`. Only `A-Za-z0-9._-` is
+/// kept, so the value cannot forge structure in the actor.
+pub fn os_user() -> String {
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()));
+    let raw = from_env
+        .or_else(|| {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|rest| {
+                            rest.split_whitespace()
+                                .next()
+                                .map(|uid| format!("uid{uid}"))
+                        })
+                })
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let clean: String = raw
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "unknown".to_owned()
+    } else {
+        clean
+    }
+}
+
 /// Parses arguments, runs the command, and returns the process exit code.
 pub async fn run() -> i32 {
     let cli = Cli::parse();

@@ -173,10 +173,16 @@ impl Db {
         if backend == Backend::Postgres {
             probe_postgres(&options, &url, acquire_timeout).await?;
         }
-        let pool = pool_options(backend, size, acquire_timeout, audit_file.clone(), "")
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("cannot connect to the database at {}", redact_url(&url)))?;
+        let pool = pool_options(
+            backend,
+            size,
+            acquire_timeout,
+            audit_file.clone(),
+            "".into(),
+        )
+        .connect_with(options.clone())
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact_url(&url)))?;
         Ok(Self {
             pool,
             backend,
@@ -192,17 +198,19 @@ impl Db {
     /// (the audit writer, which every request waits on). Connections are not
     /// pinged before use: such a task drops a connection after any error.
     pub async fn dedicated(&self, size: u32) -> anyhow::Result<Self> {
-        self.dedicated_with(size, "").await
+        self.dedicated_with(size, String::new()).await
     }
 
-    /// [`Db::dedicated`] whose SQLite connections also run `pragmas`.
-    pub async fn dedicated_with(&self, size: u32, pragmas: &'static str) -> anyhow::Result<Self> {
+    /// [`Db::dedicated`] whose connections also run `session` after
+    /// connecting (SQLite pragmas, or PostgreSQL `SET` statements: the
+    /// caller writes them for its backend).
+    pub async fn dedicated_with(&self, size: u32, session: String) -> anyhow::Result<Self> {
         let pool = pool_options(
             self.backend,
             size,
             self.acquire_timeout,
             self.audit_file.clone(),
-            pragmas,
+            Arc::from(session),
         )
         .test_before_acquire(false)
         .connect_with(self.options.clone())
@@ -262,13 +270,14 @@ fn pool_options(
     size: u32,
     acquire_timeout: Duration,
     audit_file: Option<Arc<str>>,
-    pragmas: &'static str,
+    session: Arc<str>,
 ) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(acquire_timeout)
         .after_connect(move |conn, _meta| {
             let audit_file = audit_file.clone();
+            let session = session.clone();
             Box::pin(async move {
                 if backend == Backend::Sqlite {
                     // temp_store: statement journals stay in memory instead
@@ -293,9 +302,9 @@ fn pool_options(
                         )
                         .await?;
                     }
-                    if !pragmas.is_empty() {
-                        conn.execute(pragmas).await?;
-                    }
+                }
+                if !session.is_empty() {
+                    conn.execute(&*session).await?;
                 }
                 Ok(())
             })

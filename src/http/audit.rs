@@ -27,7 +27,7 @@ use crate::audit::{
 use crate::clock::parse_rfc3339;
 use crate::db::customers;
 use crate::error::ApiError;
-use crate::http::extract::ApiQuery;
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::extract::Caller;
 use crate::http::validate;
 use crate::pipeline::gate::Gate;
@@ -38,6 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
         .routes(routes!(export_events))
         .routes(routes!(verify_trail))
+        .routes(routes!(audit_head))
+        .routes(routes!(verify_since))
         .routes(routes!(public_key))
 }
 
@@ -227,12 +229,7 @@ async fn to_filter(
     };
     let customer_id = match q.customer_id.as_deref() {
         None => None,
-        Some(s) => Some(
-            s.parse::<i64>()
-                .ok()
-                .filter(|id| *id >= 0)
-                .ok_or_else(|| invalid("customer_id: must be a non-negative integer"))?,
-        ),
+        Some(s) => Some(crate::http::validate::non_negative_int("customer_id", s)?),
     };
     let customer = match (&q.customer, customer_id) {
         (Some(external), given) => {
@@ -376,7 +373,14 @@ async fn export_events(
         .take(15)
         .collect::<String>();
     let disposition = format!("attachment; filename=\"custodian-audit-{stamp}.{ext}\"");
-    let stream = audit::export_stream(state.db.clone(), filter, format).inspect_err(|e| {
+    let stream = audit::export_stream(
+        state.db.clone(),
+        filter,
+        format,
+        state.audit.signer(),
+        state.clock.now_micros(),
+    )
+    .inspect_err(|e| {
         tracing::error!(
             error = format!("{e:#}"),
             "audit export failed midway; aborting the response"
@@ -500,6 +504,96 @@ async fn public_key(
             pem: key.to_pem(),
             hex: key.to_hex(),
             instance: state.audit.instance().to_owned(),
+        }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// The latest signed checkpoint of every chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Heads {
+    /// One per chain; keep them where the operator cannot change them and
+    /// send them back to `POST /v1/audit/verify/since` later.
+    #[schema(value_type = Vec<Object>)]
+    pub heads: Vec<audit::export::CheckpointLine>,
+}
+
+/// The signed head of every chain, for an auditor to keep.
+#[utoipa::path(get, path = "/v1/audit/head", tag = "audit",
+    params(("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Heads), (status = 401), (status = 403), (status = 503)))]
+async fn audit_head(State(state): State<AppState>, caller: Caller) -> Result<Json<Heads>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::AuditVerify);
+    let outcome = async {
+        gate.authorize()?;
+        let heads = audit::heads(&state.db).await.map_err(ApiError::Internal)?;
+        gate.returned(std::iter::empty(), heads.len() as u64);
+        Ok(Json(Heads {
+            heads: heads
+                .iter()
+                .map(audit::export::CheckpointLine::from_checkpoint)
+                .collect(),
+        }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// Heads saved earlier.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    #[schema(value_type = Vec<Object>)]
+    pub heads: Vec<audit::export::CheckpointLine>,
+}
+
+/// Verify the trail and that it still contains and extends heads saved
+/// earlier (`GET /v1/audit/head`): a rollback or a rewrite is `intact:
+/// false`, naming the gap.
+#[utoipa::path(post, path = "/v1/audit/verify/since", tag = "audit",
+    request_body = Since,
+    params(("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = VerifyResult), (status = 401), (status = 403), (status = 422), (status = 503)))]
+async fn verify_since(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<Since>,
+) -> Result<Json<VerifyResult>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::AuditVerify);
+    let outcome = async {
+        gate.authorize()?;
+        let saved: Vec<_> = body
+            .into_inner()?
+            .heads
+            .into_iter()
+            .map(audit::export::CheckpointLine::into_checkpoint)
+            .collect();
+        let keys = [*state.audit.public_key()];
+        // The auditor's question first: does the trail extend what they saw?
+        let since = audit::check_since(&state.db, &keys, &saved)
+            .await
+            .map_err(ApiError::Internal)?;
+        let mut report = audit::verify_store(&state.db, &keys, &|_| {})
+            .await
+            .map_err(ApiError::Internal)?;
+        if since.is_some() {
+            report.problem = since;
+        }
+        gate.returned(std::iter::empty(), report.events);
+        Ok(Json(VerifyResult {
+            intact: report.is_intact(),
+            chains: report.chains,
+            events: report.events,
+            checkpoints: report.checkpoints,
+            problem: report.problem.map(|p| ProblemBody {
+                instance: p.instance,
+                seq: p.seq,
+                kind: p.kind.as_str(),
+                detail: p.detail,
+            }),
         }))
     }
     .await;

@@ -40,8 +40,8 @@ pub struct ListQuery {
     pub phone: Option<String>,
     /// Only customers of this country.
     pub country: Option<String>,
-    /// Cursor from the previous page's `next_cursor` (opaque).
-    #[param(pattern = "^[0-9]{1,18}$")]
+    /// Cursor from the previous page's `next_cursor` (opaque; valid only
+    /// for the caller and purpose it was issued to).
     pub after: Option<String>,
     /// Page size (default 100; above `max_page_size`, 1000 by default, is 400).
     #[param(minimum = 1, maximum = 1000)]
@@ -54,8 +54,11 @@ pub struct CustomerPage {
     /// for the declared purpose (clear, masked, pseudonym); other fields absent.
     #[schema(value_type = Vec<Object>)]
     pub customers: Vec<Map<String, Value>>,
-    /// Customers of this page left out because they have not consented to the purpose.
-    pub left_out_without_consent: u64,
+    /// Customers of this page left out because they have not consented to
+    /// the purpose; present only for roles that may read the consent ledger
+    /// for the purpose (to others it would say who withheld consent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_out_without_consent: Option<u64>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
@@ -98,17 +101,35 @@ async fn list_customers(
             }
             (None, None) => {
                 let after = match &q.after {
-                    Some(c) => c.parse::<i64>().map_err(|_| {
-                        ApiError::bad_request("invalid_query", "after: not a cursor")
-                    })?,
+                    Some(c) => state
+                        .vault
+                        .cursors()
+                        .open(&cursor_scope(&gate), c)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_query",
+                                "after: not a cursor issued to you for this list and purpose",
+                            )
+                        })?,
                     None => 0,
                 };
                 customers::list_page(&state.db, after, limit, q.country.as_deref()).await?
             }
         };
-        let next_cursor = (rows.len() as i64 == limit && q.email.is_none() && q.phone.is_none())
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        // Opaque: the internal id of the last row, sealed to this caller,
+        // purpose and list. A bare id would link pseudonyms to internal ids.
+        let next_cursor = match rows.last() {
+            Some(last) if rows.len() as i64 == limit && q.email.is_none() && q.phone.is_none() => {
+                Some(
+                    state
+                        .vault
+                        .cursors()
+                        .seal(&cursor_scope(&gate), last.id)
+                        .map_err(|e| ApiError::internal(anyhow::anyhow!("seal cursor: {e}")))?,
+                )
+            }
+            _ => None,
+        };
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let ok = gate.consenting(&ids).await?;
         let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
@@ -117,12 +138,20 @@ async fn list_customers(
         let customers = crate::pipeline::sanitize::customer_rows(&mut gate, &kept).await?;
         Ok(Json(CustomerPage {
             customers,
-            left_out_without_consent: left_out,
+            left_out_without_consent: gate.may_see_consent_counts().then_some(left_out),
             next_cursor,
         }))
     }
     .await;
     gate.finish(outcome).await
+}
+
+fn cursor_scope<'g>(gate: &'g Gate<'_>) -> crate::crypto::cursor::CursorScope<'g> {
+    crate::crypto::cursor::CursorScope {
+        list: "customers",
+        purpose: gate.purpose().as_str(),
+        principal: &gate.caller().principal.sub,
+    }
 }
 
 async fn blind_lookup(

@@ -212,6 +212,93 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     rewritten
 }
 
+/// Refuses, before routing, a request target whose path or query decodes to
+/// something no value of ours can be: invalid UTF-8 (which extractors would
+/// otherwise decode lossily, so `%FF` would match stored U+FFFD), a NUL byte
+/// (which PostgreSQL refuses with an error) or another control character.
+/// One check for every route, present and future, so no such value reaches
+/// a query. Pre-authentication like the body limit: counted, not audited.
+pub async fn request_target(req: Request, next: Next) -> Response {
+    let uri = req.uri();
+    let clean = decodes_cleanly(uri.path()) && uri.query().is_none_or(decodes_cleanly);
+    if clean {
+        return next.run(req).await;
+    }
+    metrics::counter!("custodian_targets_refused_total").increment(1);
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_target",
+        "the path or query contains invalid UTF-8 or a control character",
+    )
+}
+
+/// True when every percent-decoded component is UTF-8 without control
+/// characters (`+` in a query is a space, so it is fine either way).
+pub fn decodes_cleanly(raw: &str) -> bool {
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    match std::str::from_utf8(&decoded) {
+        Ok(text) => !text.chars().any(char::is_control),
+        Err(_) => false,
+    }
+}
+
+/// The body limit of every route, in one place (`server.max_body_bytes`).
+///
+/// A declared `Content-Length` over the limit is refused before anything
+/// reads the body. A body of unknown length (chunked) is read here, up to
+/// the limit, so a route that never reads its body cannot be used to push
+/// an unbounded stream through the server either. Refusals happen before
+/// authentication, so they are counted in metrics, not audited (an anonymous
+/// flood must not be able to fill the trail).
+pub async fn body_limit(max: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()));
+    match declared {
+        // hyper refuses unparsable or conflicting lengths itself; refuse
+        // anything else odd rather than guess.
+        Some(None) => return refused_body(StatusCode::BAD_REQUEST),
+        Some(Some(n)) if n > max as u64 => return refused_body(StatusCode::PAYLOAD_TOO_LARGE),
+        Some(Some(_)) => return next.run(req).await,
+        None => {}
+    }
+    if http_body::Body::size_hint(req.body()).upper() == Some(0) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            refused_body(if too_large {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            })
+        }
+    }
+}
+
+fn refused_body(status: StatusCode) -> Response {
+    metrics::counter!("custodian_bodies_refused_total", "status" => status.as_str().to_owned())
+        .increment(1);
+    let mut response = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error_response(status, "payload_too_large", "request body too large")
+    } else {
+        error_response(status, "bad_request", "the body could not be read")
+    };
+    // The unread rest of the body makes the connection unusable.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Turns a panic in a handler into a JSON 500 (the panic is logged, never sent).
 pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("handler panicked");
@@ -220,4 +307,32 @@ pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response
         "internal",
         "internal error",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decodes_cleanly;
+
+    #[test]
+    fn targets_with_nul_invalid_utf8_or_controls_are_refused() {
+        for bad in [
+            "/v1/customers/%00",
+            "country=%FF",
+            "a%00b",
+            "x=%C3",
+            "x=%0A",
+            "x=%7F",
+            "/a%E2%82",
+        ] {
+            assert!(!decodes_cleanly(bad), "{bad}");
+        }
+        for good in [
+            "/v1/customers/C-1",
+            "country=Deutschland&limit=5",
+            "q=%C3%A9t%C3%A9",
+            "a+b=%2B",
+        ] {
+            assert!(decodes_cleanly(good), "{good}");
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod orders;
 pub mod policies;
 pub mod pseudonyms;
+pub mod serve;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -78,8 +79,10 @@ impl utoipa::Modify for BearerAuth {
 ///    request (route template and principal recorded by inner layers);
 /// 4. `json_errors`: framework errors get the JSON envelope;
 /// 5. `security_headers`;
-/// 6. `metrics` (inside the router, so it knows the matched route);
-/// 7. timeout, then the body size limit, closest to the handlers.
+/// 6. `body_limit`: one body limit for every route, known or not, then
+///    `request_target`: no NUL, control or invalid UTF-8 in path or query;
+/// 7. `metrics` (inside the router, so it knows the matched route);
+/// 8. timeout, then the extractors' body limit (the same number).
 pub fn app(state: AppState) -> Router {
     let (router, mut openapi) = api_router().split_for_parts();
     openapi::complete(&mut openapi, &state.purposes);
@@ -121,6 +124,10 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            middleware::body_limit(max_body, req, next)
+        }))
+        .layer(axum::middleware::from_fn(middleware::request_target))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(middleware::json_errors))
         .layer(middleware::access_log())

@@ -43,6 +43,27 @@ pub fn identifier(field: &str, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A non-negative integer spelled canonically: ASCII digits only, no sign
+/// (`-0` and `+5` are refused, not read as 0 and 5), at most 18 digits.
+pub fn non_negative_int(field: &str, v: &str) -> Result<i64, ApiError> {
+    let canonical = !v.is_empty()
+        && v.len() <= 18
+        && v.bytes().all(|b| b.is_ascii_digit())
+        && (v == "0" || !v.starts_with('0'));
+    if !canonical {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{field}: must be a non-negative integer (digits only)"),
+        ));
+    }
+    v.parse::<i64>().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            format!("{field}: must be a non-negative integer (digits only)"),
+        )
+    })
+}
+
 pub fn email(v: &str) -> Result<String, ApiError> {
     let v = v.trim();
     let valid = v.len() <= 254
@@ -161,5 +182,10 @@ mod tests {
         assert!(external_id("C-123_x.y").is_ok());
         assert_eq!(email(" a@b.co ").unwrap(), "a@b.co");
         assert!(text("name", "a\u{0}b", 10).is_err());
+        for bad in ["-0", "+1", "01", "", " 1", "1e3", "9999999999999999999"] {
+            assert!(non_negative_int("n", bad).is_err(), "{bad}");
+        }
+        assert_eq!(non_negative_int("n", "0").unwrap(), 0);
+        assert_eq!(non_negative_int("n", "42").unwrap(), 42);
     }
 }

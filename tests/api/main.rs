@@ -16,3 +16,4 @@ mod keys;
 mod ops;
 mod orders;
 mod policy;
+mod security;
