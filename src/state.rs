@@ -32,6 +32,12 @@ pub struct Inner {
     pub catalog: FieldCatalog,
     pub vault: Vault,
     pub limits: RateLimits,
+    /// The declared event schema `POST /v1/events` validates against.
+    pub event_schema: crate::import::event_schema::EventSchema,
+    /// Data subject rights: certificate signer, erasure hooks.
+    pub dsr: crate::dsr::SharedDsr,
+    /// Feature-table refreshes (one at a time per instance).
+    pub analytics: crate::analytics::Analytics,
 }
 
 impl std::ops::Deref for AppState {

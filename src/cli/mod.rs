@@ -2,6 +2,7 @@
 //! subcommand loads the same layered configuration as the server.
 
 pub mod audit;
+pub mod dsr;
 pub mod keys;
 pub mod policy;
 pub mod token;
@@ -15,6 +16,7 @@ use crate::db::Db;
 use crate::startup::Application;
 
 pub mod import;
+pub mod quality;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +45,8 @@ pub enum Command {
     Migrate,
     /// Import a data set (see `custodian import --help`).
     Import(import::ImportArgs),
+    /// Data quality: checks, report, quarantine, replay.
+    Quality(quality::QualityCommand),
     /// Audit trail: public key, verify, tail, prune.
     Audit(audit::AuditCommand),
     /// Keys: status, rotate (resumable).
@@ -58,6 +62,8 @@ pub enum Command {
     },
     /// Print the man page (roff) for `custodian`.
     Man,
+    /// Data subject requests: verify an erasure certificate, list due requests.
+    Dsr(dsr::DsrCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -155,6 +161,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(config, args).await,
         Command::Demo(args) => serve(config, ServeArgs { demo: true, ..args }).await,
         Command::Import(args) => import::run(config, args).await,
+        Command::Quality(cmd) => quality::run(config, cmd).await,
         Command::Migrate => {
             let db = Db::connect(&config).await?;
             db.migrate().await?;
@@ -170,6 +177,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => policy::run(config, cmd).await,
         Command::Token(args) => token::run(&config, &args).await,
         Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Dsr(cmd) => dsr::run(config, cmd).await,
     }
 }
 

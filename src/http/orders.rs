@@ -19,13 +19,13 @@ use crate::error::ApiError;
 use crate::http::extract::Caller;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
+use crate::import::event_schema::EventSchema;
 use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 /// Largest event batch one request may carry.
 pub const MAX_EVENTS: usize = 1000;
-const KINDS: &[&str] = &["view", "search", "add_to_cart", "purchase", "click"];
-const CHANNELS: &[&str] = &["web", "app", "email", "store", "other"];
+use crate::import::event_schema::{STORE_CHANNELS as CHANNELS, STORE_KINDS as KINDS};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -129,6 +129,11 @@ pub struct EventInput {
     /// RFC 3339, not in the future.
     #[schema(format = DateTime, pattern = r"^(19[0-9]{2}|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub occurred_at: String,
+    /// Properties of the event, as the event schema declares them for its
+    /// kind (`policies/events.toml`): unplanned properties, missing
+    /// required ones and type mismatches refuse the batch, each reported.
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The kinds of browsing event (the values of `KINDS`).
@@ -163,7 +168,9 @@ pub struct Ingested {
     pub duplicates: u64,
 }
 
-/// Ingest a batch of browsing events.
+/// Ingest a batch of browsing events, validated against the declared event
+/// schema (a tracking plan): every violation of every event is listed in
+/// the 422 message, and the batch is refused whole.
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body = EventBatch,
     params(("X-Purpose" = String, Header, description = "Purpose id")),
@@ -185,6 +192,24 @@ async fn ingest_events(
         if n == 0 || n > MAX_EVENTS {
             return Err(ApiError::unprocessable(format!(
                 "events: between 1 and {MAX_EVENTS} entries"
+            )));
+        }
+        let mut violations = Vec::new();
+        for (i, e) in batch.events.iter().enumerate() {
+            let v = state.event_schema.check(
+                &format!("events[{i}]"),
+                &e.kind,
+                e.product_sku.is_some(),
+                e.properties.as_ref(),
+            );
+            if !v.is_empty() {
+                violations.push((i, v));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::unprocessable(EventSchema::message(
+                n,
+                &violations,
             )));
         }
         let mut uids = HashSet::with_capacity(n);
@@ -255,6 +280,11 @@ async fn ingest_events(
                     &e.occurred_at,
                     now,
                 )?,
+                properties: e
+                    .properties
+                    .as_ref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| serde_json::Value::Object(p.clone()).to_string()),
             });
         }
         let accepted = events::insert_many(&mut tx, &rows, now).await?;
