@@ -8,7 +8,6 @@
 //! the first 8 bytes of SHA-256 of the raw 32-byte public key.
 
 use anyhow::Context;
-use base64::Engine;
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use std::fmt;
@@ -206,8 +205,10 @@ impl PublicKey {
     pub fn to_pem(&self) -> String {
         let mut der = SPKI_PREFIX.to_vec();
         der.extend_from_slice(&self.0);
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
+        pem::encode_config(
+            &pem::Pem::new("PUBLIC KEY", der),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        )
     }
 
     /// Accepts the PEM form, or 64 hex digits.
@@ -236,7 +237,8 @@ impl PublicKey {
     }
 }
 
-/// Decodes a PEM block with `label`, or returns the bytes as DER.
+/// Decodes a PEM block with `label` (through the `pem` crate), or returns
+/// the bytes as DER.
 fn pem_or_der(bytes: &[u8], label: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let begin = format!("-----BEGIN {label}-----");
     let Some(text) = std::str::from_utf8(bytes)
@@ -245,18 +247,12 @@ fn pem_or_der(bytes: &[u8], label: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     else {
         return Ok(Zeroizing::new(bytes.to_vec()));
     };
-    let body: Zeroizing<String> = Zeroizing::new(
-        text.lines()
-            .skip_while(|l| !l.contains(&begin))
-            .skip(1)
-            .take_while(|l| !l.starts_with("-----END"))
-            .map(str::trim)
-            .collect(),
-    );
-    base64::engine::general_purpose::STANDARD
-        .decode(body.as_bytes())
-        .map(Zeroizing::new)
-        .map_err(|_| anyhow::anyhow!("bad base64 in the {label} block"))
+    let block = pem::parse_many(text)
+        .map_err(|_| anyhow::anyhow!("invalid PEM in the {label} block"))?
+        .into_iter()
+        .find(|b| b.tag() == label)
+        .ok_or_else(|| anyhow::anyhow!("no {label} block"))?;
+    Ok(Zeroizing::new(block.into_contents()))
 }
 
 // --- other signed statements (erasure certificates, src/dsr/certificate.rs) ---

@@ -164,7 +164,6 @@ both_backends!(bad_batches_are_refused_whole, async |app: TestApp| {
     let cases = [
         json!([ok, {"purpose": "no_such_purpose", "granted": true, "source": "web_form"}]),
         json!([ok, {"purpose": "customer_support", "granted": true, "source": "web_form"}]),
-        json!([ok, ok]),
         json!([ok, {"purpose": "personalization", "granted": true, "source": "carrier_pigeon"}]),
         json!([ok, {"purpose": "personalization", "granted": true, "source": "web_form", "occurred_at": "2999-01-01T00:00:00Z"}]),
         json!([ok, {"purpose": "personalization", "granted": "yes", "source": "web_form"}]),

@@ -116,13 +116,21 @@ both_backends!(
         for bad in [
             json!([event("e4", "view"), event("e5", "teleport")]),
             json!([event("e6", "view"), event("e6", "view")]),
-            json!([event("e7", "view"), unknown_customer]),
             json!([event("e8", "view"), future]),
             json!([]),
         ] {
             let r = ingest(&app, "ingest_service", "data_ingestion", bad).await;
             assert_eq!(r.status(), 422);
         }
+        // A batch naming a customer that does not exist: 404, nothing stored.
+        let r = ingest(
+            &app,
+            "ingest_service",
+            "data_ingestion",
+            json!([event("e7", "view"), unknown_customer]),
+        )
+        .await;
+        assert_eq!(r.status(), 404);
         assert_eq!(event_count(&app).await, 3, "nothing half-written");
         let r = ingest(
             &app,

@@ -6,7 +6,7 @@ use super::config::ACCESS_TOKEN_TYPE;
 use super::failure::MintError;
 use super::keys::{thumbprint, VerifyKey};
 use super::token::TokenClaims;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::hmac;
 use ring::rand::SystemRandom;
@@ -140,15 +140,10 @@ fn finish(mut signing_input: String, signature: &[u8]) -> String {
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    // base64 output is ASCII, so 64-byte chunks are valid UTF-8.
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    pem::encode_config(
+        &pem::Pem::new(label, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Parses a TTL such as `90s`, `15m`, `1h`, `7d` (or plain seconds).

@@ -7,7 +7,7 @@
 //! secret): no code path hands asymmetric key bytes to HMAC.
 
 use super::failure::{AuthConfigError, AuthFailure};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::signature::{
     RsaPublicKeyComponents, UnparsedPublicKey, ED25519, RSA_PKCS1_2048_8192_SHA256,
@@ -286,38 +286,20 @@ fn decode_b64url(value: Option<&str>) -> Option<Vec<u8>> {
 }
 
 fn parse_pem(text: &str) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
+    let blocks = pem::parse_many(text)
+        .map_err(|e| AuthConfigError::invalid(SETTING, format!("invalid PEM: {e}")))?;
+    if blocks.is_empty() {
+        return Err(AuthConfigError::invalid(
+            SETTING,
+            "not a JWKS document or PEM file",
+        ));
+    }
     let mut out = Vec::new();
-    let mut lines = text.lines().map(str::trim);
-    while let Some(line) = lines.next() {
-        if line.is_empty() {
-            continue;
-        }
-        let label = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-            .ok_or_else(|| AuthConfigError::invalid(SETTING, "not a JWKS document or PEM file"))?;
-        let end = format!("-----END {label}-----");
-        let mut body = String::new();
-        let mut closed = false;
-        for inner in lines.by_ref() {
-            if inner == end {
-                closed = true;
-                break;
-            }
-            body.push_str(inner);
-        }
-        if !closed {
-            return Err(AuthConfigError::invalid(
-                SETTING,
-                format!("unterminated PEM block {label:?}"),
-            ));
-        }
-        let der = STANDARD.decode(body.as_bytes()).map_err(|_| {
-            AuthConfigError::invalid(SETTING, format!("invalid base64 in PEM block {label:?}"))
-        })?;
-        let key = match label {
-            "PUBLIC KEY" => parse_spki(&der),
-            "RSA PUBLIC KEY" => parse_pkcs1_rsa(&der),
+    for block in blocks {
+        let der = block.contents();
+        let key = match block.tag() {
+            "PUBLIC KEY" => parse_spki(der),
+            "RSA PUBLIC KEY" => parse_pkcs1_rsa(der),
             l if l.contains("PRIVATE") => Err("contains a private key; publish public keys only"),
             _ => Err("unsupported PEM block (expected PUBLIC KEY or RSA PUBLIC KEY)"),
         }
