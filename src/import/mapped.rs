@@ -87,7 +87,8 @@ pub enum Origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MappedSkip {
-    /// The person matched an erased customer: they are not brought back.
+    /// The person matched an erased customer, or is on the DSR suppression
+    /// list: they are not brought back.
     ErasedPerson,
     /// The row repeats a key already seen in this batch.
     DuplicateInBatch,
@@ -788,19 +789,32 @@ impl MappedImport<'_> {
                     links.push((&c.key, *id, rule));
                     Some(*id)
                 }
-                Resolved::LinkedPending(n, rule) => {
-                    let id = pending_id(*n).context("a new customer vanished during import")?;
-                    summary.merged += 1;
-                    *summary.merged_by.entry((*rule).to_owned()).or_insert(0) += 1;
-                    links.push((&c.key, id, rule));
-                    Some(id)
-                }
-                Resolved::New(n) => {
-                    let id = pending_id(*n).context("a new customer vanished during import")?;
-                    summary.imported += 1;
-                    links.push((&c.key, id, "new"));
-                    Some(id)
-                }
+                // A new customer the store refused is on the DSR
+                // suppression list (an erased person): not brought back,
+                // nor anyone linked to them.
+                Resolved::LinkedPending(n, rule) => match pending_id(*n) {
+                    Some(id) => {
+                        summary.merged += 1;
+                        *summary.merged_by.entry((*rule).to_owned()).or_insert(0) += 1;
+                        links.push((&c.key, id, rule));
+                        Some(id)
+                    }
+                    None => {
+                        summary.skip(MappedSkip::ErasedPerson);
+                        None
+                    }
+                },
+                Resolved::New(n) => match pending_id(*n) {
+                    Some(id) => {
+                        summary.imported += 1;
+                        links.push((&c.key, id, "new"));
+                        Some(id)
+                    }
+                    None => {
+                        summary.skip(MappedSkip::ErasedPerson);
+                        None
+                    }
+                },
                 Resolved::Erased => {
                     summary.skip(MappedSkip::ErasedPerson);
                     None

@@ -213,13 +213,24 @@ both_backends!(
             .await
             .unwrap();
         assert_eq!(denied.status(), 403);
+        let ingest = app
+            .as_role(
+                reqwest::Method::GET,
+                "/v1/quality",
+                "ingest_service",
+                "data_ingestion",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ingest.status(), 403, "ingest writes and reads nothing");
 
         let page = app
             .as_role(
                 reqwest::Method::GET,
                 "/v1/quality/quarantine?status=all",
-                "ingest_service",
-                "data_ingestion",
+                "compliance_officer",
+                "compliance_audit",
             )
             .send()
             .await
@@ -229,8 +240,8 @@ both_backends!(
             .as_role(
                 reqwest::Method::GET,
                 "/v1/quality/quarantine?status=nonsense",
-                "ingest_service",
-                "data_ingestion",
+                "compliance_officer",
+                "compliance_audit",
             )
             .send()
             .await
