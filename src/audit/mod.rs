@@ -114,7 +114,6 @@ pub use key::{Checkpoint, PublicKey, Signer};
 pub use prune::{prune, PruneReport};
 pub use store::StoredEvent;
 pub use verify::{
-    check_since, heads, verify_ndjson, verify_store, Problem, ProblemKind, VerifyMode,
-    VerifyReport,
+    check_since, heads, verify_ndjson, verify_store, Problem, ProblemKind, VerifyMode, VerifyReport,
 };
 pub use writer::{AuditUnavailable, AuditWriter, Receipt, WriterOptions};

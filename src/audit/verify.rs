@@ -649,7 +649,11 @@ pub async fn heads(db: &Db) -> anyhow::Result<Vec<Checkpoint>> {
 /// stored checkpoint where the events were pruned) with the chain going on
 /// from there. A rollback (the tail deleted with the checkpoints above it)
 /// or a rewrite fails, naming the gap.
-pub async fn check_since(db: &Db, keys: &[PublicKey], saved: &[Checkpoint]) -> anyhow::Result<Option<Problem>> {
+pub async fn check_since(
+    db: &Db,
+    keys: &[PublicKey],
+    saved: &[Checkpoint],
+) -> anyhow::Result<Option<Problem>> {
     for head in saved {
         let problem = |kind, detail: String| Problem {
             instance: head.instance.clone(),
@@ -661,7 +665,10 @@ pub async fn check_since(db: &Db, keys: &[PublicKey], saved: &[Checkpoint]) -> a
         if !key.is_some_and(|k| k.verify(head)) {
             return Ok(Some(problem(
                 ProblemKind::BadSignature,
-                format!("the saved head is not signed by a given key (key {})", head.key_id),
+                format!(
+                    "the saved head is not signed by a given key (key {})",
+                    head.key_id
+                ),
             )));
         }
         let (last, _) = store::chain_head(db, &head.instance).await?;

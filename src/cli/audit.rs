@@ -83,7 +83,10 @@ pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
         AuditSub::Head => {
             let db = Db::connect(&config).await?;
             for cp in audit::heads(&db).await? {
-                println!("{}", serde_json::to_string(&audit::export::CheckpointLine::from_checkpoint(&cp))?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&audit::export::CheckpointLine::from_checkpoint(&cp))?
+                );
             }
             Ok(())
         }

@@ -27,8 +27,8 @@ use crate::audit::{
 use crate::clock::parse_rfc3339;
 use crate::db::customers;
 use crate::error::ApiError;
-use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::extract::Caller;
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
 use crate::pipeline::gate::Gate;
 use crate::state::AppState;
@@ -443,7 +443,10 @@ pub struct Heads {
     params(("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
     responses((status = 200, body = Heads), (status = 401), (status = 403), (status = 503)))]
-async fn audit_head(State(state): State<AppState>, caller: Caller) -> Result<Json<Heads>, ApiError> {
+async fn audit_head(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Heads>, ApiError> {
     let mut gate = Gate::new(&state, &caller, Action::AuditVerify);
     let outcome = async {
         gate.authorize()?;

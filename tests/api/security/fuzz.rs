@@ -96,8 +96,16 @@ fn fuzz(target: &str, seeds: Vec<Vec<u8>>, check: impl Fn(&[u8]) -> Result<(), S
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(input)));
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => panic!("{target}: seed {}: {why}: input {}", seed(), hex::encode(input)),
-            Err(_) => panic!("{target}: seed {}: panicked on input {}", seed(), hex::encode(input)),
+            Ok(Err(why)) => panic!(
+                "{target}: seed {}: {why}: input {}",
+                seed(),
+                hex::encode(input)
+            ),
+            Err(_) => panic!(
+                "{target}: seed {}: panicked on input {}",
+                seed(),
+                hex::encode(input)
+            ),
         }
     };
     for s in &seeds {
@@ -137,12 +145,23 @@ fn token_front_door() {
         r#"{{"sub":"f","roles":["dpo"],"iss":"custodian","aud":"custodian-api","iat":{NOW},"exp":{}}}"#,
         NOW + 60
     );
-    let good = format!("Bearer {}", hs256_token(r#"{"alg":"HS256","typ":"at+jwt"}"#, &claims));
+    let good = format!(
+        "Bearer {}",
+        hs256_token(r#"{"alg":"HS256","typ":"at+jwt"}"#, &claims)
+    );
     assert!(auth.authenticate(Some(good.as_bytes()), NOW).is_ok());
     let seeds = vec![
         good.clone().into_bytes(),
-        format!("Bearer {}", hs256_token(r#"{"alg":"HS256","typ":"refresh+jwt"}"#, &claims)).into_bytes(),
-        format!("Bearer {}", hs256_token(r#"{"alg":"none","typ":"at+jwt"}"#, &claims)).into_bytes(),
+        format!(
+            "Bearer {}",
+            hs256_token(r#"{"alg":"HS256","typ":"refresh+jwt"}"#, &claims)
+        )
+        .into_bytes(),
+        format!(
+            "Bearer {}",
+            hs256_token(r#"{"alg":"none","typ":"at+jwt"}"#, &claims)
+        )
+        .into_bytes(),
     ];
     // Property: only the byte-identical good token is accepted; nothing panics.
     fuzz("token", seeds, |input| {
@@ -178,7 +197,8 @@ fn audit_block_decoder() {
 fn audit_export_verifier() {
     let signer = Signer::ephemeral().unwrap();
     let key = *signer.public_key();
-    let header = br#"{"type":"header","format":"custodian-audit","version":1,"filtered":false}"#.to_vec();
+    let header =
+        br#"{"type":"header","format":"custodian-audit","version":1,"filtered":false}"#.to_vec();
     let manifest = br#"{"type":"manifest","body":{"filter":"","chains":[],"exported_at":0},"key_id":"00","signature":"00"}"#.to_vec();
     let mut both = header.clone();
     both.push(b'\n');
@@ -238,28 +258,34 @@ fn json_body_parser() {
         r#"{{"changes":[{{"purpose":"{secret}","granted":true,"source":"web","evidence":"{secret}"}}]}}"#
     );
     // Property: an error message never contains the secret value.
-    fuzz("json_body", vec![seed.into_bytes()], |input| {
-        match custodian::http::extract::parse_json::<Batch>(input) {
+    fuzz(
+        "json_body",
+        vec![seed.into_bytes()],
+        |input| match custodian::http::extract::parse_json::<Batch>(input) {
             Err(e) if e.to_string().contains("zelda") => Err(format!("echoed: {e}")),
             _ => Ok(()),
-        }
-    });
+        },
+    );
 }
 
 #[test]
 fn request_target_check() {
     // Property: anything that passes decodes to UTF-8 without NUL or controls.
-    fuzz("request_target", vec![b"/v1/customers/C-1?limit=5".to_vec()], |input| {
-        let Ok(text) = std::str::from_utf8(input) else {
-            return Ok(());
-        };
-        if custodian::http::middleware::decodes_cleanly(text) {
-            let decoded: Vec<u8> = percent_encoding::percent_decode_str(text).collect();
-            match String::from_utf8(decoded) {
-                Ok(s) if !s.chars().any(char::is_control) => {}
-                _ => return Err("passed but decodes to something unclean".into()),
+    fuzz(
+        "request_target",
+        vec![b"/v1/customers/C-1?limit=5".to_vec()],
+        |input| {
+            let Ok(text) = std::str::from_utf8(input) else {
+                return Ok(());
+            };
+            if custodian::http::middleware::decodes_cleanly(text) {
+                let decoded: Vec<u8> = percent_encoding::percent_decode_str(text).collect();
+                match String::from_utf8(decoded) {
+                    Ok(s) if !s.chars().any(char::is_control) => {}
+                    _ => return Err("passed but decodes to something unclean".into()),
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }

@@ -131,7 +131,9 @@ both_backends!(error_messages_never_echo_the_value, async |app: TestApp| {
             r#"{{"changes":[{{"purpose":"email_marketing","granted":false,"source":"web_form","{SECRET}":1}}]}}"#
         ),
         format!(r#"{{"changes":{{"{SECRET}":true}}}}"#),
-        format!(r#"{{"changes":[{{"purpose":["{SECRET}"],"granted":false,"source":"web_form"}}]}}"#),
+        format!(
+            r#"{{"changes":[{{"purpose":["{SECRET}"],"granted":false,"source":"web_form"}}]}}"#
+        ),
     ];
     for body in bodies {
         let before = audit_len(&app).await;

@@ -37,8 +37,8 @@ async fn grant(app: &TestApp, customer: &str, purpose: &str) {
         .as_role(
             reqwest::Method::POST,
             &format!("/v1/consents/{customer}"),
-            "support_agent",
-            "customer_support",
+            "ingest_service",
+            "data_ingestion",
         )
         .json(&json!({"changes": [{"purpose": purpose, "granted": true, "source": "web_form"}]}))
         .send()
