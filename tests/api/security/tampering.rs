@@ -6,6 +6,9 @@ use super::*;
 use crate::both_backends;
 use crate::helpers::*;
 
+/// One way of damaging a stored ciphertext.
+type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+
 async fn email_ct(app: &TestApp, external_id: &str) -> Vec<u8> {
     sqlx::query_scalar("SELECT email_ct FROM customers WHERE external_id = $1")
         .bind(external_id)
@@ -35,7 +38,7 @@ both_backends!(
         let original = email_ct(&app, "T-1").await;
         let last = original.len() - 1;
         // (what was changed, the edit)
-        let edits: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        let edits: Vec<(&str, Edit)> = vec![
             ("format byte", Box::new(|b: &mut Vec<u8>| b[0] ^= 0x01)),
             ("format byte zero", Box::new(|b: &mut Vec<u8>| b[0] = 0)),
             ("nonce", Box::new(|b: &mut Vec<u8>| b[3] ^= 0x80)),
