@@ -222,7 +222,10 @@ impl AuditWriter {
         }
         let (ack, done) = oneshot::channel();
         match self.0.tx.try_send(Msg::Event(Box::new(event), ack)) {
-            Ok(()) => {}
+            Ok(()) => {
+                let depth = self.0.tx.max_capacity() - self.0.tx.capacity();
+                metrics::gauge!("custodian_audit_queue_depth").set(depth as f64);
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("custodian_audit_rejected_total", "reason" => "queue_full")
                     .increment(1);
@@ -573,6 +576,8 @@ impl Task {
 
     async fn commit(&mut self, batch: Vec<(Box<AuditEvent>, Ack)>) {
         let instance = self.options.instance.clone();
+        let started = std::time::Instant::now();
+        metrics::histogram!("custodian_audit_batch_size").record(batch.len() as f64);
         let (events, acks): (Vec<AuditEvent>, Vec<Ack>) =
             batch.into_iter().map(|(event, ack)| (*event, ack)).unzip();
         self.shared
@@ -596,6 +601,8 @@ impl Task {
                     metrics::gauge!("custodian_audit_healthy").set(1.0);
                 }
                 self.shared.batches.fetch_add(1, Ordering::AcqRel);
+                metrics::histogram!("custodian_audit_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 metrics::counter!("custodian_audit_batches_total").increment(1);
                 metrics::counter!("custodian_audit_events_total")
                     .increment(u64::try_from(rows.len()).unwrap_or(0));

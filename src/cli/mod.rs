@@ -15,6 +15,7 @@ use crate::db::Db;
 use crate::startup::Application;
 
 pub mod import;
+pub mod quality;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +44,8 @@ pub enum Command {
     Migrate,
     /// Import a data set (see `custodian import --help`).
     Import(import::ImportArgs),
+    /// Data quality: checks, report, quarantine, replay.
+    Quality(quality::QualityCommand),
     /// Audit trail: public key, verify, tail, prune.
     Audit(audit::AuditCommand),
     /// Keys: status, rotate (resumable).
@@ -51,6 +54,13 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Mint a development token (dev HS256 secret only).
     Token(token::TokenArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for `custodian`.
+    Man,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -119,6 +129,22 @@ pub async fn run() -> i32 {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
+    // Setup helpers need no configuration: they work on any machine.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "custodian", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            return Ok(());
+        }
+        _ => {}
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(format) = &cli.log_format {
         config.log.format = if format == "json" {
@@ -127,11 +153,12 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             LogFormat::Human
         };
     }
-    crate::telemetry::init(&config.log);
+    crate::telemetry::init(&config.log)?;
     match cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Demo(args) => serve(config, ServeArgs { demo: true, ..args }).await,
         Command::Import(args) => import::run(config, args).await,
+        Command::Quality(cmd) => quality::run(config, cmd).await,
         Command::Migrate => {
             let db = Db::connect(&config).await?;
             db.migrate().await?;
@@ -145,7 +172,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Keys(cmd) => keys::run(config, cmd).await,
         Command::Policy(cmd) => policy::run(config, cmd).await,
-        Command::Token(args) => token::run(&config, &args),
+        Command::Token(args) => token::run(&config, &args).await,
+        Command::Completions { .. } | Command::Man => Ok(()),
     }
 }
 

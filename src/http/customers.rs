@@ -31,16 +31,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Exact e-mail look-up (through the blind index; the table is never decrypted).
+    /// Exact e-mail look-up (through the blind index; the table is never
+    /// decrypted). With `phone` too: the customers matching both.
+    #[param(max_length = 254)]
     pub email: Option<String>,
     /// Exact phone look-up (blind index).
+    #[param(max_length = 64)]
     pub phone: Option<String>,
     /// Only customers of this country.
     pub country: Option<String>,
     /// Cursor from the previous page's `next_cursor` (opaque; valid only
     /// for the caller and purpose it was issued to).
     pub after: Option<String>,
-    /// Page size (default 100, at most `max_page_size`).
+    /// Page size (default 100; above `max_page_size`, 1000 by default, is 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -74,13 +78,20 @@ async fn list_customers(
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
-        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
+        let limit = validate::page_limit(q.limit, 100, state.config.max_page_size)?;
         let rows = match (&q.email, &q.phone) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "use either email or phone, not both",
-                ))
+            (Some(email), Some(phone)) => {
+                // Both given: the customers matching both.
+                let by_phone: std::collections::HashSet<i64> =
+                    blind_lookup(&state, &mut gate, BlindField::Phone, phone, limit)
+                        .await?
+                        .iter()
+                        .map(|r| r.id)
+                        .collect();
+                let mut rows =
+                    blind_lookup(&state, &mut gate, BlindField::Email, email, limit).await?;
+                rows.retain(|r| by_phone.contains(&r.id));
+                rows
             }
             (Some(email), None) => {
                 blind_lookup(&state, &mut gate, BlindField::Email, email, limit).await?
@@ -203,17 +214,41 @@ pub(crate) async fn read_one(
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
     /// The shop's customer id: 1-64 characters of `A-Za-z0-9._-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub external_id: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){1,3}$",
+        max_length = 254
+    )]
     pub email: Option<String>,
-    /// International format, e.g. `+44 20 7946 0958`.
+    /// International format, e.g. `+442079460958` (spaces, `-`, `(`, `)`
+    /// and `.` between the 6-15 digits are accepted too).
+    #[schema(pattern = r"^\+?[0-9]{6,15}$")]
     pub phone: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 200
+    )]
     pub name: Option<String>,
-    /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub birth_date: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 16
+    )]
     pub postcode: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 100
+    )]
     pub city: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 64
+    )]
     pub country: Option<String>,
-    /// RFC 3339; defaults to now.
+    /// RFC 3339, not in the future; defaults to now.
+    #[schema(format = DateTime, pattern = r"^(19[0-9]{2}|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub signup_at: Option<String>,
 }
 

@@ -77,6 +77,8 @@ impl FromRequestParts<AppState> for Authenticated {
             .authenticate(header, state.clock.now_secs())
         {
             Ok(principal) => {
+                // The access log's principal: the opaque subject id.
+                tracing::Span::current().record("principal", principal.sub.as_str());
                 if !state.limits.allow_principal(&principal.sub) {
                     metrics::counter!("custodian_rate_limited_total", "kind" => "principal")
                         .increment(1);
@@ -170,10 +172,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
-            return Ok(Self(Err(ApiError::bad_request(
-                "unsupported_media_type",
-                "expected Content-Type: application/json",
-            ))));
+            return Ok(Self(Err(ApiError::UnsupportedMediaType)));
         }
         let bytes = match Bytes::from_request(req, state).await {
             Ok(bytes) => bytes,

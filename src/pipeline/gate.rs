@@ -314,14 +314,21 @@ impl<'a> Gate<'a> {
                     ApiError::Forbidden {
                         code: "consent_required",
                         ..
-                    } => Reason::Consent(
-                        self.consent.clone().unwrap_or_else(|| "missing".to_owned()),
-                    ),
+                    } => {
+                        metrics::counter!("custodian_consent_denials_total",
+                            "purpose" => self.caller.purpose.as_str().to_owned())
+                        .increment(1);
+                        Reason::Consent(
+                            self.consent.clone().unwrap_or_else(|| "missing".to_owned()),
+                        )
+                    }
                     ApiError::Forbidden { .. } => policy_reason(),
                     ApiError::BadRequest { code, .. } => Reason::Input((*code).to_owned()),
                     ApiError::Unprocessable(_)
                     | ApiError::Conflict(_)
-                    | ApiError::PayloadTooLarge => Reason::Input(e.code().to_owned()),
+                    | ApiError::PayloadTooLarge
+                    | ApiError::UnsupportedMediaType
+                    | ApiError::MissingReference(_) => Reason::Input(e.code().to_owned()),
                     other => Reason::Outcome(other.code().to_owned()),
                 };
                 if self.hidden_by_consent && matches!(e, ApiError::NotFound) {
