@@ -53,6 +53,32 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
     pub max_page_size: u32,
+    /// Recommendation models (see `crate::recs`).
+    pub recs: crate::recs::RecsConfig,
+    /// Data subject requests (see `dsr`).
+    pub dsr: DsrConfig,
+}
+
+/// Data subject requests: deadlines and how long generated documents live.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsrConfig {
+    /// Days from receipt to the due date (GDPR Art. 12(3): one month).
+    pub deadline_days: u32,
+    /// Days one extension adds (Art. 12(3): two further months).
+    pub extension_days: u32,
+    /// Hours an access document or portability archive stays downloadable.
+    pub document_ttl_hours: u32,
+}
+
+impl Default for DsrConfig {
+    fn default() -> Self {
+        Self {
+            deadline_days: 30,
+            extension_days: 60,
+            document_ttl_hours: 72,
+        }
+    }
 }
 
 /// How policy changes propagate between instances.
@@ -183,11 +209,26 @@ pub struct PrivacyConfig {
     /// suppressed ("fewer than k"); recommendations never serve an item
     /// pair, rule or neighbour resting on fewer.
     pub k: u32,
+    /// Segments and profiles (`privacy`): epsilon one fresh noisy answer
+    /// spends, split over its measures.
+    pub epsilon_per_query: f64,
+    /// Epsilon each (principal, purpose) may spend per window.
+    pub budget_epsilon: f64,
+    /// Length of a budget window; the budget refreshes at its end.
+    pub budget_window_secs: u64,
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        Self { k: 10 }
+        Self {
+            k: 10,
+            // 0.5 per question: a count's noise has scale 2 (95% within
+            // ±6), precise enough for audiences of hundreds, and 20 fresh
+            // questions per week before the budget of 10 is spent.
+            epsilon_per_query: 0.5,
+            budget_epsilon: 10.0,
+            budget_window_secs: 7 * 86_400,
+        }
     }
 }
 
@@ -207,6 +248,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,
+            dsr: DsrConfig::default(),
+            recs: crate::recs::RecsConfig::default(),
         }
     }
 }
@@ -364,6 +407,7 @@ impl Config {
             // k = 1 would release numbers about single customers.
             return err("privacy.k: must be at least 2");
         }
+        self.privacy.validate().map_err(ConfigError)?;
         let url = self.database.url.as_str();
         if !(url.is_empty()
             || url.starts_with("sqlite:")
@@ -400,6 +444,15 @@ impl Config {
         }
         if !(1..=crate::http::validate::PAGE_LIMIT_MAX).contains(&self.max_page_size) {
             return err("max_page_size: must be between 1 and 1000");
+        }
+        if !(1..=3650).contains(&self.dsr.deadline_days) {
+            return err("dsr.deadline_days: must be between 1 and 3650");
+        }
+        if self.dsr.extension_days > 3650 {
+            return err("dsr.extension_days: must be at most 3650");
+        }
+        if !(1..=8760).contains(&self.dsr.document_ttl_hours) {
+            return err("dsr.document_ttl_hours: must be between 1 and 8760");
         }
         if self.mode == Mode::Production
             && (self.auth.dev_hs256_secret.is_some() || self.auth.dev_hs256_secret_file.is_some())

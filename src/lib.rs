@@ -16,7 +16,13 @@
 //! - [`pipeline`] holds one module per stage, the [`pipeline::gate`] that
 //!   walks an operation through them, and the release step for aggregates;
 //! - [`audit`] is the trail: events, actions, writer, store, verification;
+//! - [`dsr`] answers data subject requests (access, portability,
+//!   rectification, erasure by crypto-shredding) on top of `audit`,
+//!   `crypto` and `db`;
+//! - [`analytics`] computes segments and profiles in the database, and
+//!   [`privacy`] decides what of them may leave (k, noise, budget);
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
+//! - [`recs`] owns the recommendation models, their build, serving and eval;
 //! - [`config`], [`error`], [`telemetry`], [`clock`], [`secret`] are the
 //!   plumbing.
 #![forbid(unsafe_code)]
@@ -30,6 +36,7 @@
     )
 )]
 
+pub mod analytics;
 pub mod audit;
 pub mod catalog;
 pub mod cli;
@@ -39,10 +46,13 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod dsr;
 pub mod error;
 pub mod http;
 pub mod import;
 pub mod pipeline;
+pub mod privacy;
+pub mod recs;
 pub mod secret;
 pub mod startup;
 pub mod state;

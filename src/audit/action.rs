@@ -73,7 +73,15 @@ actions! {
     ConsentGrant = "consent.grant" => ("consent", "grant");
     SegmentRead = "segment.read" => ("segment", "read");
     SegmentWrite = "segment.write" => ("segment", "write");
+    SegmentReadMembers = "segment.read_members" => ("segment", "read_members");
+    ProfileRead = "profile.read" => ("profile", "read");
+    PrivacyBudgetRead = "privacy_budget.read" => ("privacy_budget", "read");
+    PrivacyBudgetReadAll = "privacy_budget.read_all" => ("privacy_budget", "read_all");
     RecommendationRead = "recommendation.read" => ("recommendation", "read");
+    /// Rebuilding the recommendation models on demand.
+    RecsRebuild = "recs.rebuild" => ("recs", "rebuild");
+    /// A scheduled rebuild of the recommendation models (system).
+    RecsBuild = "recs.build";
     PseudonymResolve = "pseudonym.resolve" => ("pseudonym", "resolve");
     PolicyRead = "policy.read" => ("policy", "read");
     PolicyChange = "policy.change" => ("policy", "write");
@@ -85,9 +93,21 @@ actions! {
     AuditVerify = "audit.verify" => ("audit", "verify");
     /// Retention pruning (operator command).
     AuditPrune = "audit.prune";
+    /// Data subject requests (src/dsr): reading requests, steps, certificates.
+    DsrRead = "dsr.read" => ("dsr", "read");
+    DsrOpen = "dsr.open" => ("dsr", "open");
+    /// Extending or refusing a request.
+    DsrManage = "dsr.manage" => ("dsr", "manage");
+    /// Generating an access document or portability archive.
     DsrExport = "dsr.export" => ("dsr", "export");
+    DsrDownload = "dsr.download" => ("dsr", "download");
     DsrErase = "dsr.erase" => ("dsr", "erase");
     DsrRectify = "dsr.rectify" => ("dsr", "rectify");
+    /// Setting or lifting a legal hold.
+    DsrHold = "dsr.hold" => ("dsr", "hold");
+    /// One step of a data subject request (which one: the event's
+    /// subject-rights block), also when the gateway itself runs it.
+    DsrStep = "dsr.step";
     /// A bulk import run (operator command).
     Import = "import";
     /// The data quality report (`GET /v1/quality`).

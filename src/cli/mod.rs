@@ -2,8 +2,10 @@
 //! subcommand loads the same layered configuration as the server.
 
 pub mod audit;
+pub mod dsr;
 pub mod keys;
 pub mod policy;
+pub mod recs;
 pub mod token;
 
 use anyhow::Context;
@@ -61,6 +63,10 @@ pub enum Command {
     },
     /// Print the man page (roff) for `custodian`.
     Man,
+    /// Data subject requests: verify an erasure certificate, list due requests.
+    Dsr(dsr::DsrCommand),
+    /// Recommendations: build the models, evaluate them offline.
+    Recs(recs::RecsCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -174,6 +180,8 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => policy::run(config, cmd).await,
         Command::Token(args) => token::run(&config, &args).await,
         Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Dsr(cmd) => dsr::run(config, cmd).await,
+        Command::Recs(cmd) => recs::run(config, cmd).await,
     }
 }
 

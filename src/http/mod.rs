@@ -7,6 +7,7 @@ pub mod bench;
 pub mod consents;
 pub mod customers;
 pub mod docs;
+pub mod dsr;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -14,8 +15,12 @@ pub mod middleware;
 pub mod openapi;
 pub mod orders;
 pub mod policies;
+pub mod privacy;
+pub mod profiles;
 pub mod pseudonyms;
 pub mod quality;
+pub mod recommendations;
+pub mod segments;
 pub mod serve;
 pub mod validate;
 
@@ -48,6 +53,11 @@ use crate::state::AppState;
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
         (name = "quality", description = "Data quality report and quarantine"),
+        (name = "dsr", description = "Data subject requests: access, portability, rectification, erasure"),
+        (name = "segments", description = "Audience segments on the governed view: sizes and distributions under k threshold, noise and a privacy budget"),
+        (name = "profiles", description = "Customer profiles (clusters), released as aggregates only"),
+        (name = "privacy", description = "Privacy budgets of analytics"),
+        (name = "recommendations", description = "Personalized top-N, frequently bought together, popularity"),
     )
 )]
 struct ApiDoc;
@@ -151,4 +161,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(pseudonyms::router())
         .merge(policies::router())
         .merge(quality::router())
+        .merge(dsr::router())
+        .merge(segments::router())
+        .merge(profiles::router())
+        .merge(privacy::router())
+        .merge(recommendations::router())
 }
