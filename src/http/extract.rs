@@ -446,12 +446,15 @@ mod tests {
             "{",
             "{\"granted\": tru}",
             "{\"granted\": true} trailing",
-            &"[".repeat(200),
             "\u{0}",
         ] {
             let e = parse_json::<Body>(body.as_bytes()).unwrap_err();
             assert_eq!(e.code(), "malformed_json", "{body}");
         }
+        // Nesting deeper than serde_json's limit (128) where a value may nest.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let e = parse_json::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert_eq!(e.code(), "malformed_json");
         let invalid_utf8 = b"{\"granted\": \"\xff\"}";
         assert_eq!(
             parse_json::<Body>(invalid_utf8).unwrap_err().code(),

@@ -251,7 +251,12 @@ pub fn decodes_cleanly(raw: &str) -> bool {
 /// an unbounded stream through the server either. Refusals happen before
 /// authentication, so they are counted in metrics, not audited (an anonymous
 /// flood must not be able to fill the trail).
-pub async fn body_limit(max: usize, req: Request, next: Next) -> Response {
+pub async fn body_limit(
+    max: usize,
+    timeout: std::time::Duration,
+    req: Request,
+    next: Next,
+) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -268,7 +273,21 @@ pub async fn body_limit(max: usize, req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, max).await {
+    // This runs outside the request timeout layer: a body trickled in
+    // slowly gets the same time budget here, not an unbounded wait.
+    let Ok(read) = tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await else {
+        metrics::counter!("custodian_bodies_refused_total", "status" => "408").increment(1);
+        let mut response = error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request body took too long to arrive",
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    };
+    match read {
         Ok(bytes) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await

@@ -139,7 +139,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
         .layer(axum::middleware::from_fn(move |req, next| {
-            middleware::body_limit(max_body, req, next)
+            middleware::body_limit(max_body, timeout, req, next)
         }))
         .layer(axum::middleware::from_fn(middleware::request_target))
         .layer(axum::middleware::from_fn(middleware::security_headers))

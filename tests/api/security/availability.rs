@@ -130,3 +130,20 @@ both_backends!(
         assert_eq!(read().await.unwrap().status(), 200);
     }
 );
+
+both_backends!(
+    a_trickled_body_gets_the_request_timeout,
+    config: |c: &mut custodian::config::Config| c.server.request_timeout_ms = 600,
+    async |app: TestApp| {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(raw_status(&answer), 408, "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+);
