@@ -515,14 +515,25 @@ impl Task {
     }
 
     /// After a failed batch, with no traffic to retry it: whether the trail
-    /// can take a write again (a no-op update takes the same lock an insert
-    /// needs, under the same timeouts). Without it an unready instance
-    /// would get no traffic and so never become ready again.
+    /// can take a write again. The probe inserts a block row exactly as a
+    /// batch would (same lock, same triggers and constraints, same
+    /// timeouts) and rolls it back, so it succeeds only when a real batch
+    /// would. Without it an unready instance would get no traffic and so
+    /// never become ready again.
     async fn probe(&mut self) {
-        let ok = sqlx::query("UPDATE audit_blocks SET instance = instance WHERE 1 = 0")
-            .execute(&self.store.pool)
-            .await
-            .is_ok();
+        let attempt = async {
+            let mut tx = self.store.pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO audit_blocks (instance, first_seq, last_seq, at, customers, events) \
+                 VALUES ($1, 1, 1, 0, '[]', $2)",
+            )
+            .bind(format!("{}#probe", self.options.instance))
+            .bind(Vec::<u8>::new())
+            .execute(&mut *tx)
+            .await?;
+            tx.rollback().await
+        };
+        let ok = attempt.await.is_ok();
         if ok && !self.shared.healthy.swap(true, Ordering::AcqRel) {
             tracing::info!(
                 instance = self.options.instance,

@@ -261,8 +261,11 @@ fn path_of<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
 }
 
 fn json_error(path: &str, inner: &serde_json::Error) -> ApiError {
+    // Nesting past the parser's depth limit is a malformed body, whatever
+    // category the path tracker reports it under.
+    let too_deep = inner.to_string().starts_with("recursion limit exceeded");
     match inner.classify() {
-        serde_json::error::Category::Data => ApiError::unprocessable(format!(
+        serde_json::error::Category::Data if !too_deep => ApiError::unprocessable(format!(
             "invalid body: {}{}",
             if path == "." {
                 String::new()
