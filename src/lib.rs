@@ -16,6 +16,9 @@
 //! - [`pipeline`] holds one module per stage, the [`pipeline::gate`] that
 //!   walks an operation through them, and the release step for aggregates;
 //! - [`audit`] is the trail: events, actions, writer, store, verification;
+//! - [`dsr`] answers data subject requests (access, portability,
+//!   rectification, erasure by crypto-shredding) on top of `audit`,
+//!   `crypto` and `db`;
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
 //! - [`recs`] owns the recommendation models, their build, serving and eval;
 //! - [`config`], [`error`], [`telemetry`], [`clock`], [`secret`] are the
@@ -40,6 +43,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod dsr;
 pub mod error;
 pub mod http;
 pub mod import;

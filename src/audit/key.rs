@@ -154,6 +154,29 @@ impl Signer {
     }
 }
 
+/// Domain tag of export manifest signatures (never a checkpoint's).
+const MANIFEST_TAG: &[u8] = b"custodian.audit.manifest.v1";
+
+impl Signer {
+    /// Signs an export manifest's canonical bytes (see `export::Manifest`).
+    pub fn sign_manifest(&self, body: &[u8]) -> Vec<u8> {
+        let mut msg = MANIFEST_TAG.to_vec();
+        msg.extend_from_slice(body);
+        self.pair.sign(&msg).as_ref().to_vec()
+    }
+}
+
+impl PublicKey {
+    /// Whether `signature` is this key's signature of a manifest `body`.
+    pub fn verify_manifest(&self, body: &[u8], signature: &[u8]) -> bool {
+        let mut msg = MANIFEST_TAG.to_vec();
+        msg.extend_from_slice(body);
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(&msg, signature)
+            .is_ok()
+    }
+}
+
 /// Where development mode keeps its generated key.
 pub fn dev_key_path(config: &Config) -> PathBuf {
     config.data_dir.join("audit-signing.pk8")
@@ -234,6 +257,26 @@ fn pem_or_der(bytes: &[u8], label: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         .decode(body.as_bytes())
         .map(Zeroizing::new)
         .map_err(|_| anyhow::anyhow!("bad base64 in the {label} block"))
+}
+
+// --- other signed statements (erasure certificates, src/dsr/certificate.rs) ---
+
+impl Signer {
+    /// Signs an arbitrary message. The caller puts its own domain-separation
+    /// tag first, so a signature made for one kind of statement can never
+    /// pass as another (checkpoints use theirs, see [`checkpoint_message`]).
+    pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+}
+
+impl PublicKey {
+    /// Verifies a signature made by [`Signer::sign_message`].
+    pub fn verify_message(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(message, signature)
+            .is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -247,13 +247,19 @@ fn plaintext<F: FnOnce() -> Result<DataKey, CryptoError>>(
                 field: &spec.name,
                 record_id: record.record_id,
             };
+            // Every ciphertext that does not open at its place is one kind
+            // of failure, whichever byte was changed: a flipped format byte
+            // is as much tampering as a flipped tag bit, and must be refused
+            // and audited the same way (`integrity_failure`).
             let bytes = cipher.get()?.decrypt(place, ct).map_err(|e| match e {
-                CryptoError::Integrity => SanitizeError::Integrity {
+                CryptoError::Rng => SanitizeError::Crypto {
                     field: spec.name.clone(),
+                    source: e,
                 },
-                source => SanitizeError::Crypto {
+                CryptoError::Integrity
+                | CryptoError::UnsupportedFormat(_)
+                | CryptoError::UnknownKeyVersion(_) => SanitizeError::Integrity {
                     field: spec.name.clone(),
-                    source,
                 },
             })?;
             // `bytes` is zeroized on drop; validate without copying first.
@@ -291,13 +297,14 @@ fn pseudonym(
 }
 
 /// The stored form of a customer row, field by field, as the sanitizer
-/// expects it. A customer whose data key was erased keeps no readable
-/// personal field: its ciphertexts are presented as absent.
+/// expects it. Erasure empties the ciphertext columns along with the data
+/// key; a ciphertext found without its key (a row restored from a backup
+/// after the erasure) is presented as what it is, so reading it fails the
+/// integrity check instead of passing as an empty field.
 pub fn customer_fields(row: &crate::db::customers::StoredCustomer) -> Vec<StoredField> {
-    let shredded = row.wrapped_dek.is_none();
     let enc = |v: &Option<Vec<u8>>| match v {
-        Some(ct) if !shredded => StoredValue::Encrypted(ct.clone()),
-        _ => StoredValue::Null,
+        Some(ct) => StoredValue::Encrypted(ct.clone()),
+        None => StoredValue::Null,
     };
     let plain = |v: &Option<String>| match v {
         Some(s) => StoredValue::Plain(s.clone()),
@@ -582,13 +589,8 @@ mod tests {
             dek,
         )
         .unwrap_err();
-        assert!(matches!(
-            err,
-            SanitizeError::Crypto {
-                source: CryptoError::UnsupportedFormat(b'g'),
-                ..
-            }
-        ));
+        // An unknown format byte is an integrity failure like any other.
+        assert!(matches!(err, SanitizeError::Integrity { ref field } if field == "email"));
     }
 
     #[test]
