@@ -114,6 +114,7 @@ impl Application {
             recs: Default::default(),
             event_schema,
             dsr,
+            analytics: Default::default(),
         });
         spawn_key_upkeep(state.downgrade());
         crate::recs::job::spawn_schedule(state.downgrade());

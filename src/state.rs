@@ -38,6 +38,8 @@ pub struct Inner {
     pub event_schema: crate::import::event_schema::EventSchema,
     /// Data subject rights: certificate signer, erasure hooks.
     pub dsr: crate::dsr::SharedDsr,
+    /// Feature-table refreshes (one at a time per instance).
+    pub analytics: crate::analytics::Analytics,
 }
 
 impl std::ops::Deref for AppState {

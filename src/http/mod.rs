@@ -15,9 +15,12 @@ pub mod middleware;
 pub mod openapi;
 pub mod orders;
 pub mod policies;
+pub mod privacy;
+pub mod profiles;
 pub mod pseudonyms;
 pub mod quality;
 pub mod recommendations;
+pub mod segments;
 pub mod serve;
 pub mod validate;
 
@@ -52,6 +55,9 @@ use crate::state::AppState;
         (name = "recommendations", description = "Personalized top-N, frequently bought together, popularity"),
         (name = "quality", description = "Data quality report and quarantine"),
         (name = "dsr", description = "Data subject requests: access, portability, rectification, erasure"),
+        (name = "segments", description = "Audience segments on the governed view: sizes and distributions under k threshold, noise and a privacy budget"),
+        (name = "profiles", description = "Customer profiles (clusters), released as aggregates only"),
+        (name = "privacy", description = "Privacy budgets of analytics"),
     )
 )]
 struct ApiDoc;
@@ -157,4 +163,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(recommendations::router())
         .merge(quality::router())
         .merge(dsr::router())
+        .merge(segments::router())
+        .merge(profiles::router())
+        .merge(privacy::router())
 }

@@ -23,3 +23,4 @@ mod policy;
 mod quality;
 mod recs;
 mod security;
+mod segments;
