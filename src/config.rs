@@ -248,8 +248,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,
-            recs: crate::recs::RecsConfig::default(),
             dsr: DsrConfig::default(),
+            recs: crate::recs::RecsConfig::default(),
         }
     }
 }

@@ -111,10 +111,10 @@ impl Application {
             catalog,
             vault,
             limits,
-            recs: Default::default(),
             event_schema,
             dsr,
             analytics: Default::default(),
+            recs: Default::default(),
         });
         spawn_key_upkeep(state.downgrade());
         crate::recs::job::spawn_schedule(state.downgrade());

@@ -32,14 +32,14 @@ pub struct Inner {
     pub catalog: FieldCatalog,
     pub vault: Vault,
     pub limits: RateLimits,
-    /// The recommendation models in force (swapped atomically on rebuild).
-    pub recs: crate::recs::job::Shared,
     /// The declared event schema `POST /v1/events` validates against.
     pub event_schema: crate::import::event_schema::EventSchema,
     /// Data subject rights: certificate signer, erasure hooks.
     pub dsr: crate::dsr::SharedDsr,
     /// Feature-table refreshes (one at a time per instance).
     pub analytics: crate::analytics::Analytics,
+    /// The recommendation models in force (swapped atomically on rebuild).
+    pub recs: crate::recs::job::Shared,
 }
 
 impl std::ops::Deref for AppState {

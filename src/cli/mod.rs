@@ -56,8 +56,6 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Mint a development token (dev HS256 secret only).
     Token(token::TokenArgs),
-    /// Recommendations: build the models, evaluate them offline.
-    Recs(recs::RecsCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -67,6 +65,8 @@ pub enum Command {
     Man,
     /// Data subject requests: verify an erasure certificate, list due requests.
     Dsr(dsr::DsrCommand),
+    /// Recommendations: build the models, evaluate them offline.
+    Recs(recs::RecsCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -178,10 +178,10 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(config, cmd).await,
         Command::Keys(cmd) => keys::run(config, cmd).await,
         Command::Policy(cmd) => policy::run(config, cmd).await,
-        Command::Recs(cmd) => recs::run(config, cmd).await,
         Command::Token(args) => token::run(&config, &args).await,
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Dsr(cmd) => dsr::run(config, cmd).await,
+        Command::Recs(cmd) => recs::run(config, cmd).await,
     }
 }
 

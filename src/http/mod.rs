@@ -52,12 +52,12 @@ use crate::state::AppState;
         (name = "customers", description = "Governed customer reads and writes"),
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
-        (name = "recommendations", description = "Personalized top-N, frequently bought together, popularity"),
         (name = "quality", description = "Data quality report and quarantine"),
         (name = "dsr", description = "Data subject requests: access, portability, rectification, erasure"),
         (name = "segments", description = "Audience segments on the governed view: sizes and distributions under k threshold, noise and a privacy budget"),
         (name = "profiles", description = "Customer profiles (clusters), released as aggregates only"),
         (name = "privacy", description = "Privacy budgets of analytics"),
+        (name = "recommendations", description = "Personalized top-N, frequently bought together, popularity"),
     )
 )]
 struct ApiDoc;
@@ -160,10 +160,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(pseudonyms::router())
         .merge(policies::router())
-        .merge(recommendations::router())
         .merge(quality::router())
         .merge(dsr::router())
         .merge(segments::router())
         .merge(profiles::router())
         .merge(privacy::router())
+        .merge(recommendations::router())
 }
