@@ -118,6 +118,12 @@ impl Application {
         });
         spawn_key_upkeep(state.downgrade());
         crate::recs::job::spawn_schedule(state.downgrade());
+        state
+            .dsr
+            .hooks
+            .register(Arc::new(crate::recs::subject::RecsSubjectHook(Arc::clone(
+                &state.recs,
+            ))));
         let weak = state.downgrade();
         tokio::spawn(async move {
             // Keeps rate-limiter memory bounded by forgetting idle callers.

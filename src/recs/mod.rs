@@ -8,7 +8,8 @@
 //! - [`model`]: the served bundle and the scoring of every answer;
 //! - [`build`]: loading the store (consenting, non-erased customers only);
 //! - [`serve`]: the in-memory model, swapped atomically on rebuild;
-//! - [`eval`]: the hold-out-last-invoice protocol on the Online Retail CSV.
+//! - [`eval`]: the hold-out-last-invoice protocol on the Online Retail CSV;
+//! - [`subject`]: access and erasure hooks for data subject requests.
 //!
 //! The k rule holds at build time: no item, pair, rule or neighbour that
 //! fewer than `k` distinct customers support ever enters a served model.
@@ -27,6 +28,7 @@ pub mod model;
 pub mod rules;
 pub mod serve;
 pub mod sparse;
+pub mod subject;
 
 use serde::{Deserialize, Serialize};
 

@@ -75,6 +75,14 @@ impl Snapshot {
         self.customers.get(i).map(|(id, p)| (*id, p))
     }
 
+    /// A customer's lists by internal id (linear: for rare DSR look-ups).
+    pub fn customer_by_id(&self, id: i64) -> Option<&CustomerLists> {
+        self.customers
+            .iter()
+            .find(|(c, _)| *c == id)
+            .map(|(_, l)| l)
+    }
+
     pub fn contains_customer(&self, id: i64) -> bool {
         self.customers.iter().any(|(c, _)| *c == id)
     }
