@@ -33,10 +33,17 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// 404: a body names a resource that does not exist (the message names
+    /// the field, never the value).
+    #[error("{0}")]
+    MissingReference(Cow<'static, str>),
     #[error("{0}")]
     Conflict(Cow<'static, str>),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 415: a body without `Content-Type: application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
     /// 422: the body parsed but its content is invalid.
     #[error("{0}")]
     Unprocessable(Cow<'static, str>),
@@ -64,6 +71,11 @@ pub enum ApiError {
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
+
+/// The machine code of an error response, kept on the response for the
+/// layers that count requests by deny reason.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -104,9 +116,10 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::MissingReference(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited | Self::PrivacyBudgetExhausted { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -120,9 +133,10 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } | Self::Forbidden { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::MissingReference(_) => "not_found",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unprocessable(_) => "invalid_input",
             Self::RateLimited => "rate_limited",
             Self::PrivacyBudgetExhausted { .. } => "privacy_budget_exhausted",
@@ -169,16 +183,7 @@ impl IntoResponse for ApiError {
             // `{:#}` prints the whole cause chain on one line.
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        match &self {
-            // Rate limits say when to come back.
-            Self::RateLimited => {
-                let mut r = error_response(self.status(), self.code(), &self.public_message());
-                r.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    axum::http::HeaderValue::from_static("1"),
-                );
-                r
-            }
+        let mut response = match &self {
             // The budget error also says what is left and when it refreshes.
             Self::PrivacyBudgetExhausted {
                 remaining_epsilon,
@@ -198,7 +203,17 @@ impl IntoResponse for ApiError {
                 r
             }
             _ => error_response(self.status(), self.code(), &self.public_message()),
+        };
+        // For the request metrics' deny reason class (see http::middleware).
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        if let Self::RateLimited = self {
+            // The limiter refills at least one request per second.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
         }
+        response
     }
 }
 

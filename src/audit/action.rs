@@ -94,6 +94,10 @@ actions! {
     DsrRectify = "dsr.rectify" => ("dsr", "rectify");
     /// A bulk import run (operator command).
     Import = "import";
+    /// The data quality report (`GET /v1/quality`).
+    QualityRead = "quality.read" => ("quality", "read");
+    /// The quarantine list (reasons only) or, from the CLI, its rows.
+    QuarantineRead = "quarantine.read" => ("quarantine", "read");
 }
 
 impl Action {
