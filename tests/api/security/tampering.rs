@@ -35,6 +35,7 @@ both_backends!(
         let original = email_ct(&app, "T-1").await;
         let last = original.len() - 1;
         // (what was changed, the edit)
+        #[allow(clippy::type_complexity)]
         let edits: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
             ("format byte", Box::new(|b: &mut Vec<u8>| b[0] ^= 0x01)),
             ("format byte zero", Box::new(|b: &mut Vec<u8>| b[0] = 0)),
