@@ -53,6 +53,30 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
     pub max_page_size: u32,
+    /// Data subject requests (see `dsr`).
+    pub dsr: DsrConfig,
+}
+
+/// Data subject requests: deadlines and how long generated documents live.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsrConfig {
+    /// Days from receipt to the due date (GDPR Art. 12(3): one month).
+    pub deadline_days: u32,
+    /// Days one extension adds (Art. 12(3): two further months).
+    pub extension_days: u32,
+    /// Hours an access document or portability archive stays downloadable.
+    pub document_ttl_hours: u32,
+}
+
+impl Default for DsrConfig {
+    fn default() -> Self {
+        Self {
+            deadline_days: 30,
+            extension_days: 60,
+            document_ttl_hours: 72,
+        }
+    }
 }
 
 /// How policy changes propagate between instances.
@@ -222,6 +246,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,
+            dsr: DsrConfig::default(),
         }
     }
 }
@@ -416,6 +441,15 @@ impl Config {
         }
         if !(1..=crate::http::validate::PAGE_LIMIT_MAX).contains(&self.max_page_size) {
             return err("max_page_size: must be between 1 and 1000");
+        }
+        if !(1..=3650).contains(&self.dsr.deadline_days) {
+            return err("dsr.deadline_days: must be between 1 and 3650");
+        }
+        if self.dsr.extension_days > 3650 {
+            return err("dsr.extension_days: must be at most 3650");
+        }
+        if !(1..=8760).contains(&self.dsr.document_ttl_hours) {
+            return err("dsr.document_ttl_hours: must be between 1 and 8760");
         }
         if self.mode == Mode::Production
             && (self.auth.dev_hs256_secret.is_some() || self.auth.dev_hs256_secret_file.is_some())

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// the field, never the value).
     #[error("{0}")]
     MissingReference(Cow<'static, str>),
+    /// 410: the customer was erased (data subject rights, `dsr::erasure`).
+    #[error("the customer was erased")]
+    Gone,
     #[error("{0}")]
     Conflict(Cow<'static, str>),
     #[error("request body too large")]
@@ -117,6 +120,7 @@ impl ApiError {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound | Self::MissingReference(_) => StatusCode::NOT_FOUND,
+            Self::Gone => StatusCode::GONE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -134,6 +138,7 @@ impl ApiError {
             Self::BadRequest { code, .. } | Self::Forbidden { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
             Self::NotFound | Self::MissingReference(_) => "not_found",
+            Self::Gone => "erased",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

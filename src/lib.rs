@@ -16,6 +16,9 @@
 //! - [`pipeline`] holds one module per stage, the [`pipeline::gate`] that
 //!   walks an operation through them, and the release step for aggregates;
 //! - [`audit`] is the trail: events, actions, writer, store, verification;
+//! - [`dsr`] answers data subject requests (access, portability,
+//!   rectification, erasure by crypto-shredding) on top of `audit`,
+//!   `crypto` and `db`;
 //! - [`analytics`] computes segments and profiles in the database, and
 //!   [`privacy`] decides what of them may leave (k, noise, budget);
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
@@ -42,6 +45,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod domain;
+pub mod dsr;
 pub mod error;
 pub mod http;
 pub mod import;

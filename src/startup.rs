@@ -98,6 +98,7 @@ impl Application {
             config.server.rate_limit_burst,
         );
         let event_schema = crate::import::event_schema::EventSchema::load(&config.policy_dir)?;
+        let dsr = Arc::new(crate::dsr::Dsr::new(Signer::from_config(&config)?));
         let state = AppState::new(Inner {
             config,
             db,
@@ -111,6 +112,7 @@ impl Application {
             vault,
             limits,
             event_schema,
+            dsr,
             analytics: Default::default(),
         });
         spawn_key_upkeep(state.downgrade());
@@ -125,6 +127,7 @@ impl Application {
                 }
             }
         });
+        start_dsr(&state).await?;
         Ok(Self {
             listener,
             addr,
@@ -186,6 +189,35 @@ pub fn check_policy_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Data subject rights at start: temporary documents of a crashed run are
+/// deleted, unfinished erasures completed (before anything is served),
+/// and expired documents swept now and every minute.
+async fn start_dsr(state: &AppState) -> anyhow::Result<()> {
+    crate::dsr::export::clean_temp_dir(&crate::dsr::export::temp_dir(state));
+    crate::dsr::erasure::resume_all(state)
+        .await
+        .context("data subject rights: cannot resume interrupted erasures")?;
+    let weak = state.downgrade();
+    tokio::spawn(async move {
+        loop {
+            match weak.upgrade() {
+                Some(state) => {
+                    let now = state.clock.now_micros();
+                    if let Err(e) = crate::dsr::documents::delete_expired(&state.db, now).await {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "sweeping expired DSR documents failed"
+                        );
+                    }
+                }
+                None => return,
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    });
     Ok(())
 }
 

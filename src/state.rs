@@ -34,6 +34,8 @@ pub struct Inner {
     pub limits: RateLimits,
     /// The declared event schema `POST /v1/events` validates against.
     pub event_schema: crate::import::event_schema::EventSchema,
+    /// Data subject rights: certificate signer, erasure hooks.
+    pub dsr: crate::dsr::SharedDsr,
     /// Feature-table refreshes (one at a time per instance).
     pub analytics: crate::analytics::Analytics,
 }

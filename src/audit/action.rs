@@ -89,9 +89,21 @@ actions! {
     AuditVerify = "audit.verify" => ("audit", "verify");
     /// Retention pruning (operator command).
     AuditPrune = "audit.prune";
+    /// Data subject requests (src/dsr): reading requests, steps, certificates.
+    DsrRead = "dsr.read" => ("dsr", "read");
+    DsrOpen = "dsr.open" => ("dsr", "open");
+    /// Extending or refusing a request.
+    DsrManage = "dsr.manage" => ("dsr", "manage");
+    /// Generating an access document or portability archive.
     DsrExport = "dsr.export" => ("dsr", "export");
+    DsrDownload = "dsr.download" => ("dsr", "download");
     DsrErase = "dsr.erase" => ("dsr", "erase");
     DsrRectify = "dsr.rectify" => ("dsr", "rectify");
+    /// Setting or lifting a legal hold.
+    DsrHold = "dsr.hold" => ("dsr", "hold");
+    /// One step of a data subject request (which one: the event's
+    /// subject-rights block), also when the gateway itself runs it.
+    DsrStep = "dsr.step";
     /// A bulk import run (operator command).
     Import = "import";
     /// The data quality report (`GET /v1/quality`).

@@ -259,6 +259,26 @@ fn pem_or_der(bytes: &[u8], label: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         .map_err(|_| anyhow::anyhow!("bad base64 in the {label} block"))
 }
 
+// --- other signed statements (erasure certificates, src/dsr/certificate.rs) ---
+
+impl Signer {
+    /// Signs an arbitrary message. The caller puts its own domain-separation
+    /// tag first, so a signature made for one kind of statement can never
+    /// pass as another (checkpoints use theirs, see [`checkpoint_message`]).
+    pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+}
+
+impl PublicKey {
+    /// Verifies a signature made by [`Signer::sign_message`].
+    pub fn verify_message(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(message, signature)
+            .is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

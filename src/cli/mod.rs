@@ -2,6 +2,7 @@
 //! subcommand loads the same layered configuration as the server.
 
 pub mod audit;
+pub mod dsr;
 pub mod keys;
 pub mod policy;
 pub mod token;
@@ -61,6 +62,8 @@ pub enum Command {
     },
     /// Print the man page (roff) for `custodian`.
     Man,
+    /// Data subject requests: verify an erasure certificate, list due requests.
+    Dsr(dsr::DsrCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -174,6 +177,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => policy::run(config, cmd).await,
         Command::Token(args) => token::run(&config, &args).await,
         Command::Completions { .. } | Command::Man => Ok(()),
+        Command::Dsr(cmd) => dsr::run(config, cmd).await,
     }
 }
 

@@ -219,6 +219,19 @@ impl Vault {
 }
 
 impl ProfileSealer for Vault {
+    fn suppression_keys(
+        &self,
+        external_id: &str,
+        profile: &Profile,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        crate::dsr::suppression::keys(
+            self,
+            Some(external_id),
+            profile.email.as_deref(),
+            profile.phone.as_deref(),
+        )
+    }
+
     fn seal(&self, customer_id: i64, profile: &Profile) -> anyhow::Result<SealedProfile> {
         let ring = self.keyring.load();
         let dek = ring.generate_dek()?;
@@ -311,4 +324,24 @@ async fn insert_version(
         .await?;
     tx.commit().await.context("recording key version")?;
     Ok(())
+}
+
+// --- data subject rights (src/dsr) -------------------------------------------
+
+impl Vault {
+    /// A keyed digest of a customer's external id, kept after erasure (the
+    /// id itself is replaced by a tombstone) so that the old id answers
+    /// 410 and a new request for it is refused, without storing the id.
+    /// `HMAC-SHA256(HKDF(master, "custodian erased subject v1"), external_id)`.
+    pub fn subject_digest(&self, external_id: &str) -> [u8; 32] {
+        let key = self
+            .master
+            .prk()
+            .expand32(&[b"custodian erased subject v1"]);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_slice());
+        let tag = ring::hmac::sign(&key, external_id.as_bytes());
+        let mut out = [0u8; 32];
+        out.iter_mut().zip(tag.as_ref()).for_each(|(d, s)| *d = *s);
+        out
+    }
 }

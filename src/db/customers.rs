@@ -54,6 +54,17 @@ pub struct SealedProfile {
 /// the customer id is part of every ciphertext's associated data.
 pub trait ProfileSealer: Send + Sync {
     fn seal(&self, customer_id: i64, profile: &Profile) -> anyhow::Result<SealedProfile>;
+
+    /// The keys under which an erased person is on the suppression list
+    /// (`dsr::suppression::keys`): field name and keyed digest. Bulk
+    /// writers refuse a customer matching any of them. Default: none.
+    fn suppression_keys(
+        &self,
+        _external_id: &str,
+        _profile: &Profile,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        Vec::new()
+    }
 }
 
 /// Inserts customers that do not exist yet (by external id) and seals their
@@ -209,7 +220,8 @@ pub async fn list_page(
     let rows = match country {
         Some(country) => {
             sqlx::query(&format!(
-                "{SELECT_STORED} WHERE c.id > $1 AND c.country = $2 ORDER BY c.id LIMIT $3"
+                "{SELECT_STORED} WHERE c.id > $1 AND c.country = $2 AND c.erased_at IS NULL \
+                 ORDER BY c.id LIMIT $3"
             ))
             .bind(after_id)
             .bind(country)
@@ -219,7 +231,7 @@ pub async fn list_page(
         }
         None => {
             sqlx::query(&format!(
-                "{SELECT_STORED} WHERE c.id > $1 ORDER BY c.id LIMIT $2"
+                "{SELECT_STORED} WHERE c.id > $1 AND c.erased_at IS NULL ORDER BY c.id LIMIT $2"
             ))
             .bind(after_id)
             .bind(limit)

@@ -179,7 +179,8 @@ async fn blind_lookup(
     params(("id" = String, Path, description = "The shop's customer id (external id)"),
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
-    responses((status = 200, body = Object), (status = 401), (status = 403), (status = 404), (status = 503)))]
+    responses((status = 200, body = Object), (status = 401), (status = 403), (status = 404),
+               (status = 410, description = "the customer was erased"), (status = 503)))]
 async fn get_customer(
     State(state): State<AppState>,
     caller: Caller,
@@ -199,10 +200,17 @@ pub(crate) async fn read_one(
     id: &str,
 ) -> Result<Map<String, Value>, ApiError> {
     gate.authorize()?;
-    let row = customers::get_by_external_id(&state.db, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let Some(row) = customers::get_by_external_id(&state.db, id).await? else {
+        // An erased customer's old id answers 410 (data subject rights).
+        if crate::dsr::erasure::is_erased_subject(state, id).await? {
+            return Err(ApiError::Gone);
+        }
+        return Err(ApiError::NotFound);
+    };
     gate.touch([row.id]);
+    if row.erased_at.is_some() {
+        return Err(ApiError::Gone);
+    }
     gate.require_consent(row.id).await?;
     let mut page =
         crate::pipeline::sanitize::customer_rows(gate, std::slice::from_ref(&row)).await?;
@@ -262,7 +270,8 @@ pub struct Created {
     request_body = CreateCustomer,
     params(("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
-    responses((status = 201, body = Created), (status = 401), (status = 403), (status = 409),
+    responses((status = 201, body = Created), (status = 401), (status = 403),
+               (status = 409, description = "the external id exists, or the person was erased (suppression list)"),
                (status = 413), (status = 422), (status = 503)))]
 async fn create_customer(
     State(state): State<AppState>,
@@ -308,6 +317,24 @@ async fn create_customer(
             external_id: c.external_id,
             signup_at,
         };
+        // The same person erased earlier does not come back silently: the
+        // suppression list refuses (and counts) their id, e-mail and phone.
+        if crate::dsr::suppression::is_suppressed(
+            &state.db,
+            &state.vault,
+            Some(&new.external_id),
+            new.profile.email.as_deref(),
+            new.profile.phone.as_deref(),
+            now,
+        )
+        .await
+        .map_err(ApiError::Internal)?
+        {
+            return Err(ApiError::Conflict(
+                "this person was erased: their id, e-mail or phone is on the suppression list"
+                    .into(),
+            ));
+        }
         let mut tx = state.db.pool.begin().await?;
         let created =
             customers::insert_new(&mut tx, &state.vault, std::slice::from_ref(&new), now).await?;

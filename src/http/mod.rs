@@ -7,6 +7,7 @@ pub mod bench;
 pub mod consents;
 pub mod customers;
 pub mod docs;
+pub mod dsr;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -18,8 +19,8 @@ pub mod privacy;
 pub mod profiles;
 pub mod pseudonyms;
 pub mod quality;
-pub mod serve;
 pub mod segments;
+pub mod serve;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -51,6 +52,7 @@ use crate::state::AppState;
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
         (name = "quality", description = "Data quality report and quarantine"),
+        (name = "dsr", description = "Data subject requests: access, portability, rectification, erasure"),
         (name = "segments", description = "Audience segments on the governed view: sizes and distributions under k threshold, noise and a privacy budget"),
         (name = "profiles", description = "Customer profiles (clusters), released as aggregates only"),
         (name = "privacy", description = "Privacy budgets of analytics"),
@@ -157,6 +159,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(pseudonyms::router())
         .merge(policies::router())
         .merge(quality::router())
+        .merge(dsr::router())
         .merge(segments::router())
         .merge(profiles::router())
         .merge(privacy::router())

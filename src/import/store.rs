@@ -14,6 +14,8 @@ use crate::db::customers::{store_sealed, NewCustomer, ProfileSealer};
 pub struct CustomersCreated {
     pub created: u64,
     pub sealed: u64,
+    /// Refused: the person was erased (on the suppression list).
+    pub suppressed: u64,
 }
 
 /// Inserts customers whose external id is new. With a sealer, each created
@@ -27,6 +29,25 @@ pub async fn insert_customers(
 ) -> anyhow::Result<CustomersCreated> {
     let style = Placeholders::of(tx);
     let mut out = CustomersCreated::default();
+    // Data subject rights: an erased person is not brought back by a
+    // re-import (checked when a sealer, i.e. the vault, is at hand).
+    let kept: Vec<NewCustomer>;
+    let customers = match sealer {
+        Some(sealer) if crate::dsr::suppression::any_in(tx).await? => {
+            let mut keep = Vec::with_capacity(customers.len());
+            for c in customers {
+                let keys = sealer.suppression_keys(&c.external_id, &c.profile);
+                if crate::dsr::suppression::check_in(tx, &keys, now).await? {
+                    out.suppressed += 1;
+                } else {
+                    keep.push(c.clone());
+                }
+            }
+            kept = keep;
+            kept.as_slice()
+        }
+        _ => customers,
+    };
     for chunk in customers.chunks(rows_per_statement(6)) {
         let sql = format!(
             "INSERT INTO customers (external_id, city, country, signup_at, created_at, updated_at) \

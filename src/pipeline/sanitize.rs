@@ -297,13 +297,14 @@ fn pseudonym(
 }
 
 /// The stored form of a customer row, field by field, as the sanitizer
-/// expects it. A customer whose data key was erased keeps no readable
-/// personal field: its ciphertexts are presented as absent.
+/// expects it. Erasure empties the ciphertext columns along with the data
+/// key; a ciphertext found without its key (a row restored from a backup
+/// after the erasure) is presented as what it is, so reading it fails the
+/// integrity check instead of passing as an empty field.
 pub fn customer_fields(row: &crate::db::customers::StoredCustomer) -> Vec<StoredField> {
-    let shredded = row.wrapped_dek.is_none();
     let enc = |v: &Option<Vec<u8>>| match v {
-        Some(ct) if !shredded => StoredValue::Encrypted(ct.clone()),
-        _ => StoredValue::Null,
+        Some(ct) => StoredValue::Encrypted(ct.clone()),
+        None => StoredValue::Null,
     };
     let plain = |v: &Option<String>| match v {
         Some(s) => StoredValue::Plain(s.clone()),

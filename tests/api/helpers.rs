@@ -77,6 +77,17 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
     };
     adjust(&mut config);
     let clock = ManualClock::new(1_780_000_000_000_000);
+    Some(start(backend, config, clock, data_dir, pg_database).await)
+}
+
+/// Builds and serves the application on an existing store and data directory.
+async fn start(
+    backend: Backend,
+    config: Config,
+    clock: ManualClock,
+    data_dir: tempfile::TempDir,
+    pg_database: Option<PgDatabase>,
+) -> TestApp {
     let shared: SharedClock = Arc::new(clock.clone());
     let app = Application::build_with_clock(config.clone(), shared)
         .await
@@ -87,7 +98,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
-    Some(TestApp {
+    TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         client: reqwest::Client::new(),
@@ -99,7 +110,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Config)) 
         stop: Some(tx),
         server: Some(server),
         pg_database,
-    })
+    }
 }
 
 impl TestApp {
@@ -109,6 +120,23 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Stops this server and starts a new process-like instance on the same
+    /// store, data directory (keys) and clock: what a restart after a
+    /// crash sees, since nothing but the store survives either.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        let pg = self.pg_database.take();
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        let (backend, config, clock) = (self.backend, self.config.clone(), self.clock.clone());
+        drop(self);
+        start(backend, config, clock, data_dir, pg).await
     }
 
     /// Stops the server gracefully and waits for it.

@@ -9,6 +9,7 @@ mod cli;
 mod consents;
 mod crypto;
 mod customers;
+mod dsr;
 mod event_schema;
 mod gate;
 mod health;
