@@ -53,6 +53,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
     pub max_page_size: u32,
+    /// Recommendation models (see `crate::recs`).
+    pub recs: crate::recs::RecsConfig,
     /// Data subject requests (see `dsr`).
     pub dsr: DsrConfig,
 }
@@ -247,6 +249,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             max_page_size: 1000,
             dsr: DsrConfig::default(),
+            recs: crate::recs::RecsConfig::default(),
         }
     }
 }

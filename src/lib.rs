@@ -22,6 +22,7 @@
 //! - [`analytics`] computes segments and profiles in the database, and
 //!   [`privacy`] decides what of them may leave (k, noise, budget);
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
+//! - [`recs`] owns the recommendation models, their build, serving and eval;
 //! - [`config`], [`error`], [`telemetry`], [`clock`], [`secret`] are the
 //!   plumbing.
 #![forbid(unsafe_code)]
@@ -51,6 +52,7 @@ pub mod http;
 pub mod import;
 pub mod pipeline;
 pub mod privacy;
+pub mod recs;
 pub mod secret;
 pub mod startup;
 pub mod state;

@@ -38,6 +38,8 @@ pub struct Inner {
     pub dsr: crate::dsr::SharedDsr,
     /// Feature-table refreshes (one at a time per instance).
     pub analytics: crate::analytics::Analytics,
+    /// The recommendation models in force (swapped atomically on rebuild).
+    pub recs: crate::recs::job::Shared,
 }
 
 impl std::ops::Deref for AppState {

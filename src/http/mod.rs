@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod bench;
 pub mod consents;
+pub mod console;
 pub mod customers;
 pub mod docs;
 pub mod dsr;
@@ -19,8 +20,10 @@ pub mod privacy;
 pub mod profiles;
 pub mod pseudonyms;
 pub mod quality;
+pub mod recommendations;
 pub mod segments;
 pub mod serve;
+pub mod stats;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -56,6 +59,7 @@ use crate::state::AppState;
         (name = "segments", description = "Audience segments on the governed view: sizes and distributions under k threshold, noise and a privacy budget"),
         (name = "profiles", description = "Customer profiles (clusters), released as aggregates only"),
         (name = "privacy", description = "Privacy budgets of analytics"),
+        (name = "recommendations", description = "Personalized top-N, frequently bought together, popularity"),
     )
 )]
 struct ApiDoc;
@@ -163,4 +167,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(segments::router())
         .merge(profiles::router())
         .merge(privacy::router())
+        .merge(recommendations::router())
+        .merge(stats::router())
+        .merge(console::router())
 }
