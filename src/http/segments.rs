@@ -55,10 +55,7 @@ impl<S: Send + Sync> FromRequest<S> for DefinitionBody {
                     || (v.starts_with("application/") && v.ends_with("+json"))
             });
         if !is_json {
-            return Ok(Self(Err(ApiError::bad_request(
-                "unsupported_media_type",
-                "expected Content-Type: application/json",
-            ))));
+            return Ok(Self(Err(ApiError::UnsupportedMediaType)));
         }
         Ok(Self(
             Bytes::from_request(req, state)
@@ -285,6 +282,18 @@ pub async fn commit(gate: &mut Gate<'_>, released: &mut Released<'static>) -> Re
     }
 }
 
+/// A page size: default 100, and outside 1..=`max_page_size` a 400 (never
+/// silently clamped).
+fn page_limit(state: &AppState, limit: Option<u32>) -> Result<i64, ApiError> {
+    match limit.unwrap_or(100) {
+        n if (1..=state.config.max_page_size).contains(&n) => Ok(i64::from(n)),
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            "limit: must be between 1 and max_page_size",
+        )),
+    }
+}
+
 fn decode_cursor(c: Option<&str>) -> Result<i64, ApiError> {
     use base64::Engine;
     let Some(c) = c else { return Ok(0) };
@@ -311,14 +320,10 @@ async fn member_page(
     true_size: i64,
     page: &MembersPage,
 ) -> Result<Option<Members>, ApiError> {
+    let limit = page_limit(state, page.limit)?;
     if true_size < i64::from(state.config.privacy.k) {
         return Ok(None);
     }
-    let limit = i64::from(
-        page.limit
-            .unwrap_or(100)
-            .clamp(1, state.config.max_page_size),
-    );
     let offset = decode_cursor(page.cursor.as_deref())?;
     let rows = seg::members(&state.db, filter, offset, limit)
         .await
@@ -538,7 +543,7 @@ async fn list_segments(
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
-        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
+        let limit = page_limit(&state, q.limit)?;
         let segments = seg::list_saved(&state.db, limit)
             .await
             .map_err(ApiError::Internal)?;
