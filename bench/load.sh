@@ -73,7 +73,7 @@ b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 token() { # sub role
     local now header claims sig
     now=$(date +%s)
-    header=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+    header=$(printf '{"alg":"HS256","typ":"at+jwt"}' | b64url)
     claims=$(printf '{"sub":"%s","roles":["%s"],"iss":"custodian","aud":"custodian-api","iat":%d,"exp":%d}' \
         "$1" "$2" "$now" "$((now + 3600))" | b64url)
     sig=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -hmac "$SECRET" -binary | b64url)

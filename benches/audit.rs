@@ -52,6 +52,7 @@ async fn run(label: &str, config: Config) -> anyhow::Result<()> {
         checkpoint_interval: Duration::from_secs(60),
         queue_capacity: 10_000,
         max_batch: 512,
+        write_timeout: Duration::from_secs(2),
     };
     let writer = AuditWriter::start(db.clone(), clock, signer, options).await?;
 

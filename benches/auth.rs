@@ -67,7 +67,10 @@ fn bench_auth(c: &mut Criterion) {
     let rs_key = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).expect("rsa");
     let rs = bearer(
         &jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &jsonwebtoken::Header {
+                typ: Some("at+jwt".into()),
+                ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256)
+            },
             &claims("alice".into()),
             &rs_key,
         )

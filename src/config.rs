@@ -86,12 +86,16 @@ pub struct PolicyConfig {
     /// How often each instance checks the stored policy revision (PostgreSQL
     /// instances are also notified at once through LISTEN/NOTIFY).
     pub reload_poll_ms: u64,
+    /// Accept policy rules with the `*` purpose (a permission for every
+    /// purpose). Off by default: each permission names its one purpose.
+    pub allow_wildcard_purpose: bool,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             reload_poll_ms: 500,
+            allow_wildcard_purpose: false,
         }
     }
 }
@@ -109,10 +113,24 @@ pub struct ServerConfig {
     pub rate_limit_burst: u32,
     /// Time given to in-flight requests on SIGTERM / Ctrl-C.
     pub shutdown_grace_secs: u64,
+    /// A client must send a request's complete header within this time
+    /// (HTTP/1; idle keep-alive connections too), or the connection is
+    /// closed: slow-header clients cannot hold connections open.
+    pub header_read_timeout_ms: u64,
+    /// Open connections at most; past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_ip: usize,
     /// Benchmarks only (`bench/load.sh`): mounts an unaudited copy of the
     /// customer read at `/bench/baseline/customers/{id}` to measure the
     /// audit trail's cost. Refused in production mode; see `http::bench`.
     pub bench_baseline_route: bool,
+    /// When set, `GET /metrics` answers only `Authorization: Bearer <this>`
+    /// (compared in constant time); otherwise anyone who reaches the port
+    /// may scrape. Prefer `metrics_token_file`.
+    pub metrics_token: Option<SecretString>,
+    /// A file holding the metrics token (refused when readable by others).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -159,6 +177,12 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// `custodian audit prune` without `--before` removes events older than this.
     pub retention_days: u32,
+    /// Longest the writer waits for the trail's store on one batch (lock
+    /// and statement timeouts on its own connection: SQLite `busy_timeout`,
+    /// PostgreSQL `lock_timeout` and `statement_timeout`). Past it the
+    /// batch fails closed (503 `audit_unavailable`) and `/readyz` turns
+    /// unready, well before the request timeout. Default 2000.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -170,6 +194,7 @@ impl Default for AuditConfig {
             queue_capacity: 10_000,
             max_batch: 512,
             retention_days: 365,
+            write_timeout_ms: 2_000,
         }
     }
 }
@@ -220,7 +245,12 @@ impl Default for ServerConfig {
             rate_limit_per_second: 1000,
             rate_limit_burst: 2000,
             shutdown_grace_secs: 30,
+            header_read_timeout_ms: 5_000,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
             bench_baseline_route: false,
+            metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }
@@ -289,7 +319,9 @@ pub fn redact_url(url: &str) -> String {
 pub struct ConfigError(pub String);
 
 /// Environment variables with our prefix that are not settings.
-const NON_SETTING_VARS: &[&str] = &["test_database_url", "master_key", "log"];
+/// `CUSTODIAN_CONFIG` names the file itself (read by the command line);
+/// `CUSTODIAN_LOG` is a log filter checked by [`log_filter`].
+const NON_SETTING_VARS: &[&str] = &["test_database_url", "master_key", "log", "config"];
 
 impl Config {
     /// Loads defaults < `file` < environment, then validates.
@@ -302,6 +334,7 @@ impl Config {
                     path.display()
                 )));
             }
+            check_toml_syntax(path)?;
             figment = figment.merge(Toml::file(path));
         }
         figment = figment
@@ -329,6 +362,19 @@ impl Config {
         let err = |s: &str| Err(ConfigError(s.to_owned()));
         if self.server.max_body_bytes == 0 {
             return err("server.max_body_bytes: must be greater than 0");
+        }
+        if self.audit.write_timeout_ms == 0
+            || self.audit.write_timeout_ms >= self.server.request_timeout_ms
+        {
+            return err("audit.write_timeout_ms: must be greater than 0 and below server.request_timeout_ms");
+        }
+        if self.server.header_read_timeout_ms == 0 {
+            return err("server.header_read_timeout_ms: must be greater than 0");
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            return err(
+                "server.max_connections, server.max_connections_per_ip: must be greater than 0",
+            );
         }
         if self.server.request_timeout_ms == 0 {
             return err("server.request_timeout_ms: must be greater than 0");
@@ -377,8 +423,8 @@ impl Config {
         if self.policy.reload_poll_ms == 0 {
             return err("policy.reload_poll_ms: must be greater than 0");
         }
-        if self.max_page_size == 0 {
-            return err("max_page_size: must be greater than 0");
+        if !(1..=crate::http::validate::PAGE_LIMIT_MAX).contains(&self.max_page_size) {
+            return err("max_page_size: must be between 1 and 1000");
         }
         if !(1..=3650).contains(&self.dsr.deadline_days) {
             return err("dsr.deadline_days: must be between 1 and 3650");
@@ -450,6 +496,63 @@ impl AuditConfig {
         }
         Ok(())
     }
+}
+
+/// Parses the file once on its own, so a syntax error is one line naming the
+/// file, line and column (figment's message spans several lines).
+fn check_toml_syntax(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config {}: cannot read: {e}", path.display())))?;
+    match text.parse::<toml::Table>() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(&text, span.start))
+                .unwrap_or((1, 1));
+            Err(ConfigError(format!(
+                "{}:{line}:{column}: TOML syntax error: {}",
+                path.display(),
+                e.message()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )))
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The log filter in force: `CUSTODIAN_LOG` when set (refused when it does
+/// not parse, like a bad `log.level`), else `log.level`. PostgreSQL notices
+/// (`... already exists, skipping`) are chatter for an operator, so sqlx's
+/// notice target is held at `warn` unless the filter names sqlx itself.
+pub fn log_filter(config: &LogConfig) -> Result<tracing_subscriber::EnvFilter, ConfigError> {
+    let directives = match std::env::var("CUSTODIAN_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&v).map_err(|_| {
+                ConfigError("CUSTODIAN_LOG: not a valid tracing filter (try \"info\")".to_owned())
+            })?;
+            v
+        }
+        _ => config.level.clone(),
+    };
+    let directives = if directives.contains("sqlx") {
+        directives
+    } else {
+        format!("{directives},sqlx::postgres::notice=warn")
+    };
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .map_err(|_| ConfigError("log.level: not a valid tracing filter (try \"info\")".to_owned()))
 }
 
 /// Turns a figment error into one line naming the setting.
@@ -547,6 +650,46 @@ mod tests {
             .unwrap_err()
             .0
             .contains("auth.dev_hs256_secret"));
+    }
+
+    #[test]
+    fn custodian_config_variable_is_not_a_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "max_page_size = 7\n")?;
+            jail.set_env("CUSTODIAN_CONFIG", "c.toml");
+            let c = Config::load(Some(Path::new("c.toml"))).unwrap();
+            assert_eq!(c.max_page_size, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn toml_syntax_error_is_one_line_with_position() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("c.toml", "mode = \"development\"\n[server\nlisten = 1\n")?;
+            let err = Config::load(Some(Path::new("c.toml"))).unwrap_err();
+            assert!(err.0.starts_with("c.toml:2:"), "{}", err.0);
+            assert!(!err.0.contains('\n'), "{}", err.0);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_log_variable_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CUSTODIAN_LOG", "custodian=lots");
+            let err = log_filter(&LogConfig::default()).unwrap_err();
+            assert!(err.0.contains("CUSTODIAN_LOG"), "{}", err.0);
+            jail.set_env("CUSTODIAN_LOG", "debug");
+            log_filter(&LogConfig::default()).unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab", 0), (1, 1));
     }
 
     #[test]

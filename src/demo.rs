@@ -279,7 +279,8 @@ pub async fn load_demo(
                 placed_at: o.placed_at,
                 country: customers.get(o.customer).and_then(|c| c.country.clone()),
                 total_cents: total,
-                source: SOURCE,
+                source: SOURCE.into(),
+                currency: Some("EUR".into()),
             });
         }
         let created = orders::insert_many(&mut tx, &rows, now).await?;
@@ -325,6 +326,7 @@ pub async fn load_demo(
             },
             channel,
             occurred_at: at,
+            properties: None,
         });
     }
     summary.events = events::insert_many(&mut tx, &event_rows, now).await?;

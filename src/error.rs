@@ -33,6 +33,10 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound,
+    /// 404: a body names a resource that does not exist (the message names
+    /// the field, never the value).
+    #[error("{0}")]
+    MissingReference(Cow<'static, str>),
     /// 410: the customer was erased (data subject rights, `dsr::erasure`).
     #[error("the customer was erased")]
     Gone,
@@ -40,6 +44,9 @@ pub enum ApiError {
     Conflict(Cow<'static, str>),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 415: a body without `Content-Type: application/json`.
+    #[error("expected Content-Type: application/json")]
+    UnsupportedMediaType,
     /// 422: the body parsed but its content is invalid.
     #[error("{0}")]
     Unprocessable(Cow<'static, str>),
@@ -58,6 +65,11 @@ pub enum ApiError {
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
+
+/// The machine code of an error response, kept on the response for the
+/// layers that count requests by deny reason.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -98,10 +110,11 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::MissingReference(_) => StatusCode::NOT_FOUND,
             Self::Gone => StatusCode::GONE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::AuditUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -113,10 +126,11 @@ impl ApiError {
         match self {
             Self::BadRequest { code, .. } | Self::Forbidden { code, .. } => code,
             Self::Unauthenticated => "unauthenticated",
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::MissingReference(_) => "not_found",
             Self::Gone => "erased",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unprocessable(_) => "invalid_input",
             Self::RateLimited => "rate_limited",
             Self::AuditUnavailable => "audit_unavailable",
@@ -162,7 +176,17 @@ impl IntoResponse for ApiError {
             // `{:#}` prints the whole cause chain on one line.
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        error_response(self.status(), self.code(), &self.public_message())
+        let mut response = error_response(self.status(), self.code(), &self.public_message());
+        // For the request metrics' deny reason class (see http::middleware).
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        if let Self::RateLimited = self {
+            // The limiter refills at least one request per second.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

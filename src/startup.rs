@@ -37,7 +37,36 @@ impl Application {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+    pub async fn build_with_clock(mut config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+        // Everything that can be checked without side effects is checked
+        // first: a bad policy directory must not leave generated keys or a
+        // migrated database behind.
+        check_policy_dir(&config.policy_dir)?;
+        if let Some(path) = &config.server.metrics_token_file {
+            let bytes = crate::secret::read_private_file(path)
+                .map_err(|e| anyhow::anyhow!("server.metrics_token_file: {e}"))?;
+            let token = std::str::from_utf8(&bytes)
+                .ok()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "server.metrics_token_file: {}: empty or not UTF-8",
+                        path.display()
+                    )
+                })?;
+            config.server.metrics_token = Some(crate::secret::SecretString::new(token.to_owned()));
+        }
+        // Before anything records a metric (the audit writer sets its
+        // health gauge as it starts).
+        let metrics = metrics_handle();
+        let purposes_path = config.policy_dir.join("purposes.toml");
+        let purposes = PurposeCatalog::load(&purposes_path)
+            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
+        let fields_path = config.policy_dir.join("fields.toml");
+        let catalog = FieldCatalog::load(&fields_path)
+            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", fields_path.display()))?;
+        let authenticator = authenticate::setup::build(&config)?;
         let db = Db::connect(&config).await?;
         db.migrate().await?;
         let listener = TcpListener::bind(config.server.listen)
@@ -53,13 +82,6 @@ impl Application {
         )
         .await
         .context("audit trail: cannot load this instance's chain")?;
-        let purposes_path = config.policy_dir.join("purposes.toml");
-        let purposes = PurposeCatalog::load(&purposes_path)
-            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", purposes_path.display()))?;
-        let fields_path = config.policy_dir.join("fields.toml");
-        let catalog = FieldCatalog::load(&fields_path)
-            .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", fields_path.display()))?;
-        let authenticator = authenticate::setup::build(&config)?;
         let (authorizer, revision) =
             sync::bootstrap(&db, &config.policy_dir, &purposes, clock.now_micros()).await?;
         let authorizer = Arc::new(authorizer);
@@ -75,12 +97,13 @@ impl Application {
             config.server.rate_limit_per_second,
             config.server.rate_limit_burst,
         );
+        let event_schema = crate::import::event_schema::EventSchema::load(&config.policy_dir)?;
         let dsr = Arc::new(crate::dsr::Dsr::new(Signer::from_config(&config)?));
         let state = AppState::new(Inner {
             config,
             db,
             clock,
-            metrics: metrics_handle(),
+            metrics,
             audit,
             authenticator,
             authorizer,
@@ -88,6 +111,7 @@ impl Application {
             catalog,
             vault,
             limits,
+            event_schema,
             dsr,
         });
         spawn_key_upkeep(state.downgrade());
@@ -134,31 +158,37 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
+        let limits = crate::http::serve::ConnectionLimits::from_config(&self.state.config.server);
         let app = crate::http::app(self.state.clone());
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            stop.await;
-            tracing::info!("shutdown requested; finishing in-flight requests");
-            let _ = stopped_tx.send(());
-        });
-        let drain_deadline = async move {
-            let _ = stopped_rx.await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            result = serve => result.context("server error")?,
-            () = drain_deadline => tracing::warn!("grace period over; dropping remaining requests"),
-        }
+        crate::http::serve::serve(self.listener, app, limits, stop, grace).await;
         // Commit queued audit events and sign the head before the pool goes.
         self.state.audit.shutdown().await;
         self.state.db.pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The policy directory holds the four files the gateway needs; its absence
+/// is one line that says how to point at it.
+pub fn check_policy_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "policy_dir {}: no such directory (point at the directory holding model.conf, \
+             policy.csv, purposes.toml and fields.toml with policy_dir in the config file or \
+             CUSTODIAN_POLICY_DIR)",
+            dir.display()
+        );
+    }
+    for file in ["model.conf", "policy.csv", "purposes.toml", "fields.toml"] {
+        if !dir.join(file).is_file() {
+            anyhow::bail!(
+                "policy_dir {}: {file} is missing (see the shipped policies/ directory)",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Data subject rights at start: temporary documents of a crashed run are

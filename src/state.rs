@@ -1,8 +1,8 @@
 //! Shared application state: everything a request needs, built once at
 //! start and cloned cheaply (one `Arc`) into every handler.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::{Arc, OnceLock};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
 
 use crate::audit::AuditWriter;
 use crate::catalog::FieldCatalog;
@@ -32,6 +32,8 @@ pub struct Inner {
     pub catalog: FieldCatalog,
     pub vault: Vault,
     pub limits: RateLimits,
+    /// The declared event schema `POST /v1/events` validates against.
+    pub event_schema: crate::import::event_schema::EventSchema,
     /// Data subject rights: certificate signer, erasure hooks.
     pub dsr: crate::dsr::SharedDsr,
 }
@@ -65,15 +67,5 @@ impl WeakState {
 /// The process-wide Prometheus recorder (installed once, even when tests
 /// start several applications in one process).
 pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder is installed, in which case our
-            // handle still renders what we record through it.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
+    crate::telemetry::metrics_handle()
 }

@@ -102,6 +102,10 @@ actions! {
     DsrStep = "dsr.step";
     /// A bulk import run (operator command).
     Import = "import";
+    /// The data quality report (`GET /v1/quality`).
+    QualityRead = "quality.read" => ("quality", "read");
+    /// The quarantine list (reasons only) or, from the CLI, its rows.
+    QuarantineRead = "quarantine.read" => ("quarantine", "read");
 }
 
 impl Action {

@@ -7,8 +7,9 @@
 //! "filtered":bool}`), then per instance (by name) its `checkpoint` lines
 //! (`instance, seq, hash, signed_at, key_id, signature`, hex) followed by
 //! its `event` lines in seq order (every event field plus `instance, seq,
-//! prev_hash, hash`, hex). That is all `custodian audit verify --file`
-//! needs. CSV carries the events with their hashes but no checkpoints; it
+//! prev_hash, hash`, hex), and last a `manifest` signed with the checkpoint
+//! key (filter, and per chain the event count and first and last seq and
+//! hash). That is all `custodian audit verify --file` needs. CSV carries the events with their hashes but no checkpoints; it
 //! is for spreadsheets, not for verification.
 
 use axum::body::Bytes;
@@ -319,6 +320,102 @@ pub enum Line {
     Header(Header),
     Checkpoint(CheckpointLine),
     Event(Box<StoredEvent>),
+    Manifest(Manifest),
+}
+
+/// What an export claims, signed with the checkpoint key as the file's last
+/// line: the filter it was made with, and per chain how many events it
+/// holds and its first and last (seq, hash). The header's `filtered` flag
+/// is not signed, so verification trusts this instead: a file with an event
+/// line removed and its header relabelled "filtered" no longer verifies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub body: ManifestBody,
+    pub key_id: String,
+    /// Ed25519 over `custodian.audit.manifest.v1 ‖ canonical JSON of body`, hex.
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestBody {
+    /// The filter, as `name=value` pairs in a fixed order; empty: everything.
+    pub filter: String,
+    pub chains: Vec<ChainSummary>,
+    /// When the export was made (microseconds).
+    pub exported_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainSummary {
+    pub instance: String,
+    pub events: u64,
+    pub first_seq: i64,
+    #[serde(with = "hex_hash")]
+    pub first_hash: super::event::Hash,
+    pub last_seq: i64,
+    #[serde(with = "hex_hash")]
+    pub last_hash: super::event::Hash,
+}
+
+impl ManifestBody {
+    /// The bytes the signature covers (serde_json writes struct fields in
+    /// declaration order, so parse-and-reserialize gives the same bytes).
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn count(&mut self, e: &StoredEvent) {
+        match self.chains.last_mut() {
+            Some(c) if c.instance == e.instance => {
+                c.events += 1;
+                c.last_seq = e.seq;
+                c.last_hash = e.hash;
+            }
+            _ => self.chains.push(ChainSummary {
+                instance: e.instance.clone(),
+                events: 1,
+                first_seq: e.seq,
+                first_hash: e.hash,
+                last_seq: e.seq,
+                last_hash: e.hash,
+            }),
+        }
+    }
+}
+
+impl AuditFilter {
+    /// A stable text of the filter for the manifest.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                parts.push(format!("{k}={v}"));
+            }
+        };
+        put("from", self.from.map(|v| v.to_string()));
+        put("to", self.to.map(|v| v.to_string()));
+        put("instance", self.instance.clone());
+        put("actor", self.actor.clone());
+        put("customer", self.customer.map(|v| v.to_string()));
+        put("purpose", self.purpose.clone());
+        put(
+            "action",
+            self.action.as_ref().map(|a| a.as_str().to_owned()),
+        );
+        put("decision", self.decision.map(|d| d.as_str().to_owned()));
+        put("status", self.status.map(|s| s.to_string()));
+        parts.join("&")
+    }
+}
+
+/// Signs `body` into the manifest line.
+pub fn sign_manifest(signer: &super::key::Signer, body: ManifestBody) -> Manifest {
+    let signature = hex::encode(signer.sign_manifest(&body.canonical()));
+    Manifest {
+        body,
+        key_id: signer.public_key().key_id(),
+        signature,
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -341,7 +438,7 @@ pub struct CheckpointLine {
 }
 
 impl CheckpointLine {
-    fn from_checkpoint(cp: &Checkpoint) -> Self {
+    pub fn from_checkpoint(cp: &Checkpoint) -> Self {
         Self {
             instance: cp.instance.clone(),
             seq: cp.seq,
@@ -377,19 +474,31 @@ enum Stage {
         after: i64,
     },
     Done,
+    /// The manifest is out.
+    Finished,
 }
 
 /// Streams the events matching `filter` (and, for NDJSON, every checkpoint
 /// of the instances exported), per instance in seq order, one page of
 /// [`EXPORT_PAGE`] rows in memory at a time.
+///
+/// NDJSON ends with a [`Manifest`] signed by `signer`, made at `now`.
 pub fn export_stream(
     db: Db,
     filter: AuditFilter,
     format: ExportFormat,
+    signer: std::sync::Arc<super::key::Signer>,
+    now: i64,
 ) -> impl Stream<Item = anyhow::Result<Bytes>> + Send + 'static {
-    futures::stream::try_unfold(Stage::Header, move |stage| {
+    let manifest = ManifestBody {
+        filter: filter.describe(),
+        chains: Vec::new(),
+        exported_at: now,
+    };
+    futures::stream::try_unfold((Stage::Header, manifest), move |(stage, mut manifest)| {
         let db = db.clone();
         let filter = filter.clone();
+        let signer = signer.clone();
         async move {
             let mut stage = stage;
             loop {
@@ -403,7 +512,7 @@ pub fn export_stream(
                             }))?,
                             ExportFormat::Csv => csv_header()?,
                         };
-                        return Ok(Some((Bytes::from(bytes), Stage::Instances)));
+                        return Ok(Some((Bytes::from(bytes), (Stage::Instances, manifest))));
                     }
                     Stage::Instances => {
                         let mut instances = store::instances(&db).await?;
@@ -444,7 +553,7 @@ pub fn export_stream(
                                 stage = next;
                                 continue;
                             }
-                            return Ok(Some((Bytes::from(out), next)));
+                            return Ok(Some((Bytes::from(out), (next, manifest))));
                         }
                         let (rows, next_block) =
                             export_page(&db, &filter, &instance, after).await?;
@@ -461,6 +570,7 @@ pub fn export_stream(
                         for row in rows {
                             match (row, format) {
                                 (ReadRow::Ok(e), ExportFormat::Ndjson) => {
+                                    manifest.count(&e);
                                     out.extend(ndjson(&Line::Event(Box::new(e)))?);
                                 }
                                 (ReadRow::Ok(e), ExportFormat::Csv) => out.extend(csv_row(&e)?),
@@ -478,10 +588,20 @@ pub fn export_stream(
                             after: last,
                         };
                         if !out.is_empty() {
-                            return Ok(Some((Bytes::from(out), stage)));
+                            return Ok(Some((Bytes::from(out), (stage, manifest))));
                         }
                     }
-                    Stage::Done => return Ok(None),
+                    Stage::Done => {
+                        if format != ExportFormat::Ndjson {
+                            return Ok(None);
+                        }
+                        let line = ndjson(&Line::Manifest(sign_manifest(
+                            &signer,
+                            std::mem::take(&mut manifest),
+                        )))?;
+                        return Ok(Some((Bytes::from(line), (Stage::Finished, manifest))));
+                    }
+                    Stage::Finished => return Ok(None),
                 }
             }
         }

@@ -113,5 +113,7 @@ pub use export::{export_stream, query, AuditFilter, ExportFormat, Page, QueryErr
 pub use key::{Checkpoint, PublicKey, Signer};
 pub use prune::{prune, PruneReport};
 pub use store::StoredEvent;
-pub use verify::{verify_ndjson, verify_store, Problem, ProblemKind, VerifyReport};
+pub use verify::{
+    check_since, heads, verify_ndjson, verify_store, Problem, ProblemKind, VerifyMode, VerifyReport,
+};
 pub use writer::{AuditUnavailable, AuditWriter, Receipt, WriterOptions};

@@ -71,16 +71,55 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// What a verification could check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// The store itself, every chain in full.
+    #[default]
+    Store,
+    /// A complete export with a valid signed manifest.
+    FullExport,
+    /// A filtered export with a valid signed manifest: every event it
+    /// claims is there and links; what the filter left out is not checked.
+    FilteredExport,
+    /// An export without a signed manifest or without any checkpoint: its
+    /// hashes are consistent, but nothing proves it is all it claims.
+    Unverified,
+}
+
+impl VerifyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyMode::Store => "store",
+            VerifyMode::FullExport => "full export, signed manifest",
+            VerifyMode::FilteredExport => "filtered export, signed manifest",
+            VerifyMode::Unverified => "unverified",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     pub chains: u64,
     pub events: u64,
     pub checkpoints: u64,
     pub problem: Option<Problem>,
+    pub mode: VerifyMode,
+    /// What this verification could not check (empty for the store and for
+    /// a full export).
+    pub unchecked: Option<String>,
 }
 
 impl VerifyReport {
+    /// True only when nothing is wrong *and* the mode proves completeness
+    /// (store or full export); a filtered or unverified export is never
+    /// "intact".
     pub fn is_intact(&self) -> bool {
+        self.problem.is_none() && matches!(self.mode, VerifyMode::Store | VerifyMode::FullExport)
+    }
+
+    /// No problem found in what could be checked.
+    pub fn is_consistent(&self) -> bool {
         self.problem.is_none()
     }
 }
@@ -88,10 +127,32 @@ impl VerifyReport {
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.problem {
-            None => write!(
+            None if self.mode == VerifyMode::Store => write!(
                 f,
                 "intact: {} events, {} checkpoints, {} chains",
                 self.events, self.checkpoints, self.chains
+            ),
+            None if self.mode == VerifyMode::FullExport => write!(
+                f,
+                "intact ({}): {} events, {} checkpoints, {} chains",
+                self.mode.as_str(),
+                self.events,
+                self.checkpoints,
+                self.chains
+            ),
+            None => write!(
+                f,
+                "{} ({}): {} events, {} checkpoints, {} chains consistent; NOT CHECKED: {}",
+                if self.mode == VerifyMode::Unverified {
+                    "UNVERIFIED"
+                } else {
+                    "PARTIAL"
+                },
+                self.mode.as_str(),
+                self.events,
+                self.checkpoints,
+                self.chains,
+                self.unchecked.as_deref().unwrap_or("completeness")
             ),
             Some(p) => write!(
                 f,
@@ -151,7 +212,11 @@ pub fn verify_ndjson(
 ) -> anyhow::Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let mut strict = true;
+    let mut header_filtered = false;
     let mut chain: Option<ChainCheck<'_>> = None;
+    // What the file holds, per chain, to hold against the signed manifest.
+    let mut seen = super::export::ManifestBody::default();
+    let mut manifest: Option<super::export::Manifest> = None;
     for (n, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -177,6 +242,11 @@ pub fn verify_ndjson(
         let instance = match &parsed {
             Line::Header(h) => {
                 strict = !h.filtered;
+                header_filtered = h.filtered;
+                continue;
+            }
+            Line::Manifest(m) => {
+                manifest = Some(m.clone());
                 continue;
             }
             Line::Checkpoint(cp) => cp.instance.clone(),
@@ -192,12 +262,15 @@ pub fn verify_ndjson(
         }
         let c = chain.get_or_insert_with(|| ChainCheck::new(instance, keys, strict));
         let pushed = match parsed {
-            Line::Header(_) => Ok(()),
+            Line::Header(_) | Line::Manifest(_) => Ok(()),
             Line::Checkpoint(cp) => {
                 c.add_checkpoint(cp.into_checkpoint());
                 Ok(())
             }
-            Line::Event(e) => c.push(ReadRow::Ok(*e)),
+            Line::Event(e) => {
+                seen.count(&e);
+                c.push(ReadRow::Ok(*e))
+            }
         };
         if let Err(p) = pushed {
             report.events += c.events;
@@ -211,9 +284,101 @@ pub fn verify_ndjson(
     if let Some(done) = chain.take() {
         if let Err(p) = finish_into(&mut report, done) {
             report.problem = Some(p);
+            return Ok(report);
         }
     }
+    check_manifest(&mut report, manifest, &seen, header_filtered, keys);
     Ok(report)
+}
+
+/// Holds the file to its signed manifest and sets the report's mode. The
+/// header's `filtered` flag is not signed: the manifest's filter decides.
+fn check_manifest(
+    report: &mut VerifyReport,
+    manifest: Option<super::export::Manifest>,
+    seen: &super::export::ManifestBody,
+    header_filtered: bool,
+    keys: &[PublicKey],
+) {
+    let Some(m) = manifest else {
+        report.mode = VerifyMode::Unverified;
+        report.unchecked = Some(
+            "the export has no signed manifest: events may have been removed or added".to_owned(),
+        );
+        return;
+    };
+    let problem = |kind, detail: String| Problem {
+        instance: String::new(),
+        seq: 0,
+        kind,
+        detail,
+    };
+    let key = keys.iter().find(|k| k.key_id() == m.key_id);
+    let signature = hex::decode(&m.signature).unwrap_or_default();
+    if !key.is_some_and(|k| k.verify_manifest(&m.body.canonical(), &signature)) {
+        report.problem = Some(problem(
+            ProblemKind::BadSignature,
+            format!(
+                "the export manifest's signature (key {}) does not verify with the keys given",
+                m.key_id
+            ),
+        ));
+        return;
+    }
+    let filtered = !m.body.filter.is_empty();
+    if filtered != header_filtered {
+        report.problem = Some(problem(
+            ProblemKind::Modified,
+            "the header's `filtered` flag contradicts the signed manifest".to_owned(),
+        ));
+        return;
+    }
+    for (i, claimed) in m.body.chains.iter().enumerate() {
+        let found = seen.chains.iter().find(|c| c.instance == claimed.instance);
+        if found != Some(claimed) {
+            let events = found.map_or(0, |c| c.events);
+            report.problem = Some(Problem {
+                instance: claimed.instance.clone(),
+                seq: claimed.first_seq,
+                kind: ProblemKind::Deleted,
+                detail: format!(
+                    "the signed manifest lists {} events (seq {}..={}) for this chain; the file holds {events} \
+                     or other ends (chain {} of the manifest)",
+                    claimed.events,
+                    claimed.first_seq,
+                    claimed.last_seq,
+                    i + 1
+                ),
+            });
+            return;
+        }
+    }
+    if let Some(extra) = seen
+        .chains
+        .iter()
+        .find(|c| !m.body.chains.iter().any(|m| m.instance == c.instance))
+    {
+        report.problem = Some(Problem {
+            instance: extra.instance.clone(),
+            seq: extra.first_seq,
+            kind: ProblemKind::Inserted,
+            detail: "a chain the signed manifest does not list".to_owned(),
+        });
+        return;
+    }
+    if report.checkpoints == 0 {
+        report.mode = VerifyMode::Unverified;
+        report.unchecked =
+            Some("no signed checkpoint in the export: the chains are not anchored".to_owned());
+    } else if filtered {
+        report.mode = VerifyMode::FilteredExport;
+        report.unchecked = Some(format!(
+            "events outside the filter ({}) and the chain beyond the exported events",
+            m.body.filter
+        ));
+    } else {
+        report.mode = VerifyMode::FullExport;
+    }
 }
 
 fn finish_into(report: &mut VerifyReport, mut chain: ChainCheck<'_>) -> Result<(), Problem> {
@@ -464,4 +629,93 @@ impl<'k> ChainCheck<'k> {
             "prev_hash does not match its predecessor".to_owned(),
         )
     }
+}
+
+/// The latest signed checkpoint of every chain: the "head" an auditor keeps
+/// (outside the operator's reach) to hold the trail to later.
+pub async fn heads(db: &Db) -> anyhow::Result<Vec<Checkpoint>> {
+    let mut out = Vec::new();
+    for instance in store::instances(db).await? {
+        if let Some(cp) = store::checkpoints(db, &instance).await?.pop() {
+            out.push(cp);
+        }
+    }
+    Ok(out)
+}
+
+/// The consistency check transparency-log monitors make: every head saved
+/// earlier must verify under `keys`, and the trail must still contain it
+/// and extend it: the same hash at the same seq (as an event, or as a
+/// stored checkpoint where the events were pruned) with the chain going on
+/// from there. A rollback (the tail deleted with the checkpoints above it)
+/// or a rewrite fails, naming the gap.
+pub async fn check_since(
+    db: &Db,
+    keys: &[PublicKey],
+    saved: &[Checkpoint],
+) -> anyhow::Result<Option<Problem>> {
+    for head in saved {
+        let problem = |kind, detail: String| Problem {
+            instance: head.instance.clone(),
+            seq: head.seq,
+            kind,
+            detail,
+        };
+        let key = keys.iter().find(|k| k.key_id() == head.key_id);
+        if !key.is_some_and(|k| k.verify(head)) {
+            return Ok(Some(problem(
+                ProblemKind::BadSignature,
+                format!(
+                    "the saved head is not signed by a given key (key {})",
+                    head.key_id
+                ),
+            )));
+        }
+        let (last, _) = store::chain_head(db, &head.instance).await?;
+        if last < head.seq {
+            return Ok(Some(problem(
+                ProblemKind::Truncated,
+                format!(
+                    "the saved head vouches for seq {} but the chain now ends at seq {last}: \
+                     seqs {}..={} are gone (rolled back)",
+                    head.seq,
+                    last + 1,
+                    head.seq
+                ),
+            )));
+        }
+        let stored_cp = store::checkpoints(db, &head.instance)
+            .await?
+            .into_iter()
+            .find(|c| c.seq == head.seq);
+        let event = store::events_after(db, &head.instance, head.seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|r| r.seq() == head.seq);
+        let found = match event {
+            Some(ReadRow::Ok(e)) => Some(e.hash),
+            Some(ReadRow::Bad { .. }) => None,
+            None => stored_cp.map(|c| c.hash),
+        };
+        match found {
+            Some(hash) if hash == head.hash => {}
+            Some(_) => {
+                return Ok(Some(problem(
+                    ProblemKind::CheckpointMismatch,
+                    "the trail holds another event at the saved head's seq: it was rolled back \
+                     and rewritten"
+                        .to_owned(),
+                )))
+            }
+            None => {
+                return Ok(Some(problem(
+                    ProblemKind::Deleted,
+                    "the saved head's event and checkpoint are gone from the trail: it was \
+                     rolled back (the chain continues after a gap)"
+                        .to_owned(),
+                )))
+            }
+        }
+    }
+    Ok(None)
 }

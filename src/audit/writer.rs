@@ -61,6 +61,8 @@ pub struct WriterOptions {
     pub checkpoint_interval: Duration,
     pub queue_capacity: usize,
     pub max_batch: usize,
+    /// Lock and statement timeout of the writer's connection.
+    pub write_timeout: Duration,
 }
 
 impl WriterOptions {
@@ -71,6 +73,7 @@ impl WriterOptions {
             checkpoint_interval: Duration::from_secs(config.audit.checkpoint_interval_secs),
             queue_capacity: config.audit.queue_capacity,
             max_batch: config.audit.max_batch,
+            write_timeout: Duration::from_millis(config.audit.write_timeout_ms),
         }
     }
 }
@@ -113,12 +116,35 @@ struct Handle {
     background: tokio::task::AbortHandle,
     instance: String,
     public_key: PublicKey,
+    /// Shared with the task: the handle signs export manifests.
+    signer: Arc<Signer>,
 }
 
-#[derive(Default)]
 struct Shared {
     healthy: AtomicBool,
     batches: AtomicU64,
+    /// Milliseconds after `epoch` at which the batch being written started
+    /// (0: none in flight), so readiness can see a writer that is stuck
+    /// before its timeout fires.
+    writing_since: AtomicU64,
+    epoch: std::time::Instant,
+    write_timeout: Duration,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Whether the batch in flight has been waiting longer than half the
+    /// write timeout: the store is locked or hung.
+    fn stuck(&self) -> bool {
+        let since = self.writing_since.load(Ordering::Acquire);
+        let half = u64::try_from(self.write_timeout.as_millis() / 2).unwrap_or(u64::MAX);
+        since != 0 && self.now_ms().saturating_sub(since) > half
+    }
 }
 
 impl std::fmt::Debug for AuditWriter {
@@ -146,18 +172,23 @@ impl AuditWriter {
             .map_or(0, |c| c.seq);
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
+            writing_since: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+            write_timeout: options.write_timeout,
             batches: AtomicU64::new(0),
         });
         metrics::gauge!("custodian_audit_healthy").set(1.0);
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let public_key = *signer.public_key();
+        let signer = Arc::new(signer);
         let instance = options.instance.clone();
         tracing::info!(instance = %instance, seq = head.0, key_id = public_key.key_id(), "audit chain loaded");
-        let (store, wal_backfilled, background) = open_connections(&db, &options.instance).await?;
+        let (store, wal_backfilled, background) =
+            open_connections(&db, &options.instance, options.write_timeout).await?;
         let task = Task {
             store,
             clock,
-            signer,
+            signer: Arc::clone(&signer),
             head: Some(head),
             last_checkpoint,
             last_index: tokio::time::Instant::now(),
@@ -179,6 +210,7 @@ impl AuditWriter {
             background,
             instance,
             public_key,
+            signer,
         })))
     }
 
@@ -190,7 +222,10 @@ impl AuditWriter {
         }
         let (ack, done) = oneshot::channel();
         match self.0.tx.try_send(Msg::Event(Box::new(event), ack)) {
-            Ok(()) => {}
+            Ok(()) => {
+                let depth = self.0.tx.max_capacity() - self.0.tx.capacity();
+                metrics::gauge!("custodian_audit_queue_depth").set(depth as f64);
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("custodian_audit_rejected_total", "reason" => "queue_full")
                     .increment(1);
@@ -207,7 +242,7 @@ impl AuditWriter {
 
     /// False after a failed batch, until a later batch commits.
     pub fn is_healthy(&self) -> bool {
-        self.0.shared.healthy.load(Ordering::Acquire)
+        self.0.shared.healthy.load(Ordering::Acquire) && !self.0.shared.stuck()
     }
 
     /// Committed batches since start (also `custodian_audit_batches_total`).
@@ -217,6 +252,11 @@ impl AuditWriter {
 
     pub fn instance(&self) -> &str {
         &self.0.instance
+    }
+
+    /// The checkpoint key, to sign what an export claims.
+    pub fn signer(&self) -> Arc<Signer> {
+        Arc::clone(&self.0.signer)
     }
 
     pub fn public_key(&self) -> &PublicKey {
@@ -265,16 +305,30 @@ impl Drop for Handle {
 async fn open_connections(
     db: &Db,
     instance: &str,
+    write_timeout: Duration,
 ) -> anyhow::Result<(Db, Arc<AtomicBool>, tokio::task::AbortHandle)> {
     let backfilled = Arc::new(AtomicBool::new(false));
     // Both connections before the task starts: a failed start leaves
     // nothing running.
+    // Every request waits on this connection: bound how long it waits for
+    // a lock or a statement, well under the request timeout, so a locked or
+    // hung trail fails requests closed fast instead of stalling them all.
+    let ms = write_timeout.as_millis().max(1);
     let store = match db.backend {
         Backend::Sqlite => {
-            db.dedicated_with(1, "PRAGMA audit.wal_autocheckpoint = 0;")
-                .await?
+            db.dedicated_with(
+                1,
+                format!("PRAGMA audit.wal_autocheckpoint = 0; PRAGMA busy_timeout = {ms};"),
+            )
+            .await?
         }
-        Backend::Postgres => db.dedicated(1).await?,
+        Backend::Postgres => {
+            db.dedicated_with(
+                1,
+                format!("SET lock_timeout = {ms}; SET statement_timeout = {ms};"),
+            )
+            .await?
+        }
     };
     let own = db.dedicated(1).await?;
     let task = match db.backend {
@@ -375,7 +429,7 @@ struct Task {
     /// so the writer must never need one of those.
     store: Db,
     clock: SharedClock,
-    signer: Signer,
+    signer: Arc<Signer>,
     /// `None` after a failed batch: reload from the store before chaining.
     head: Option<(i64, Hash)>,
     last_checkpoint: i64,
@@ -408,8 +462,13 @@ impl Task {
                 }
                 // Idle periods; under load it runs after a commit. SQLite
                 // only: on PostgreSQL there is nothing to do between batches.
-                _ = maintenance.tick(), if self.store.backend == Backend::Sqlite => {
-                    self.maintain(true).await;
+                _ = maintenance.tick() => {
+                    if !self.shared.healthy.load(Ordering::Acquire) {
+                        self.probe().await;
+                    }
+                    if self.store.backend == Backend::Sqlite {
+                        self.maintain(true).await;
+                    }
                     continue;
                 }
             };
@@ -452,6 +511,24 @@ impl Task {
                     break;
                 }
             }
+        }
+    }
+
+    /// After a failed batch, with no traffic to retry it: whether the trail
+    /// can take a write again (a no-op update takes the same lock an insert
+    /// needs, under the same timeouts). Without it an unready instance
+    /// would get no traffic and so never become ready again.
+    async fn probe(&mut self) {
+        let ok = sqlx::query("UPDATE audit_blocks SET instance = instance WHERE 1 = 0")
+            .execute(&self.store.pool)
+            .await
+            .is_ok();
+        if ok && !self.shared.healthy.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                instance = self.options.instance,
+                "audit store writable again"
+            );
+            metrics::gauge!("custodian_audit_healthy").set(1.0);
         }
     }
 
@@ -499,14 +576,20 @@ impl Task {
 
     async fn commit(&mut self, batch: Vec<(Box<AuditEvent>, Ack)>) {
         let instance = self.options.instance.clone();
+        let started = std::time::Instant::now();
+        metrics::histogram!("custodian_audit_batch_size").record(batch.len() as f64);
         let (events, acks): (Vec<AuditEvent>, Vec<Ack>) =
             batch.into_iter().map(|(event, ack)| (*event, ack)).unzip();
+        self.shared
+            .writing_since
+            .store(self.shared.now_ms(), Ordering::Release);
         let result = async {
             let block = self.chain(&instance, events).await?;
             self.insert(&block).await?;
             anyhow::Ok(block)
         }
         .await;
+        self.shared.writing_since.store(0, Ordering::Release);
         match result {
             Ok(block) => {
                 if let Some(head) = block.head() {
@@ -518,6 +601,8 @@ impl Task {
                     metrics::gauge!("custodian_audit_healthy").set(1.0);
                 }
                 self.shared.batches.fetch_add(1, Ordering::AcqRel);
+                metrics::histogram!("custodian_audit_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 metrics::counter!("custodian_audit_batches_total").increment(1);
                 metrics::counter!("custodian_audit_events_total")
                     .increment(u64::try_from(rows.len()).unwrap_or(0));

@@ -33,6 +33,10 @@ pub enum AuditSub {
     },
     /// Recompute every chain and checkpoint; exit non-zero on any problem.
     Verify(VerifyArgs),
+    /// Print the latest signed checkpoint of every chain, one JSON line
+    /// each: save it where the operator cannot change it, and pass it to
+    /// `verify --since` later.
+    Head,
     /// Follow new events, one line each (ids and codes only).
     Tail {
         #[arg(long, default_value_t = 500)]
@@ -56,6 +60,10 @@ pub struct VerifyArgs {
     /// Default for the database: the configured signing key's public half.
     #[arg(long)]
     pub public_key: Vec<PathBuf>,
+    /// A head saved earlier by `custodian audit head`: the trail must still
+    /// contain it and extend it (a rollback or rewrite fails).
+    #[arg(long, conflicts_with = "file")]
+    pub since: Option<PathBuf>,
 }
 
 pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
@@ -72,6 +80,16 @@ pub async fn run(config: Config, cmd: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AuditSub::Verify(args) => verify(config, args).await,
+        AuditSub::Head => {
+            let db = Db::connect(&config).await?;
+            for cp in audit::heads(&db).await? {
+                println!(
+                    "{}",
+                    serde_json::to_string(&audit::export::CheckpointLine::from_checkpoint(&cp))?
+                );
+            }
+            Ok(())
+        }
         AuditSub::Tail { interval_ms } => tail(config, interval_ms).await,
         AuditSub::Prune { before } => prune(config, before).await,
     }
@@ -121,13 +139,43 @@ async fn verify(config: Config, args: VerifyArgs) -> anyhow::Result<()> {
         report
     } else {
         let db = Db::connect(&config).await?;
+        if let Some(path) = &args.since {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--since {}: cannot read", path.display()))?;
+            let saved = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    serde_json::from_str::<audit::export::CheckpointLine>(l)
+                        .map(audit::export::CheckpointLine::into_checkpoint)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--since {}: not a saved head", path.display()))?;
+            if let Some(p) = audit::check_since(&db, &keys, &saved).await? {
+                println!(
+                    "FAILED: instance {} seq {}: {}: {}",
+                    p.instance,
+                    p.seq,
+                    p.kind.as_str(),
+                    p.detail
+                );
+                anyhow::bail!("the trail does not extend the saved head");
+            }
+            println!("the trail extends the saved head ({} chains)", saved.len());
+        }
         let bar = bar(store::count_events(&db).await?);
         let report = audit::verify_store(&db, &keys, &|n| bar.set_position(n)).await?;
         bar.finish_and_clear();
         report
     };
     println!("{report}");
-    anyhow::ensure!(report.is_intact(), "audit trail verification failed");
+    anyhow::ensure!(report.is_consistent(), "audit trail verification failed");
+    // An export that proves nothing about its completeness is not a pass.
+    anyhow::ensure!(
+        report.mode != audit::VerifyMode::Unverified,
+        "audit export unverified: {}",
+        report.unchecked.as_deref().unwrap_or("no signed manifest")
+    );
     Ok(())
 }
 
@@ -196,14 +244,18 @@ async fn prune(config: Config, before: Option<String>) -> anyhow::Result<()> {
     let mut options = WriterOptions::from_config(&config);
     options.instance = format!("{}.cli", options.instance);
     let writer = AuditWriter::start(db.clone(), clock, signer, options).await?;
-    let event = AuditEvent::system("cli:prune", Action::AuditPrune, "audit_events")
-        .request_id(uuid::Uuid::new_v4().to_string())
-        .records(report.removed)
-        .allow(
-            Reason::Admin(format!("retention before {}", rfc3339(cutoff))),
-            200,
-        )
-        .build();
+    let event = AuditEvent::system(
+        &super::cli_actor("prune"),
+        Action::AuditPrune,
+        "audit_events",
+    )
+    .request_id(uuid::Uuid::new_v4().to_string())
+    .records(report.removed)
+    .allow(
+        Reason::Admin(format!("retention before {}", rfc3339(cutoff))),
+        200,
+    )
+    .build();
     let receipt = writer.record(event).await;
     writer.shutdown().await;
     receipt.context("pruned, but the audit event of the prune could not be recorded")?;

@@ -127,7 +127,7 @@ async fn rotate(
 
     let signer = Signer::from_config(&config)?;
     let writer = AuditWriter::start(db.clone(), clock, signer, options).await?;
-    let base = AuditEvent::system("cli:keys", Action::KeyRotate, "keys")
+    let base = AuditEvent::system(&super::cli_actor("keys"), Action::KeyRotate, "keys")
         .request_id(uuid::Uuid::new_v4().to_string());
     let event = match &result {
         Ok(report) => base.records(report.rewrapped).allow(

@@ -24,7 +24,8 @@ use crate::pipeline::authorize::{vocabulary, CompiledPolicy};
 use crate::pipeline::purpose::PurposeCatalog;
 
 /// The actor recorded for policy changes made from the command line.
-const CLI_ACTOR: &str = "cli:policy";
+/// The command part of this group's audit actor (`cli:policy@<os user>`).
+const CLI_COMMAND: &str = "policy";
 
 #[derive(Args, Debug)]
 pub struct PolicyCommand {
@@ -176,6 +177,7 @@ async fn import(
     // The audit writer starts first: if the trail cannot record, nothing is
     // changed (fail-closed, as on the request path).
     let clock: SharedClock = Arc::new(SystemClock);
+    let actor = super::cli_actor(CLI_COMMAND);
     let signer = Signer::from_config(config)?;
     let mut options = WriterOptions::from_config(config);
     // The CLI appends to its own chain, so it never races a running server
@@ -190,12 +192,13 @@ async fn import(
         &authorizer,
         csv,
         purposes,
-        CLI_ACTOR,
+        config.policy.allow_wildcard_purpose,
+        &actor,
         clock.now_micros(),
     )
     .await;
     let resource = format!("policy:{}", path.display());
-    let builder = AuditEvent::system(CLI_ACTOR, Action::PolicyChange, resource)
+    let builder = AuditEvent::system(&actor, Action::PolicyChange, resource)
         .request_id(uuid::Uuid::new_v4().to_string());
     let event = match &outcome {
         Ok((version, revision)) => builder.allow(

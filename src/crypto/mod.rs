@@ -10,7 +10,8 @@
 //!   ├─ KEK v1, v2, … = HKDF(master, "custodian kek v{n}")   ─ wraps per-customer DEKs
 //!   │     └─ DEK (32 B random, one per customer)            ─ AES-256-GCM field encryption
 //!   ├─ blind-index key = HKDF(master, "custodian blind index v1")
-//!   └─ pseudonym key per purpose p = HKDF(master, "custodian pseudonym v1" ‖ p)
+//!   ├─ pseudonym key per purpose p = HKDF(master, "custodian pseudonym v1" ‖ p)
+//!   └─ cursor key = HKDF(master, "custodian cursor v1")      ─ opaque page cursors
 //! ```
 //!
 //! Submodules: [`keys`] (master key loading, KEK ring, DEK wrap/unwrap),
@@ -21,6 +22,7 @@
 
 mod aead;
 pub mod blind_index;
+pub mod cursor;
 pub mod field;
 pub mod kdf;
 pub mod keys;

@@ -168,6 +168,8 @@ async fn run_inner(
             .context("re-wrapping a batch of data keys")?;
         rewrapped += done;
         let left = remaining(db, version).await?;
+        metrics::gauge!("custodian_key_rotation_remaining").set(left as f64);
+        metrics::counter!("custodian_key_rotation_rewrapped_total").increment(done);
         progress(rewrapped, left);
         if left == 0 {
             break;

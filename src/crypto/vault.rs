@@ -23,6 +23,7 @@ pub struct Vault {
     keyring: ArcSwap<Keyring>,
     blind: BlindIndexer,
     pseudonymizer: Pseudonymizer,
+    cursors: super::cursor::CursorSealer,
 }
 
 impl std::fmt::Debug for Vault {
@@ -99,6 +100,7 @@ impl Vault {
         }
         Ok(Self {
             blind: BlindIndexer::from_master(&master),
+            cursors: super::cursor::CursorSealer::from_master(&master),
             pseudonymizer: Pseudonymizer::from_master(&master, purposes.iter()),
             keyring: ArcSwap::from_pointee(keyring),
             master,
@@ -107,6 +109,11 @@ impl Vault {
 
     pub fn keyring(&self) -> Arc<Keyring> {
         self.keyring.load_full()
+    }
+
+    /// Seals and opens opaque page cursors (see [`super::cursor`]).
+    pub fn cursors(&self) -> &super::cursor::CursorSealer {
+        &self.cursors
     }
 
     pub fn pseudonymizer(&self) -> &Pseudonymizer {

@@ -14,6 +14,8 @@ pub struct NewEvent {
     pub product_id: Option<i64>,
     pub channel: &'static str,
     pub occurred_at: i64,
+    /// Properties declared by the event schema, as a JSON object.
+    pub properties: Option<String>,
 }
 
 /// Appends events whose uid is new; returns how many were created.
@@ -24,11 +26,11 @@ pub async fn insert_many(
 ) -> crate::db::DbResult<u64> {
     let style = Placeholders::of(tx);
     let mut created = 0;
-    for chunk in events.chunks(rows_per_statement(7)) {
+    for chunk in events.chunks(rows_per_statement(8)) {
         let sql = format!(
             "INSERT INTO events (event_uid, customer_id, kind, product_id, channel, occurred_at, \
-             ingested_at) VALUES {} ON CONFLICT (event_uid) DO NOTHING",
-            values_clause(style, chunk.len(), 7)
+             ingested_at, properties) VALUES {} ON CONFLICT (event_uid) DO NOTHING",
+            values_clause(style, chunk.len(), 8)
         );
         let mut q = sqlx::query(&sql);
         for e in chunk {
@@ -39,7 +41,8 @@ pub async fn insert_many(
                 .bind(e.product_id)
                 .bind(e.channel)
                 .bind(e.occurred_at)
-                .bind(ingested_at);
+                .bind(ingested_at)
+                .bind(e.properties.as_deref());
         }
         created += q.execute(&mut **tx).await?.rows_affected();
     }

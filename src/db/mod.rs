@@ -170,10 +170,19 @@ impl Db {
             Backend::Sqlite => config.database.max_connections.min(8),
             Backend::Postgres => config.database.max_connections,
         };
-        let pool = pool_options(backend, size, acquire_timeout, audit_file.clone(), "")
-            .connect_with(options.clone())
-            .await
-            .with_context(|| format!("cannot connect to the database at {}", redact_url(&url)))?;
+        if backend == Backend::Postgres {
+            probe_postgres(&options, &url, acquire_timeout).await?;
+        }
+        let pool = pool_options(
+            backend,
+            size,
+            acquire_timeout,
+            audit_file.clone(),
+            "".into(),
+        )
+        .connect_with(options.clone())
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact_url(&url)))?;
         Ok(Self {
             pool,
             backend,
@@ -189,17 +198,19 @@ impl Db {
     /// (the audit writer, which every request waits on). Connections are not
     /// pinged before use: such a task drops a connection after any error.
     pub async fn dedicated(&self, size: u32) -> anyhow::Result<Self> {
-        self.dedicated_with(size, "").await
+        self.dedicated_with(size, String::new()).await
     }
 
-    /// [`Db::dedicated`] whose SQLite connections also run `pragmas`.
-    pub async fn dedicated_with(&self, size: u32, pragmas: &'static str) -> anyhow::Result<Self> {
+    /// [`Db::dedicated`] whose connections also run `session` after
+    /// connecting (SQLite pragmas, or PostgreSQL `SET` statements: the
+    /// caller writes them for its backend).
+    pub async fn dedicated_with(&self, size: u32, session: String) -> anyhow::Result<Self> {
         let pool = pool_options(
             self.backend,
             size,
             self.acquire_timeout,
             self.audit_file.clone(),
-            pragmas,
+            Arc::from(session),
         )
         .test_before_acquire(false)
         .connect_with(self.options.clone())
@@ -259,13 +270,14 @@ fn pool_options(
     size: u32,
     acquire_timeout: Duration,
     audit_file: Option<Arc<str>>,
-    pragmas: &'static str,
+    session: Arc<str>,
 ) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(acquire_timeout)
         .after_connect(move |conn, _meta| {
             let audit_file = audit_file.clone();
+            let session = session.clone();
             Box::pin(async move {
                 if backend == Backend::Sqlite {
                     // temp_store: statement journals stay in memory instead
@@ -290,9 +302,9 @@ fn pool_options(
                         )
                         .await?;
                     }
-                    if !pragmas.is_empty() {
-                        conn.execute(pragmas).await?;
-                    }
+                }
+                if !session.is_empty() {
+                    conn.execute(&*session).await?;
                 }
                 Ok(())
             })
@@ -324,6 +336,54 @@ fn sqlite_audit_file(url: &str) -> anyhow::Result<String> {
     }
 }
 
+/// One direct connection before the pool: a pool retries until its acquire
+/// timeout and then reports only `pool timed out`, where an operator needs
+/// to hear at once that nothing listens at host:port.
+async fn probe_postgres(
+    options: &AnyConnectOptions,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let shown = redact_url(url);
+    match tokio::time::timeout(timeout, options.connect()).await {
+        Err(_) => anyhow::bail!(
+            "cannot connect to the database at {shown}: no answer from {} within {}s",
+            host_port(url),
+            timeout.as_secs()
+        ),
+        Ok(Err(sqlx::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            anyhow::bail!(
+                "cannot connect to the database at {shown}: connection refused at {}",
+                host_port(url)
+            )
+        }
+        Ok(Err(e)) => {
+            Err(anyhow::Error::new(e).context(format!("cannot connect to the database at {shown}")))
+        }
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// `host:port` of a PostgreSQL URL (port 5432 when absent), for messages.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.is_empty() { "localhost" } else { host };
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if has_port {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
 /// Creates the data directory and checks it is writable, so a read-only
 /// directory fails at start with one clear line instead of at first write.
 pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
@@ -338,7 +398,17 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_audit_file;
+    use super::{host_port, sqlite_audit_file};
+
+    #[test]
+    fn host_port_of_urls() {
+        assert_eq!(
+            host_port("postgres://u:pw@db.example:6432/x"),
+            "db.example:6432"
+        );
+        assert_eq!(host_port("postgresql://db/x?sslmode=require"), "db:5432");
+        assert_eq!(host_port("postgres:///x"), "localhost:5432");
+    }
 
     #[test]
     fn the_audit_file_sits_beside_the_database_file() {

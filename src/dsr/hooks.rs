@@ -27,22 +27,26 @@ use std::sync::Arc;
 
 use crate::db::Db;
 
+/// What a hook's methods return: a boxed future, so hooks can be held as
+/// `dyn SubjectHook` without a macro crate.
+pub type HookFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + Send + 'a>>;
+
 /// One subsystem's part in access and erasure.
-#[async_trait::async_trait]
 pub trait SubjectHook: Send + Sync {
     /// Section name in the access document (`segments`,
     /// `recommendation_profile`, ...): `[a-z_]{1,40}`.
     fn name(&self) -> &'static str;
 
     /// What this subsystem holds about `customer_id` (internal id).
-    async fn export(&self, db: &Db, customer_id: i64) -> anyhow::Result<serde_json::Value>;
+    fn export<'a>(&'a self, db: &'a Db, customer_id: i64) -> HookFuture<'a, serde_json::Value>;
 
     /// Forgets `customer_id`; returns how many records were removed.
-    async fn erase(
-        &self,
-        tx: &mut Transaction<'static, Any>,
+    fn erase<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static, Any>,
         customer_id: i64,
-    ) -> anyhow::Result<u64>;
+    ) -> HookFuture<'a, u64>;
 }
 
 /// The registered hooks (lock-free to read; registration is rare).

@@ -27,8 +27,8 @@ use crate::audit::{
 use crate::clock::parse_rfc3339;
 use crate::db::customers;
 use crate::error::ApiError;
-use crate::http::extract::ApiQuery;
 use crate::http::extract::Caller;
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
 use crate::pipeline::gate::Gate;
 use crate::state::AppState;
@@ -38,6 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
         .routes(routes!(export_events))
         .routes(routes!(verify_trail))
+        .routes(routes!(audit_head))
+        .routes(routes!(verify_since))
         .routes(routes!(public_key))
 }
 
@@ -60,7 +62,8 @@ pub struct AuditQuery {
     /// events that touched this customer. An unknown id matches nothing.
     pub customer: Option<String>,
     /// The internal customer id as stored in events' `customers` list
-    /// (still works after the customer row is erased). Exclusive with `customer`.
+    /// (still works after the customer row is erased). With `customer` too,
+    /// both must name the same customer.
     pub customer_id: Option<String>,
     /// The declared purpose.
     pub purpose: Option<String>,
@@ -77,6 +80,88 @@ pub struct AuditQuery {
     /// Export only: `ndjson` (default; verifiable offline) or `csv` (events only).
     pub format: Option<String>,
 }
+
+/// The filters both audit routes take, as the OpenAPI document states them
+/// (with the constraints the server checks). Documentation only: the
+/// handlers parse [`AuditQuery`], which refuses a parameter of the other
+/// route with a 400.
+macro_rules! audit_filter_params {
+    ($name:ident, $doc:literal, { $($extra:tt)* }) => {
+        #[doc = $doc]
+        #[derive(Debug, Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        #[allow(dead_code)] // read by utoipa's derive only
+        pub struct $name {
+            /// Events at or after this time (RFC 3339, inclusive).
+            #[param(format = DateTime)]
+            pub from: Option<String>,
+            /// Events before this time (RFC 3339, exclusive).
+            #[param(format = DateTime)]
+            pub to: Option<String>,
+            /// Only this gateway instance's chain.
+            #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+            pub instance: Option<String>,
+            /// The actor (`sub` claim, or `anonymous` for failed authentications).
+            #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+            pub actor: Option<String>,
+            /// The shop's customer id (external id, as in `/v1/customers/{id}`):
+            /// events that touched this customer. An unknown id matches nothing.
+            #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+            pub customer: Option<String>,
+            /// The internal customer id as stored in events' `customers` list
+            /// (still works after the customer row is erased). With `customer` too,
+    /// both must name the same customer.
+            #[param(minimum = 0)]
+            pub customer_id: Option<i64>,
+            /// The declared purpose.
+            #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+            pub purpose: Option<String>,
+            /// The action code, e.g. `customer.read`, `audit.read`, `auth.failed`.
+            #[param(pattern = r"^[a-z._]{1,256}$")]
+            pub action: Option<String>,
+            /// `allow` or `deny`.
+            #[param(inline)]
+            pub decision: Option<DecisionParam>,
+            /// The HTTP status of the request.
+            #[param(minimum = 100, maximum = 599)]
+            pub status: Option<u16>,
+            $($extra)*
+        }
+    };
+}
+
+/// `allow` or `deny`, as the audit filters take it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation of the parameter only
+pub enum DecisionParam {
+    Allow,
+    Deny,
+}
+
+/// `ndjson` or `csv`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // documentation of the parameter only
+pub enum FormatParam {
+    Ndjson,
+    Csv,
+}
+
+audit_filter_params!(AuditListParams, "Query parameters of `GET /v1/audit`.", {
+    /// The previous page's `next_cursor` (opaque).
+    #[param(min_length = 1, max_length = 200)]
+    pub cursor: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+});
+
+audit_filter_params!(AuditExportParams, "Query parameters of `GET /v1/audit/export`.", {
+    /// `ndjson` (default; verifiable offline) or `csv` (events only).
+    #[param(inline)]
+    pub format: Option<FormatParam>,
+});
 
 fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
     ApiError::bad_request("invalid_query", message)
@@ -103,11 +188,7 @@ async fn to_filter(
     };
     let from = time("from", &q.from)?;
     let to = time("to", &q.to)?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f >= t {
-            return Err(invalid("from: must be before to"));
-        }
-    }
+    // `from` at or after `to` is an empty interval: it matches nothing.
     let text = |name: &'static str, v: &Option<String>| -> Result<Option<String>, ApiError> {
         match v.as_deref() {
             None => Ok(None),
@@ -148,23 +229,19 @@ async fn to_filter(
     };
     let customer_id = match q.customer_id.as_deref() {
         None => None,
-        Some(s) => Some(
-            s.parse::<i64>()
-                .ok()
-                .filter(|id| *id >= 0)
-                .ok_or_else(|| invalid("customer_id: must be a non-negative integer"))?,
-        ),
+        Some(s) => Some(crate::http::validate::non_negative_int("customer_id", s)?),
     };
     let customer = match (&q.customer, customer_id) {
-        (Some(_), Some(_)) => {
-            return Err(invalid("use either customer or customer_id, not both"));
-        }
-        (Some(external), None) => {
+        (Some(external), given) => {
             validate::identifier("customer", external)
                 .map_err(|_| invalid("customer: 1-64 characters of A-Za-z0-9._-"))?;
             // An unknown (or erased) external id matches no event: -1 is
             // never a customer id.
-            let id = customers::id_of(&state.db, external).await?.unwrap_or(-1);
+            let mut id = customers::id_of(&state.db, external).await?.unwrap_or(-1);
+            // Both given: one customer, so they must name the same one.
+            if given.is_some_and(|g| g != id) {
+                id = -1;
+            }
             if id >= 0 {
                 gate.touch([id]);
             }
@@ -206,7 +283,7 @@ pub struct EventPage {
 /// The event of this read is written after the page is read, so it appears
 /// in the next read, not in this one.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit",
-    params(AuditQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(AuditListParams, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
     responses((status = 200, body = EventPage), (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn list_events(
@@ -255,10 +332,11 @@ async fn list_events(
 /// page in constant memory; if the store fails midway the connection is
 /// aborted, so a partial download never ends cleanly.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
-    params(AuditQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(AuditExportParams, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
-    responses((status = 200, content_type = "application/x-ndjson"),
-               (status = 200, content_type = "text/csv"),
+    responses((status = 200, description = "The export: NDJSON by default, CSV with `format=csv`",
+                content((String = "application/x-ndjson"), (String = "text/csv")),
+                headers(("content-disposition" = String, description = "attachment; filename=custodian-audit-<time>.<ext>"))),
                (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn export_events(
     State(state): State<AppState>,
@@ -295,7 +373,14 @@ async fn export_events(
         .take(15)
         .collect::<String>();
     let disposition = format!("attachment; filename=\"custodian-audit-{stamp}.{ext}\"");
-    let stream = audit::export_stream(state.db.clone(), filter, format).inspect_err(|e| {
+    let stream = audit::export_stream(
+        state.db.clone(),
+        filter,
+        format,
+        state.audit.signer(),
+        state.clock.now_micros(),
+    )
+    .inspect_err(|e| {
         tracing::error!(
             error = format!("{e:#}"),
             "audit export failed midway; aborting the response"
@@ -419,6 +504,99 @@ async fn public_key(
             pem: key.to_pem(),
             hex: key.to_hex(),
             instance: state.audit.instance().to_owned(),
+        }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// The latest signed checkpoint of every chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Heads {
+    /// One per chain; keep them where the operator cannot change them and
+    /// send them back to `POST /v1/audit/verify/since` later.
+    #[schema(value_type = Vec<Object>)]
+    pub heads: Vec<audit::export::CheckpointLine>,
+}
+
+/// The signed head of every chain, for an auditor to keep.
+#[utoipa::path(get, path = "/v1/audit/head", tag = "audit",
+    params(("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = Heads), (status = 401), (status = 403), (status = 503)))]
+async fn audit_head(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Heads>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::AuditVerify);
+    let outcome = async {
+        gate.authorize()?;
+        let heads = audit::heads(&state.db).await.map_err(ApiError::Internal)?;
+        gate.returned(std::iter::empty(), heads.len() as u64);
+        Ok(Json(Heads {
+            heads: heads
+                .iter()
+                .map(audit::export::CheckpointLine::from_checkpoint)
+                .collect(),
+        }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// Heads saved earlier.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    #[schema(value_type = Vec<Object>)]
+    pub heads: Vec<audit::export::CheckpointLine>,
+}
+
+/// Verify the trail and that it still contains and extends heads saved
+/// earlier (`GET /v1/audit/head`): a rollback or a rewrite is `intact:
+/// false`, naming the gap.
+#[utoipa::path(post, path = "/v1/audit/verify/since", tag = "audit",
+    request_body = Since,
+    params(("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = VerifyResult), (status = 401), (status = 403), (status = 422), (status = 503)))]
+async fn verify_since(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<Since>,
+) -> Result<Json<VerifyResult>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::AuditVerify);
+    let outcome = async {
+        gate.authorize()?;
+        let saved: Vec<_> = body
+            .into_inner()?
+            .heads
+            .into_iter()
+            .map(audit::export::CheckpointLine::into_checkpoint)
+            .collect();
+        let keys = [*state.audit.public_key()];
+        // The auditor's question first: does the trail extend what they saw?
+        let since = audit::check_since(&state.db, &keys, &saved)
+            .await
+            .map_err(ApiError::Internal)?;
+        let mut report = audit::verify_store(&state.db, &keys, &|_| {})
+            .await
+            .map_err(ApiError::Internal)?;
+        if since.is_some() {
+            report.problem = since;
+        }
+        gate.returned(std::iter::empty(), report.events);
+        Ok(Json(VerifyResult {
+            intact: report.is_intact(),
+            chains: report.chains,
+            events: report.events,
+            checkpoints: report.checkpoints,
+            problem: report.problem.map(|p| ProblemBody {
+                instance: p.instance,
+                seq: p.seq,
+                kind: p.kind.as_str(),
+                detail: p.detail,
+            }),
         }))
     }
     .await;

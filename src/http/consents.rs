@@ -6,7 +6,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -133,7 +132,8 @@ async fn get_consents(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentBatch {
-    /// 1 to 100 changes; at most one per purpose.
+    /// 1 to 100 changes, recorded in order (for one purpose, the last is current).
+    #[schema(min_items = 1, max_items = 100)]
     pub changes: Vec<ConsentChangeInput>,
 }
 
@@ -145,11 +145,31 @@ pub struct ConsentChangeInput {
     /// `true` records a grant, `false` a withdrawal.
     pub granted: bool,
     /// One of `web_form`, `app`, `crm`, `email_link`, `support_call`, `import`, `paper`.
+    #[schema(value_type = ConsentSource)]
     pub source: String,
     /// What the customer was shown or said (e.g. the version of the consent text).
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 4000
+    )]
     pub evidence: Option<String>,
     /// RFC 3339; defaults to now. Never in the future.
+    #[schema(format = DateTime, pattern = r"^(19[0-9]{2}|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub occurred_at: Option<String>,
+}
+
+/// Where a consent event came from (the values of [`SOURCES`]).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // documents `source` in the OpenAPI document
+pub enum ConsentSource {
+    WebForm,
+    App,
+    Crm,
+    EmailLink,
+    SupportCall,
+    Import,
+    Paper,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -228,7 +248,6 @@ fn validate_batch(
             "changes: between 1 and {MAX_BATCH} entries"
         )));
     }
-    let mut seen = HashSet::new();
     batch
         .changes
         .iter()
@@ -244,11 +263,6 @@ fn validate_batch(
             if !consent_based {
                 return Err(ApiError::unprocessable(format!(
                     "changes[{i}].purpose: this purpose does not rest on consent"
-                )));
-            }
-            if !seen.insert(purpose.as_str().to_owned()) {
-                return Err(ApiError::unprocessable(format!(
-                    "changes[{i}].purpose: appears twice in one batch"
                 )));
             }
             if !SOURCES.contains(&c.source.as_str()) {

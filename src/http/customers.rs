@@ -31,15 +31,20 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Exact e-mail look-up (through the blind index; the table is never decrypted).
+    /// Exact e-mail look-up (through the blind index; the table is never
+    /// decrypted). With `phone` too: the customers matching both.
+    #[param(max_length = 254)]
     pub email: Option<String>,
     /// Exact phone look-up (blind index).
+    #[param(max_length = 64)]
     pub phone: Option<String>,
     /// Only customers of this country.
     pub country: Option<String>,
-    /// Cursor from the previous page's `next_cursor`.
+    /// Cursor from the previous page's `next_cursor` (opaque; valid only
+    /// for the caller and purpose it was issued to).
     pub after: Option<String>,
-    /// Page size (default 100, at most `max_page_size`).
+    /// Page size (default 100; above `max_page_size`, 1000 by default, is 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -49,8 +54,11 @@ pub struct CustomerPage {
     /// for the declared purpose (clear, masked, pseudonym); other fields absent.
     #[schema(value_type = Vec<Object>)]
     pub customers: Vec<Map<String, Value>>,
-    /// Customers of this page left out because they have not consented to the purpose.
-    pub left_out_without_consent: u64,
+    /// Customers of this page left out because they have not consented to
+    /// the purpose; present only for roles that may read the consent ledger
+    /// for the purpose (to others it would say who withheld consent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_out_without_consent: Option<u64>,
     /// Pass as `after` to get the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
@@ -70,13 +78,20 @@ async fn list_customers(
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
-        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size));
+        let limit = validate::page_limit(q.limit, 100, state.config.max_page_size)?;
         let rows = match (&q.email, &q.phone) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "invalid_query",
-                    "use either email or phone, not both",
-                ))
+            (Some(email), Some(phone)) => {
+                // Both given: the customers matching both.
+                let by_phone: std::collections::HashSet<i64> =
+                    blind_lookup(&state, &mut gate, BlindField::Phone, phone, limit)
+                        .await?
+                        .iter()
+                        .map(|r| r.id)
+                        .collect();
+                let mut rows =
+                    blind_lookup(&state, &mut gate, BlindField::Email, email, limit).await?;
+                rows.retain(|r| by_phone.contains(&r.id));
+                rows
             }
             (Some(email), None) => {
                 blind_lookup(&state, &mut gate, BlindField::Email, email, limit).await?
@@ -86,17 +101,35 @@ async fn list_customers(
             }
             (None, None) => {
                 let after = match &q.after {
-                    Some(c) => c.parse::<i64>().map_err(|_| {
-                        ApiError::bad_request("invalid_query", "after: not a cursor")
-                    })?,
+                    Some(c) => state
+                        .vault
+                        .cursors()
+                        .open(&cursor_scope(&gate), c)
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_query",
+                                "after: not a cursor issued to you for this list and purpose",
+                            )
+                        })?,
                     None => 0,
                 };
                 customers::list_page(&state.db, after, limit, q.country.as_deref()).await?
             }
         };
-        let next_cursor = (rows.len() as i64 == limit && q.email.is_none() && q.phone.is_none())
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        // Opaque: the internal id of the last row, sealed to this caller,
+        // purpose and list. A bare id would link pseudonyms to internal ids.
+        let next_cursor = match rows.last() {
+            Some(last) if rows.len() as i64 == limit && q.email.is_none() && q.phone.is_none() => {
+                Some(
+                    state
+                        .vault
+                        .cursors()
+                        .seal(&cursor_scope(&gate), last.id)
+                        .map_err(|e| ApiError::internal(anyhow::anyhow!("seal cursor: {e}")))?,
+                )
+            }
+            _ => None,
+        };
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let ok = gate.consenting(&ids).await?;
         let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
@@ -105,12 +138,20 @@ async fn list_customers(
         let customers = crate::pipeline::sanitize::customer_rows(&mut gate, &kept).await?;
         Ok(Json(CustomerPage {
             customers,
-            left_out_without_consent: left_out,
+            left_out_without_consent: gate.may_see_consent_counts().then_some(left_out),
             next_cursor,
         }))
     }
     .await;
     gate.finish(outcome).await
+}
+
+fn cursor_scope<'g>(gate: &'g Gate<'_>) -> crate::crypto::cursor::CursorScope<'g> {
+    crate::crypto::cursor::CursorScope {
+        list: "customers",
+        purpose: gate.purpose().as_str(),
+        principal: &gate.caller().principal.sub,
+    }
 }
 
 async fn blind_lookup(
@@ -181,17 +222,41 @@ pub(crate) async fn read_one(
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
     /// The shop's customer id: 1-64 characters of `A-Za-z0-9._-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub external_id: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){1,3}$",
+        max_length = 254
+    )]
     pub email: Option<String>,
-    /// International format, e.g. `+44 20 7946 0958`.
+    /// International format, e.g. `+442079460958` (spaces, `-`, `(`, `)`
+    /// and `.` between the 6-15 digits are accepted too).
+    #[schema(pattern = r"^\+?[0-9]{6,15}$")]
     pub phone: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 200
+    )]
     pub name: Option<String>,
-    /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub birth_date: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 16
+    )]
     pub postcode: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 100
+    )]
     pub city: Option<String>,
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 64
+    )]
     pub country: Option<String>,
-    /// RFC 3339; defaults to now.
+    /// RFC 3339, not in the future; defaults to now.
+    #[schema(format = DateTime, pattern = r"^(19[0-9]{2}|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub signup_at: Option<String>,
 }
 

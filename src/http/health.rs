@@ -68,9 +68,27 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, (StatusCo
 }
 
 /// Prometheus metrics in the text exposition format.
+///
+/// Open unless `server.metrics_token` (or `metrics_token_file`) is set; then
+/// only `Authorization: Bearer <token>` may scrape.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    responses((status = 200, description = "Metrics, each family with `# HELP` and `# TYPE`",
+               content_type = "text/plain; version=0.0.4", body = String),
+              (status = 401, description = "`server.metrics_token` is set and the request does not carry it (code `unauthenticated`)")))]
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(expected) = &state.config.server.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        let ok: bool = subtle::ConstantTimeEq::ct_eq(given, expected.expose().as_bytes()).into();
+        if !ok {
+            return Err(ApiError::Unauthenticated);
+        }
+    }
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -51,6 +51,7 @@ async fn key_status(
 #[serde(deny_unknown_fields)]
 pub struct RotateQuery {
     /// Data keys re-wrapped per transaction (1-10000, default 500).
+    #[param(minimum = 1, maximum = 10000)]
     pub batch_size: Option<u32>,
 }
 

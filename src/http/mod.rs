@@ -6,14 +6,18 @@ pub mod audit;
 pub mod bench;
 pub mod consents;
 pub mod customers;
+pub mod docs;
 pub mod dsr;
 pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod middleware;
+pub mod openapi;
 pub mod orders;
 pub mod policies;
 pub mod pseudonyms;
+pub mod quality;
+pub mod serve;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;
@@ -44,6 +48,7 @@ use crate::state::AppState;
         (name = "customers", description = "Governed customer reads and writes"),
         (name = "consents", description = "Purposes and the consent ledger"),
         (name = "events", description = "Batch ingestion of browsing events"),
+        (name = "quality", description = "Data quality report and quarantine"),
         (name = "dsr", description = "Data subject requests: access, portability, rectification, erasure"),
     )
 )]
@@ -74,13 +79,18 @@ impl utoipa::Modify for BearerAuth {
 /// request first):
 /// 1. `catch_panic`: a panic anywhere becomes a JSON 500;
 /// 2. `request_id`: every response, even errors, carries `x-request-id`;
-/// 3. `json_errors`: framework errors get the JSON envelope;
-/// 4. `security_headers`;
-/// 5. `metrics` (inside the router, so it knows the matched route);
-/// 6. timeout, then the body size limit, closest to the handlers.
+/// 3. `access_log`: tower-http's trace layer, one span and one line per
+///    request (route template and principal recorded by inner layers);
+/// 4. `json_errors`: framework errors get the JSON envelope;
+/// 5. `security_headers`;
+/// 6. `body_limit`: one body limit for every route, known or not, then
+///    `request_target`: no NUL, control or invalid UTF-8 in path or query;
+/// 7. `metrics` (inside the router, so it knows the matched route);
+/// 8. timeout, then the extractors' body limit (the same number).
 pub fn app(state: AppState) -> Router {
-    let (router, openapi) = api_router().split_for_parts();
-    let openapi = std::sync::Arc::new(openapi);
+    let (router, mut openapi) = api_router().split_for_parts();
+    openapi::complete(&mut openapi, &state.purposes);
+    let openapi = std::sync::Arc::new(openapi::render(&openapi));
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
     let max_body = state.config.server.max_body_bytes;
 
@@ -118,8 +128,13 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            middleware::body_limit(max_body, req, next)
+        }))
+        .layer(axum::middleware::from_fn(middleware::request_target))
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(middleware::access_log())
         .layer(axum::middleware::from_fn(middleware::request_id))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
 }
@@ -129,6 +144,7 @@ pub fn app(state: AppState) -> Router {
 pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
+        .merge(docs::router())
         .merge(customers::router())
         .merge(audit::router())
         .merge(consents::router())
@@ -136,5 +152,6 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(keys::router())
         .merge(pseudonyms::router())
         .merge(policies::router())
+        .merge(quality::router())
         .merge(dsr::router())
 }

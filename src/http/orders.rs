@@ -19,13 +19,13 @@ use crate::error::ApiError;
 use crate::http::extract::Caller;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
+use crate::import::event_schema::EventSchema;
 use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
 /// Largest event batch one request may carry.
 pub const MAX_EVENTS: usize = 1000;
-const KINDS: &[&str] = &["view", "search", "add_to_cart", "purchase", "click"];
-const CHANNELS: &[&str] = &["web", "app", "email", "store", "other"];
+use crate::import::event_schema::{STORE_CHANNELS as CHANNELS, STORE_KINDS as KINDS};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -37,7 +37,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OrdersQuery {
-    /// Most orders to return, newest first (default 50, at most `max_page_size`).
+    /// Most orders to return, newest first (default 50; above `max_page_size`,
+    /// 1000 by default, is 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -68,7 +70,7 @@ async fn customer_orders(
             .ok_or(ApiError::NotFound)?;
         gate.touch([customer]);
         gate.require_consent(customer).await?;
-        let limit = i64::from(q.limit.unwrap_or(50).clamp(1, state.config.max_page_size));
+        let limit = validate::page_limit(q.limit, 50, state.config.max_page_size)?;
         let orders = orders::for_customer(&state.db, customer, limit).await?;
         // `order read` grants the purchase history as a whole (there are no
         // per-field order rules yet); the audit event says what left.
@@ -98,24 +100,64 @@ async fn customer_orders(
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
     /// 1 to 1000 events; the whole batch is accepted or refused.
+    #[schema(min_items = 1, max_items = 1000)]
     pub events: Vec<EventInput>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventInput {
-    /// The sender's unique id for the event; resending it is a no-op.
+    /// The sender's unique id for the event (unique within the batch too);
+    /// resending it is a no-op.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub event_id: String,
     /// The shop's customer id, absent for anonymous browsing.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: Option<String>,
     /// `view`, `search`, `add_to_cart`, `purchase` or `click`.
+    #[schema(value_type = EventKind)]
     pub kind: String,
     /// The product's SKU, if the event concerns one.
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 64
+    )]
     pub product_sku: Option<String>,
     /// `web`, `app`, `email`, `store` or `other`.
+    #[schema(value_type = EventChannel)]
     pub channel: String,
     /// RFC 3339, not in the future.
+    #[schema(format = DateTime, pattern = r"^(19[0-9]{2}|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub occurred_at: String,
+    /// Properties of the event, as the event schema declares them for its
+    /// kind (`policies/events.toml`): unplanned properties, missing
+    /// required ones and type mismatches refuse the batch, each reported.
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The kinds of browsing event (the values of `KINDS`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // documents `kind` in the OpenAPI document
+pub enum EventKind {
+    View,
+    Search,
+    AddToCart,
+    Purchase,
+    Click,
+}
+
+/// The channels an event arrives through (the values of `CHANNELS`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // documents `channel` in the OpenAPI document
+pub enum EventChannel {
+    Web,
+    App,
+    Email,
+    Store,
+    Other,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -126,13 +168,16 @@ pub struct Ingested {
     pub duplicates: u64,
 }
 
-/// Ingest a batch of browsing events.
+/// Ingest a batch of browsing events, validated against the declared event
+/// schema (a tracking plan): every violation of every event is listed in
+/// the 422 message, and the batch is refused whole.
 #[utoipa::path(post, path = "/v1/events", tag = "events",
     request_body = EventBatch,
     params(("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
-    responses((status = 201, body = Ingested), (status = 401), (status = 403), (status = 413),
-               (status = 422), (status = 503)))]
+    responses((status = 201, body = Ingested),
+               (status = 404, description = "An event names a customer or product that does not exist (code `not_found`)"),
+               (status = 422)))]
 async fn ingest_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,6 +192,24 @@ async fn ingest_events(
         if n == 0 || n > MAX_EVENTS {
             return Err(ApiError::unprocessable(format!(
                 "events: between 1 and {MAX_EVENTS} entries"
+            )));
+        }
+        let mut violations = Vec::new();
+        for (i, e) in batch.events.iter().enumerate() {
+            let v = state.event_schema.check(
+                &format!("events[{i}]"),
+                &e.kind,
+                e.product_sku.is_some(),
+                e.properties.as_ref(),
+            );
+            if !v.is_empty() {
+                violations.push((i, v));
+            }
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::unprocessable(EventSchema::message(
+                n,
+                &violations,
             )));
         }
         let mut uids = HashSet::with_capacity(n);
@@ -192,13 +255,17 @@ async fn ingest_events(
             })?;
             let customer_id = match &e.customer_id {
                 Some(c) => Some(*customer_ids.get(c).ok_or_else(|| {
-                    ApiError::unprocessable(format!("events[{i}].customer_id: unknown customer"))
+                    ApiError::MissingReference(
+                        format!("events[{i}].customer_id: no such customer").into(),
+                    )
                 })?),
                 None => None,
             };
             let product_id = match &e.product_sku {
                 Some(p) => Some(*product_ids.get(p).ok_or_else(|| {
-                    ApiError::unprocessable(format!("events[{i}].product_sku: unknown product"))
+                    ApiError::MissingReference(
+                        format!("events[{i}].product_sku: no such product").into(),
+                    )
                 })?),
                 None => None,
             };
@@ -213,6 +280,11 @@ async fn ingest_events(
                     &e.occurred_at,
                     now,
                 )?,
+                properties: e
+                    .properties
+                    .as_ref()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| serde_json::Value::Object(p.clone()).to_string()),
             });
         }
         let accepted = events::insert_many(&mut tx, &rows, now).await?;

@@ -21,6 +21,7 @@ use crate::db::policy_store;
 use crate::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::http::extract::Caller;
+use crate::pipeline::authorize::safety::{self, PolicyDiff};
 use crate::pipeline::authorize::sync::{self, PolicyChangeError};
 use crate::pipeline::gate::Gate;
 use crate::state::AppState;
@@ -28,6 +29,8 @@ use crate::state::AppState;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_policy, replace_policy))
+        .routes(routes!(preview_policy))
+        .routes(routes!(rollback_policy))
         .routes(routes!(list_versions))
         .routes(routes!(get_version))
 }
@@ -231,18 +234,136 @@ async fn replace_policy(
             &state.authorizer,
             body.csv,
             &state.purposes,
+            state.config.policy.allow_wildcard_purpose,
             &caller.principal.sub,
             state.clock.now_micros(),
         )
         .await
-        .map_err(|e| match e {
-            PolicyChangeError::Invalid(reason) => {
-                // A rule type is not length-checked: cap what is echoed.
-                let reason: String = reason.chars().take(300).collect();
-                ApiError::unprocessable(format!("policy refused: {reason}"))
-            }
-            PolicyChangeError::Store(e) => ApiError::Internal(e),
-        })?;
+        .map_err(refusal)?;
+        Ok(Json(PolicyStored { version, revision }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+fn refusal(e: PolicyChangeError) -> ApiError {
+    match e {
+        PolicyChangeError::Invalid(reason) => {
+            // A rule type is not length-checked: cap what is echoed.
+            let reason: String = reason.chars().take(300).collect();
+            ApiError::unprocessable(format!("policy refused: {reason}"))
+        }
+        PolicyChangeError::Store(e) => ApiError::Internal(e),
+    }
+}
+
+/// What a replacement would do, without doing it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyPreview {
+    /// Hex SHA-256 the policy would have.
+    pub version: String,
+    /// The version in force now.
+    pub current_version: String,
+    /// Who would gain and who would lose which permission (role
+    /// inheritance expanded).
+    pub changes: PolicyDiff,
+}
+
+/// Preview a replacement policy: the same checks as a replacement (422 for
+/// a policy that would be refused), and who gains and loses what. Nothing
+/// is stored; the preview is audited like a read of the policy.
+#[utoipa::path(post, path = "/v1/admin/policies/preview", tag = "admin",
+    request_body = NewPolicy,
+    params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyPreview), (status = 400), (status = 401), (status = 403),
+               (status = 413), (status = 422, description = "the policy would be refused; the message says why"),
+               (status = 503)))]
+async fn preview_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<NewPolicy>,
+) -> Result<Json<PolicyPreview>, ApiError> {
+    // Audited as a read of the policy (nothing changes), but only who may
+    // change the policy may try changes out.
+    let mut gate = Gate::new(&state, &caller, Action::PolicyRead);
+    let outcome = async {
+        gate.authorize()?;
+        if !gate.also_allowed("policy", "write") {
+            return Err(ApiError::forbidden(
+                "the policy does not allow this for your role and purpose",
+            ));
+        }
+        let body = body.into_inner()?;
+        let current = state.authorizer.current();
+        let compiled = sync::validate_safe(
+            &state.authorizer,
+            body.csv,
+            &state.purposes,
+            state.config.policy.allow_wildcard_purpose,
+        )
+        .await
+        .map_err(refusal)?;
+        let changes = safety::diff(current.rules(), compiled.rules());
+        gate.returned(
+            Vec::new(),
+            (changes.gained.len() + changes.lost.len()) as u64,
+        );
+        Ok(Json(PolicyPreview {
+            version: compiled.version().to_owned(),
+            current_version: current.version().to_owned(),
+            changes,
+        }))
+    }
+    .await;
+    gate.finish(outcome).await
+}
+
+/// Which earlier policy to put back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// 64 hex digits (a `policy_version`, as audit events name it) or a
+    /// revision number, as listed by `GET /v1/admin/policies/versions`.
+    pub version: String,
+}
+
+/// Roll back to an earlier policy: its rules are stored again as a new
+/// revision (history is never rewritten), after the same checks as any
+/// replacement, so a rollback cannot lock everyone out either. Audited as
+/// `policy.change`.
+#[utoipa::path(post, path = "/v1/admin/policies/rollback", tag = "admin",
+    request_body = Rollback,
+    params(("X-Purpose" = String, Header, description = "Purpose id (`compliance_audit` in the shipped policy)")),
+    security(("bearer" = [])),
+    responses((status = 200, body = PolicyStored), (status = 400), (status = 401), (status = 403),
+               (status = 404, description = "no such version"),
+               (status = 422, description = "the earlier policy would be refused today"),
+               (status = 503)))]
+async fn rollback_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: ApiJson<Rollback>,
+) -> Result<Json<PolicyStored>, ApiError> {
+    let mut gate = Gate::new(&state, &caller, Action::PolicyChange);
+    let outcome = async {
+        gate.authorize()?;
+        let body = body.into_inner()?;
+        let key = parse_version_key(&body.version)?;
+        let earlier = policy_store::revision_by(&state.db, key)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let (version, revision) = sync::change(
+            &state.db,
+            &state.authorizer,
+            earlier.rules_csv,
+            &state.purposes,
+            state.config.policy.allow_wildcard_purpose,
+            &caller.principal.sub,
+            state.clock.now_micros(),
+        )
+        .await
+        .map_err(refusal)?;
         Ok(Json(PolicyStored { version, revision }))
     }
     .await;

@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     /// A customer pseudonym, `ps_` followed by 22 base64url characters.
+    #[schema(pattern = "^ps_[A-Za-z0-9_-]{22}$")]
     pub token: String,
     /// The purpose the token was issued under (not the caller's purpose).
     pub purpose: String,

@@ -9,6 +9,9 @@
 //! which leaves only whole committed batches) adds exactly what is missing.
 //!
 //! - [`online_retail`]: the UCI "Online Retail" CSV;
+//! - [`cdnow`]: the CDNOW purchase history CSV;
+//! - [`standardize`]: e-mails, phones (E.164), countries (ISO 3166),
+//!   timestamps (UTC) and amounts (exact cents) on the way in;
 //! - [`synth`]: deterministic synthetic profiles (also used by the demo shop);
 //! - [`store`]: bulk customer writes shared with the demo shop.
 
@@ -16,11 +19,32 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub mod cdnow;
+pub mod event_schema;
+pub mod events;
+pub mod input;
+pub mod mapped;
+pub mod mapping;
 pub mod online_retail;
+pub mod quality;
+pub mod quarantine;
+pub mod standardize;
 pub mod store;
 pub mod synth;
 
+pub use cdnow::import_cdnow;
 pub use online_retail::import_online_retail;
+
+/// An identifier as the store keeps it: trimmed, 1-64 characters of
+/// `A-Za-z0-9._-` (the same rule as the API's ids).
+pub fn validate_key(v: &str) -> Option<&str> {
+    let v = v.trim();
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    ok.then_some(v)
+}
 
 /// What to do with lines that carry no customer id (guest checkouts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -116,6 +140,8 @@ pub enum SkipReason {
     NonPositiveQuantity,
     /// Zero or positive quantity on a cancellation.
     NonNegativeReturnQuantity,
+    /// A negative amount on a purchase (CDNOW).
+    NegativeAmount,
 }
 
 impl SkipReason {
@@ -132,6 +158,7 @@ impl SkipReason {
             Self::NonPositivePrice => "non-positive price",
             Self::NonPositiveQuantity => "non-positive quantity",
             Self::NonNegativeReturnQuantity => "non-negative quantity on cancellation",
+            Self::NegativeAmount => "negative amount",
         }
     }
 }
@@ -148,6 +175,8 @@ pub enum TransformReason {
     MissingDescription,
     /// A positive price under half a cent, rounded up to one cent.
     SubCentPriceRoundedUp,
+    /// A purchase of amount zero (CDNOW: free or promotional), imported.
+    ZeroAmount,
 }
 
 impl TransformReason {
@@ -157,6 +186,7 @@ impl TransformReason {
             Self::CancellationAsReturn => "cancellation line as return",
             Self::MissingDescription => "missing description (name = stock code)",
             Self::SubCentPriceRoundedUp => "sub-cent price rounded up to 1 cent",
+            Self::ZeroAmount => "zero amount (imported as a free purchase)",
         }
     }
 }
@@ -214,11 +244,11 @@ impl ImportSummary {
         self.rows_read as f64 / (self.elapsed_ms.max(1) as f64 / 1000.0)
     }
 
-    fn skip(&mut self, reason: SkipReason) {
+    pub(crate) fn skip(&mut self, reason: SkipReason) {
         *self.skipped.entry(reason).or_insert(0) += 1;
     }
 
-    fn transform(&mut self, reason: TransformReason) {
+    pub(crate) fn transform(&mut self, reason: TransformReason) {
         *self.transformed.entry(reason).or_insert(0) += 1;
     }
 }

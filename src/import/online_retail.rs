@@ -290,7 +290,7 @@ pub async fn import_online_retail<R: Read + Send>(
 }
 
 /// Errors confined to one record (the reader can continue past them).
-fn is_row_error(e: &csv::Error) -> bool {
+pub(crate) fn is_row_error(e: &csv::Error) -> bool {
     matches!(
         e.kind(),
         csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
@@ -519,7 +519,8 @@ async fn flush(
             placed_at: inv.placed_at,
             country: inv.country.clone(),
             total_cents: inv.total_cents(),
-            source: SOURCE,
+            source: SOURCE.into(),
+            currency: Some("GBP".into()),
         })
         .collect();
     let order_ids = orders::insert_many(&mut tx, &new_orders, now).await?;

@@ -56,6 +56,8 @@ pub struct Gate<'a> {
     /// The allow event was made durable before a write committed
     /// ([`Gate::commit_audited`], [`Gate::release`]).
     recorded: bool,
+    /// A 404 of this request is a customer without consent for the purpose.
+    hidden_by_consent: bool,
     /// `finish` ran: the request's one event was recorded (or refused).
     finished: bool,
 }
@@ -77,6 +79,7 @@ impl<'a> Gate<'a> {
             subject_rights: None,
             served: None,
             recorded: false,
+            hidden_by_consent: false,
             finished: false,
         }
     }
@@ -157,18 +160,26 @@ impl<'a> Gate<'a> {
             .is_none_or(|p| p.consent_required)
     }
 
-    /// Stage 4 for one customer: 403 `consent_required` unless the customer
-    /// currently consents to the purpose (when the purpose requires it).
+    /// Stage 4 for one customer: unless the customer currently consents to
+    /// the purpose (when the purpose requires it), they are not there for
+    /// it: 404, exactly like an unknown id, so the answer is no oracle of
+    /// who exists and who withheld consent. Only the audit event says why
+    /// (reason `consent:missing`).
     pub async fn require_consent(&mut self, customer_id: i64) -> Result<(), ApiError> {
         let ok = self.consenting(&[customer_id]).await?;
         if ok.contains(&customer_id) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden {
-                code: "consent_required",
-                message: "the customer has not consented to this purpose".into(),
-            })
+            self.hidden_by_consent = true;
+            Err(ApiError::NotFound)
         }
+    }
+
+    /// Whether this caller may learn how many customers a list left out for
+    /// want of consent: only roles that may read the consent ledger for the
+    /// purpose. Others would learn who withheld consent by paging.
+    pub fn may_see_consent_counts(&self) -> bool {
+        self.also_allowed("consent", "read")
     }
 
     /// Stage 4 in bulk: which of `ids` may be used for the purpose (one query).
@@ -303,16 +314,33 @@ impl<'a> Gate<'a> {
                     ApiError::Forbidden {
                         code: "consent_required",
                         ..
-                    } => Reason::Consent(
-                        self.consent.clone().unwrap_or_else(|| "missing".to_owned()),
-                    ),
+                    } => {
+                        metrics::counter!("custodian_consent_denials_total",
+                            "purpose" => self.caller.purpose.as_str().to_owned())
+                        .increment(1);
+                        Reason::Consent(
+                            self.consent.clone().unwrap_or_else(|| "missing".to_owned()),
+                        )
+                    }
                     ApiError::Forbidden { .. } => policy_reason(),
                     ApiError::BadRequest { code, .. } => Reason::Input((*code).to_owned()),
                     ApiError::Unprocessable(_)
                     | ApiError::Conflict(_)
-                    | ApiError::PayloadTooLarge => Reason::Input(e.code().to_owned()),
+                    | ApiError::PayloadTooLarge
+                    | ApiError::UnsupportedMediaType
+                    | ApiError::MissingReference(_) => Reason::Input(e.code().to_owned()),
                     other => Reason::Outcome(other.code().to_owned()),
                 };
+                if self.hidden_by_consent && matches!(e, ApiError::NotFound) {
+                    return builder
+                        .deny(
+                            Reason::Consent(
+                                self.consent.clone().unwrap_or_else(|| "missing".to_owned()),
+                            ),
+                            status,
+                        )
+                        .build();
+                }
                 if self.rule.is_some() && matches!(e, ApiError::NotFound) {
                     builder.allow(reason, status)
                 } else {

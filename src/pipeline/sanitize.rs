@@ -247,13 +247,19 @@ fn plaintext<F: FnOnce() -> Result<DataKey, CryptoError>>(
                 field: &spec.name,
                 record_id: record.record_id,
             };
+            // Every ciphertext that does not open at its place is one kind
+            // of failure, whichever byte was changed: a flipped format byte
+            // is as much tampering as a flipped tag bit, and must be refused
+            // and audited the same way (`integrity_failure`).
             let bytes = cipher.get()?.decrypt(place, ct).map_err(|e| match e {
-                CryptoError::Integrity => SanitizeError::Integrity {
+                CryptoError::Rng => SanitizeError::Crypto {
                     field: spec.name.clone(),
+                    source: e,
                 },
-                source => SanitizeError::Crypto {
+                CryptoError::Integrity
+                | CryptoError::UnsupportedFormat(_)
+                | CryptoError::UnknownKeyVersion(_) => SanitizeError::Integrity {
                     field: spec.name.clone(),
-                    source,
                 },
             })?;
             // `bytes` is zeroized on drop; validate without copying first.
@@ -583,13 +589,8 @@ mod tests {
             dek,
         )
         .unwrap_err();
-        assert!(matches!(
-            err,
-            SanitizeError::Crypto {
-                source: CryptoError::UnsupportedFormat(b'g'),
-                ..
-            }
-        ));
+        // An unknown format byte is an integrity failure like any other.
+        assert!(matches!(err, SanitizeError::Integrity { ref field } if field == "email"));
     }
 
     #[test]

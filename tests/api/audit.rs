@@ -39,6 +39,7 @@ async fn writer(app: &TestApp) -> (AuditWriter, PublicKey) {
         checkpoint_interval: Duration::from_secs(3600),
         queue_capacity: 1000,
         max_batch: 512,
+        write_timeout: Duration::from_secs(2),
     };
     let w = AuditWriter::start(
         app.state.db.clone(),
@@ -494,7 +495,13 @@ both_backends!(concurrent_records_share_commits, async |app: TestApp| {
 });
 
 async fn export(app: &TestApp, filter: AuditFilter, format: ExportFormat) -> String {
-    let mut stream = Box::pin(audit::export_stream(app.state.db.clone(), filter, format));
+    let mut stream = Box::pin(audit::export_stream(
+        app.state.db.clone(),
+        filter,
+        format,
+        app.state.audit.signer(),
+        0,
+    ));
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk.unwrap());
@@ -507,7 +514,12 @@ both_backends!(
     async |app: TestApp| {
         let key = chain_of_25(&app).await;
         let text = export(&app, AuditFilter::default(), ExportFormat::Ndjson).await;
-        let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
+        let report = audit::verify_ndjson(
+            text.as_bytes(),
+            &[key, *app.state.audit.public_key()],
+            &|_| {},
+        )
+        .unwrap();
         assert!(report.is_intact(), "{report}");
         assert_eq!((report.events, report.checkpoints), (25, 3));
         // Editing one line breaks it, naming the seq.
@@ -523,7 +535,12 @@ both_backends!(
             .collect::<Vec<_>>()
             .join("\n");
         assert_ne!(edited.trim(), text.trim());
-        let report = audit::verify_ndjson(edited.as_bytes(), &[key], &|_| {}).unwrap();
+        let report = audit::verify_ndjson(
+            edited.as_bytes(),
+            &[key, *app.state.audit.public_key()],
+            &|_| {},
+        )
+        .unwrap();
         let p = report.problem.unwrap();
         assert_eq!((p.kind, p.seq), (ProblemKind::Modified, 7));
         // A filtered export verifies what it holds.
@@ -532,8 +549,15 @@ both_backends!(
             ..AuditFilter::default()
         };
         let text = export(&app, one, ExportFormat::Ndjson).await;
-        let report = audit::verify_ndjson(text.as_bytes(), &[key], &|_| {}).unwrap();
-        assert!(report.is_intact(), "{report}");
+        let report = audit::verify_ndjson(
+            text.as_bytes(),
+            &[key, *app.state.audit.public_key()],
+            &|_| {},
+        )
+        .unwrap();
+        // Consistent, but a filtered export never claims to be intact.
+        assert!(report.is_consistent() && !report.is_intact(), "{report}");
+        assert_eq!(report.mode, audit::VerifyMode::FilteredExport);
         assert_eq!(report.events, 1);
         let csv = export(&app, AuditFilter::default(), ExportFormat::Csv).await;
         assert_eq!(csv.lines().count(), 26);

@@ -68,6 +68,7 @@ fn rs256(header: &Value, claims: &Value) -> String {
     let pem = std::fs::read(fixture("rsa_private.pem")).unwrap();
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap();
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    h.typ = Some("at+jwt".into());
     h.kid = header["kid"].as_str().map(str::to_owned);
     jsonwebtoken::encode(&h, claims, &key).unwrap()
 }
@@ -127,19 +128,21 @@ async fn assert_accepted(app: &TestApp, token: &str) {
 both_backends!(dev_token_attacks_are_uniform_401s, async |app: TestApp| {
     let secret = dev_secret(&app);
     let ok = claims(&app, &["support_agent"]);
-    let hs_header = json!({"alg": "HS256", "typ": "JWT"});
+    let hs_header = json!({"alg": "HS256", "typ": "at+jwt"});
     let good = hs256(&secret, &hs_header, &ok);
     assert_accepted(&app, &good).await;
 
     // alg none, with and without a signature part; case variants.
     let none_input = format!(
         "{}.{}",
-        b64(json!({"alg": "none"}).to_string().as_bytes()),
+        b64(json!({"alg": "none", "typ": "at+jwt"})
+            .to_string()
+            .as_bytes()),
         b64(ok.to_string().as_bytes())
     );
     assert_refused(&app, Some(&format!("Bearer {none_input}.")), "malformed").await;
     for alg in ["none", "None", "NONE"] {
-        let token = hs256(&secret, &json!({"alg": alg}), &ok);
+        let token = hs256(&secret, &json!({"alg": alg, "typ": "at+jwt"}), &ok);
         assert_refused(
             &app,
             Some(&format!("Bearer {token}")),
@@ -151,7 +154,7 @@ both_backends!(dev_token_attacks_are_uniform_401s, async |app: TestApp| {
     let hs512 = hs(
         ring::hmac::HMAC_SHA512,
         &secret,
-        &json!({"alg": "HS512", "typ": "JWT"}),
+        &json!({"alg": "HS512", "typ": "at+jwt"}),
         &ok,
     );
     assert_refused(
@@ -260,7 +263,7 @@ both_backends!(
         let ok = claims(&app, &["support_agent"]);
         assert_accepted(&app, &rs256(&json!({}), &ok)).await;
         let pem = std::fs::read(fixture("rsa_public.pem")).unwrap();
-        let confused = hs256(&pem, &json!({"alg": "HS256", "typ": "JWT"}), &ok);
+        let confused = hs256(&pem, &json!({"alg": "HS256", "typ": "at+jwt"}), &ok);
         assert_refused(
             &app,
             Some(&format!("Bearer {confused}")),
@@ -302,7 +305,7 @@ both_backends!(
             return;
         };
         let ok = claims(&app, &["support_agent"]);
-        let header = json!({"alg": "HS256", "typ": "JWT"});
+        let header = json!({"alg": "HS256", "typ": "at+jwt"});
         assert_accepted(&app, &hs256(SECRET.as_bytes(), &header, &ok)).await;
         assert_accepted(&app, &rs256(&json!({}), &ok)).await;
         let pem = std::fs::read(fixture("rsa_public.pem")).unwrap();
@@ -310,7 +313,11 @@ both_backends!(
         assert_refused(&app, Some(&format!("Bearer {confused}")), "bad_signature").await;
         // Naming the RSA key by its kid on an HS256 token is refused outright.
         let kid = rsa_kid(&app, &ok).await;
-        let confused_kid = hs256(&pem, &json!({"alg": "HS256", "kid": kid}), &ok);
+        let confused_kid = hs256(
+            &pem,
+            &json!({"alg": "HS256", "typ": "at+jwt", "kid": kid}),
+            &ok,
+        );
         assert_refused(
             &app,
             Some(&format!("Bearer {confused_kid}")),
@@ -407,7 +414,7 @@ both_backends!(eddsa_keys_are_selected_by_kid_only, async |app: TestApp| {
     let forged = authenticate::sign_eddsa_token(&other.pkcs8_der, Some("k1"), &claims).unwrap();
     assert_refused(&app, Some(&format!("Bearer {forged}")), "bad_signature").await;
     // The embedded key of the attacker, with its own signature.
-    let header = json!({"alg": "EdDSA", "kid": "k1", "jwk": {
+    let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": "k1", "jwk": {
             "kty": "OKP", "crv": "Ed25519", "x": b64(&other.public_key)}});
     let parts: Vec<&str> = forged.split('.').collect();
     let with_jwk = format!(
@@ -425,7 +432,7 @@ both_backends!(eddsa_keys_are_selected_by_kid_only, async |app: TestApp| {
     // HS256 is not accepted at all here (no dev secret configured).
     let hs = hs256(
         b"a-development-secret-of-at-least-32-bytes!",
-        &json!({"alg": "HS256"}),
+        &json!({"alg": "HS256", "typ": "at+jwt"}),
         &serde_json::to_value(&claims).unwrap(),
     );
     assert_refused(&app, Some(&format!("Bearer {hs}")), "algorithm_not_allowed").await;

@@ -133,7 +133,8 @@ async fn lookalikes(app: &TestApp) -> (i64, i64) {
             placed_at: 1_770_000_000_000_000,
             country: Some("United Kingdom".into()),
             total_cents: 1999,
-            source: "api",
+            source: "api".into(),
+            currency: None,
         })
         .collect();
     custodian::db::orders::insert_many(&mut tx, &orders, 1_770_000_000_000_000)
@@ -405,21 +406,26 @@ struct CountingHook {
     erased: AtomicI64,
 }
 
-#[async_trait::async_trait]
 impl custodian::dsr::hooks::SubjectHook for CountingHook {
     fn name(&self) -> &'static str {
         "segments"
     }
-    async fn export(&self, _db: &custodian::db::Db, id: i64) -> anyhow::Result<Value> {
-        Ok(json!([{"segment": "loyal", "customer": id}]))
-    }
-    async fn erase(
-        &self,
-        _tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    fn export<'a>(
+        &'a self,
+        _db: &'a custodian::db::Db,
         id: i64,
-    ) -> anyhow::Result<u64> {
-        self.erased.store(id, Ordering::SeqCst);
-        Ok(1)
+    ) -> custodian::dsr::hooks::HookFuture<'a, Value> {
+        Box::pin(async move { Ok(json!([{"segment": "loyal", "customer": id}])) })
+    }
+    fn erase<'a>(
+        &'a self,
+        _tx: &'a mut sqlx::Transaction<'static, sqlx::Any>,
+        id: i64,
+    ) -> custodian::dsr::hooks::HookFuture<'a, u64> {
+        Box::pin(async move {
+            self.erased.store(id, Ordering::SeqCst);
+            Ok(1)
+        })
     }
 }
 
@@ -1232,6 +1238,7 @@ async fn measure_export_of_a_customer_with_many_events() {
                 product_id: None,
                 channel: "web",
                 occurred_at: 1_770_000_000_000_000 + i as i64,
+                properties: None,
             })
             .collect();
         custodian::db::events::insert_many(&mut tx, &chunk, 1_770_000_000_000_000)

@@ -16,6 +16,19 @@ pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 pub use crate::secret::SecretString;
 
+/// The `typ` of an RFC 9068 access token, which `custodian token` mints.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// Token types that are never access tokens, whatever the configuration says.
+const NEVER_ACCESS_TYPES: [&str; 6] = [
+    "refresh+jwt",
+    "id_token",
+    "id_token+jwt",
+    "logout+jwt",
+    "secevent+jwt",
+    "jwe",
+];
+
 /// The `[auth]` section of the configuration.
 #[derive(Deserialize, Serialize, Clone)]
 #[serde(default, deny_unknown_fields)]
@@ -44,6 +57,13 @@ pub struct AuthConfig {
     /// Verified tokens remembered until they expire; 0 disables the cache.
     /// Default 100 000.
     pub cache_capacity: usize,
+    /// Accepted values of the protected header's `typ` (compared
+    /// case-insensitively, an `application/` prefix ignored, RFC 7515
+    /// §4.1.9). Default `["at+jwt"]` (RFC 9068 access tokens); add `"JWT"`
+    /// for an issuer that cannot type its tokens. A token without `typ`, or
+    /// with any other type (`refresh+jwt`, `id_token`, `logout+jwt`, `JWE`),
+    /// is refused: explicit typing, RFC 8725 §3.11.
+    pub token_types: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -61,6 +81,7 @@ impl Default for AuthConfig {
             dev_hs256_secret_file: None,
             max_token_bytes: 8192,
             cache_capacity: 100_000,
+            token_types: vec![ACCESS_TOKEN_TYPE.to_owned()],
         }
     }
 }
@@ -80,6 +101,7 @@ impl fmt::Debug for AuthConfig {
             .field("dev_hs256_secret_file", &self.dev_hs256_secret_file)
             .field("max_token_bytes", &self.max_token_bytes)
             .field("cache_capacity", &self.cache_capacity)
+            .field("token_types", &self.token_types)
             .finish()
     }
 }
@@ -125,6 +147,22 @@ impl AuthConfig {
                 "must be between 512 and 65536",
             ));
         }
+        if self.token_types.is_empty() {
+            return Err(AuthConfigError::invalid(
+                "auth.token_types",
+                "must not be empty (the default is [\"at+jwt\"])",
+            ));
+        }
+        if let Some(bad) = self
+            .token_types
+            .iter()
+            .find(|t| t.is_empty() || NEVER_ACCESS_TYPES.contains(&normalize_type(t).as_str()))
+        {
+            return Err(AuthConfigError::invalid(
+                "auth.token_types",
+                format!("{bad:?} is not an access token type"),
+            ));
+        }
         if self.dev_hs256_secret.is_some() && self.dev_hs256_secret_file.is_some() {
             return Err(AuthConfigError::invalid(
                 "auth.dev_hs256_secret",
@@ -149,6 +187,14 @@ impl AuthConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The accepted token types, normalized (see [`normalize_type`]).
+    pub(crate) fn accepted_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self.token_types.iter().map(|t| normalize_type(t)).collect();
+        types.sort_unstable();
+        types.dedup();
+        types
     }
 
     pub(crate) fn allows(&self, alg: &str) -> bool {
@@ -188,4 +234,14 @@ fn check_secret_len(setting: &'static str, secret: &SecretString) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// A media type as `typ` carries it: lower case, without the `application/`
+/// prefix RFC 7515 §4.1.9 lets senders omit.
+pub(crate) fn normalize_type(typ: &str) -> String {
+    let lower = typ.trim().to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
 }

@@ -2,6 +2,7 @@
 //! Ed25519 key pair, publishing its public key (PEM or JWKS), signing tokens.
 //! None of it is on the request path.
 
+use super::config::ACCESS_TOKEN_TYPE;
 use super::failure::MintError;
 use super::keys::{thumbprint, VerifyKey};
 use super::token::TokenClaims;
@@ -121,8 +122,8 @@ pub(crate) fn sign_hs256(key: &hmac::Key, claims: &TokenClaims) -> Result<String
 
 fn signing_input(alg: &str, kid: Option<&str>, claims: &TokenClaims) -> Result<String, MintError> {
     let header = match kid {
-        Some(kid) => serde_json::json!({ "alg": alg, "typ": "JWT", "kid": kid }),
-        None => serde_json::json!({ "alg": alg, "typ": "JWT" }),
+        Some(kid) => serde_json::json!({ "alg": alg, "typ": ACCESS_TOKEN_TYPE, "kid": kid }),
+        None => serde_json::json!({ "alg": alg, "typ": ACCESS_TOKEN_TYPE }),
     };
     let payload = serde_json::to_vec(claims).map_err(|_| MintError::Signing)?;
     Ok(format!(

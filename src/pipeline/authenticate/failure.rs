@@ -40,6 +40,10 @@ pub enum AuthFailure {
     WrongIssuer,
     /// `aud` does not contain the configured audience.
     WrongAudience,
+    /// The token is not an access token: its header `typ` is missing or not
+    /// an accepted access-token type, or its `token_use` claim is not
+    /// `access` (RFC 8725 §3.11).
+    WrongType,
     /// A required claim is missing or has the wrong type (`sub` empty,
     /// `roles` not an array of non-empty strings, ...).
     InvalidClaims,
@@ -61,6 +65,7 @@ impl AuthFailure {
             AuthFailure::WrongIssuer => "wrong_issuer",
             AuthFailure::WrongAudience => "wrong_audience",
             AuthFailure::InvalidClaims => "invalid_claims",
+            AuthFailure::WrongType => "wrong_token_type",
         }
     }
 

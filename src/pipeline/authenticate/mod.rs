@@ -6,7 +6,8 @@
 //! an injected clock, the verified-token cache, and dev-token minting.
 //!
 //! Order of checks, cheapest and most hostile first: size cap (before any
-//! parsing), scheme, cache, structure, forbidden headers, `alg` allowlist,
+//! parsing), scheme, cache, structure, forbidden headers, token type
+//! (`typ`: access tokens only, RFC 8725 §3.11), `alg` allowlist,
 //! key, signature, and only then the (now authenticated) claims. The token's
 //! `alg` is never trusted alone: it must be allowlisted *and* equal to the
 //! algorithm the selected key was loaded for.
@@ -26,7 +27,9 @@ mod token;
 #[cfg(test)]
 mod tests;
 
-pub use config::{AuthConfig, SecretString, MIN_HS256_SECRET_BYTES, SUPPORTED_ALGORITHMS};
+pub use config::{
+    AuthConfig, SecretString, ACCESS_TOKEN_TYPE, MIN_HS256_SECRET_BYTES, SUPPORTED_ALGORITHMS,
+};
 pub use dev::{
     ed25519_jwks, ed25519_kid, ed25519_public_key_pem, generate_ed25519_keypair, parse_ttl,
     sign_eddsa_token, Ed25519Generated, KeyGenError,
@@ -53,6 +56,8 @@ pub struct Authenticator {
     keys: KeyStore,
     /// The allowlist, intersected with the algorithms we have keys for.
     allowed: Vec<Algorithm>,
+    /// Accepted header `typ` values, normalized.
+    token_types: Vec<String>,
     issuer: String,
     audience: String,
     leeway: i64,
@@ -126,6 +131,7 @@ impl Authenticator {
         Ok(Authenticator {
             keys,
             allowed,
+            token_types: config.accepted_types(),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             // validate() caps leeway at 3600, so this cannot fail.
@@ -193,6 +199,7 @@ impl Authenticator {
     ) -> Result<(Arc<Principal>, token::Validity), AuthFailure> {
         let segments = token::split(token)?;
         let header = token::parse_header(segments.header)?;
+        token::check_type(&header, &self.token_types)?;
         let alg = Algorithm::from_jose(&header.alg)
             .filter(|alg| self.allowed.contains(alg))
             .ok_or(AuthFailure::AlgorithmNotAllowed)?;

@@ -106,7 +106,7 @@ fn ed_setup() -> (Ed25519Generated, Authenticator) {
 }
 
 fn ed_header(kid: &str) -> serde_json::Value {
-    serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid})
+    serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid})
 }
 
 fn ed_token(pair: &Ed25519Generated, payload: &serde_json::Value) -> String {
@@ -124,9 +124,18 @@ fn rsa_kid() -> String {
 
 fn jwt_rs256(claims: &TokenClaims, kid: Option<String>) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
     header.kid = kid;
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(RSA_PRIVATE_PEM.as_bytes()).unwrap();
     jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// jsonwebtoken's default HS256 header, typed as an access token.
+fn at_header() -> jsonwebtoken::Header {
+    jsonwebtoken::Header {
+        typ: Some("at+jwt".into()),
+        ..jsonwebtoken::Header::default()
+    }
 }
 
 fn no_cache(mut config: AuthConfig) -> AuthConfig {
@@ -150,6 +159,7 @@ fn eddsa_token_from_jwks_is_accepted() {
 fn eddsa_token_signed_by_jsonwebtoken_is_accepted() {
     let (pair, auth) = ed_setup();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.typ = Some("at+jwt".into());
     header.kid = Some("k1".into());
     let key = jsonwebtoken::EncodingKey::from_ed_der(&pair.pkcs8_der);
     let token = jsonwebtoken::encode(&header, &claims(), &key).unwrap();
@@ -224,7 +234,7 @@ fn hs256_dev_token_is_accepted_and_minted_tokens_verify() {
     );
 
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
-    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims(), &key).unwrap();
+    let token = jsonwebtoken::encode(&at_header(), &claims(), &key).unwrap();
     assert!(auth.authenticate(Some(&bearer(&token)), NOW).is_ok());
 }
 
@@ -250,7 +260,7 @@ fn alg_none_is_rejected() {
     let (_, auth) = ed_setup();
     let payload = claims_json();
     for alg in ["none", "None", "NONE", "nOnE"] {
-        let header = serde_json::json!({"alg": alg, "kid": "k1"});
+        let header = serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": "k1"});
         // Unsigned (empty signature) and with junk in the signature slot.
         let unsigned = format!("{}.{}.", b64(header.to_string()), b64(payload.to_string()));
         assert!(
@@ -282,9 +292,11 @@ fn algorithm_outside_allowlist_is_rejected_even_with_a_valid_signature() {
         Err(AuthFailure::AlgorithmNotAllowed)
     );
     for alg in ["ES256", "HS512", "PS256", "RS512", "eddsa", "Ed25519"] {
-        let token = forge(&serde_json::json!({"alg": alg}), &claims_json(), |_| {
-            vec![1; 64]
-        });
+        let token = forge(
+            &serde_json::json!({"alg": alg, "typ": "at+jwt"}),
+            &claims_json(),
+            |_| vec![1; 64],
+        );
         assert_eq!(
             auth.authenticate(Some(&bearer(&token)), NOW),
             Err(AuthFailure::AlgorithmNotAllowed),
@@ -302,8 +314,8 @@ fn hs256_signed_with_rsa_public_key_is_rejected() {
     assert!(!auth.is_dev_only());
     for secret in &secrets {
         for header in [
-            serde_json::json!({"alg": "HS256"}),
-            serde_json::json!({"alg": "HS256", "kid": rsa_kid()}),
+            serde_json::json!({"alg": "HS256", "typ": "at+jwt"}),
+            serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": rsa_kid()}),
         ] {
             let token = forge(&header, &payload, hmac_sign(secret));
             assert_eq!(
@@ -316,7 +328,7 @@ fn hs256_signed_with_rsa_public_key_is_rejected() {
     let auth = rsa_auth(&dev_config());
     for secret in &secrets {
         let token = forge(
-            &serde_json::json!({"alg": "HS256"}),
+            &serde_json::json!({"alg": "HS256", "typ": "at+jwt"}),
             &payload,
             hmac_sign(secret),
         );
@@ -324,7 +336,7 @@ fn hs256_signed_with_rsa_public_key_is_rejected() {
             auth.authenticate(Some(&bearer(&token)), NOW),
             Err(AuthFailure::BadSignature)
         );
-        let header = serde_json::json!({"alg": "HS256", "kid": rsa_kid()});
+        let header = serde_json::json!({"alg": "HS256", "typ": "at+jwt", "kid": rsa_kid()});
         let token = forge(&header, &payload, hmac_sign(secret));
         assert_eq!(
             auth.authenticate(Some(&bearer(&token)), NOW),
@@ -896,7 +908,7 @@ fn keys_and_secret_load_from_files() {
         .is_ok());
     // The trailing newline of the secret file is not part of the secret.
     let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
-    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims(), &key).unwrap();
+    let token = jsonwebtoken::encode(&at_header(), &claims(), &key).unwrap();
     assert!(auth.authenticate(Some(&bearer(&token)), NOW).is_ok());
 
     let jwks_path = dir.path().join("keys.jwks");
@@ -1049,4 +1061,96 @@ fn generated_keys_publish_consistently() {
         .unwrap();
     let token = sign_eddsa_token(&der, None, &claims()).unwrap();
     assert!(auth.authenticate(Some(&bearer(&token)), NOW).is_ok());
+}
+
+// ---------- explicit typing (RFC 8725 §3.11, RFC 9068) ----------
+
+#[test]
+fn only_typed_access_tokens_are_accepted() {
+    let (pair, auth) = ed_setup();
+    let with_typ = |typ: Option<&str>| {
+        let mut header = serde_json::json!({"alg": "EdDSA", "kid": "k1"});
+        if let Some(typ) = typ {
+            header["typ"] = typ.into();
+        }
+        forge(&header, &claims_json(), ed_signer(&pair))
+    };
+    for typ in ["at+jwt", "AT+JWT", "application/at+jwt"] {
+        let token = with_typ(Some(typ));
+        assert!(
+            auth.authenticate(Some(&bearer(&token)), NOW).is_ok(),
+            "{typ} refused"
+        );
+    }
+    for typ in [
+        None,
+        Some("JWT"),
+        Some("refresh+jwt"),
+        Some("id_token"),
+        Some("logout+jwt"),
+        Some("JWE"),
+        Some("secevent+jwt"),
+        Some(""),
+    ] {
+        let token = with_typ(typ);
+        assert_eq!(
+            auth.authenticate(Some(&bearer(&token)), NOW).unwrap_err(),
+            AuthFailure::WrongType,
+            "{typ:?} accepted"
+        );
+    }
+}
+
+#[test]
+fn jwt_typ_is_accepted_only_where_configured() {
+    let pair = generate_ed25519_keypair().unwrap();
+    let jwks = ed25519_jwks(&[("k1", pair.public_key)]);
+    let config = AuthConfig {
+        token_types: vec!["at+jwt".into(), "JWT".into()],
+        ..AuthConfig::default()
+    };
+    let auth = Authenticator::from_config_and_keys(&config, &jwks).unwrap();
+    let token = forge(
+        &serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": "k1"}),
+        &claims_json(),
+        ed_signer(&pair),
+    );
+    assert!(auth.authenticate(Some(&bearer(&token)), NOW).is_ok());
+    for never in ["refresh+jwt", "id_token", "JWE", "application/logout+jwt"] {
+        let config = AuthConfig {
+            token_types: vec![never.into()],
+            ..AuthConfig::default()
+        };
+        assert!(
+            Authenticator::from_config_and_keys(&config, &jwks).is_err(),
+            "{never} allowed in config"
+        );
+    }
+}
+
+#[test]
+fn token_use_other_than_access_is_refused() {
+    let (pair, auth) = ed_setup();
+    for (token_use, ok) in [("access", true), ("refresh", false), ("id", false)] {
+        let mut payload = claims_json();
+        payload["token_use"] = token_use.into();
+        let token = forge(&ed_header("k1"), &payload, ed_signer(&pair));
+        let result = auth.authenticate(Some(&bearer(&token)), NOW);
+        assert_eq!(result.is_ok(), ok, "token_use {token_use}");
+        if !ok {
+            assert_eq!(result.unwrap_err(), AuthFailure::WrongType);
+        }
+    }
+}
+
+#[test]
+fn minted_dev_tokens_are_typed_access_tokens() {
+    let auth = Authenticator::from_config(&dev_config()).unwrap();
+    let token = auth
+        .mint_dev_token("alice", &["dpo".into()], Duration::from_secs(60), NOW)
+        .unwrap();
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    assert_eq!(header["typ"], "at+jwt");
 }

@@ -55,12 +55,15 @@ pub(crate) fn decode(segment: &[u8]) -> Result<Vec<u8>, AuthFailure> {
         .map_err(|_| AuthFailure::Malformed)
 }
 
-/// The protected header fields we act on. Unknown fields (`typ`, `cty`) are
+/// The protected header fields we act on. Unknown fields (`cty`) are
 /// ignored; duplicate fields are a parse error.
 #[derive(Deserialize)]
 pub(crate) struct Header {
     pub alg: String,
     pub kid: Option<String>,
+    /// The token's media type; checked against the accepted access-token
+    /// types by [`check_type`] before any key is looked at.
+    pub typ: Option<String>,
     /// Headers by which a token would pick its own key or impose extensions.
     /// `present` makes even `"jku": null` count.
     #[serde(default, deserialize_with = "present")]
@@ -88,6 +91,19 @@ pub(crate) fn parse_header(segment: &[u8]) -> Result<Header, AuthFailure> {
     Ok(header)
 }
 
+/// Explicit typing (RFC 8725 §3.11, RFC 9068 §2.1): the header's `typ` must
+/// be one of `accepted` (normalized). A missing `typ`, a JWE, an ID token, a
+/// refresh or logout token is not an access token, however well signed.
+pub(crate) fn check_type(header: &Header, accepted: &[String]) -> Result<(), AuthFailure> {
+    let typ = header.typ.as_deref().ok_or(AuthFailure::WrongType)?;
+    let typ = super::config::normalize_type(typ);
+    if accepted.iter().any(|a| *a == typ) {
+        Ok(())
+    } else {
+        Err(AuthFailure::WrongType)
+    }
+}
+
 /// The claims of a Custodian token. Used to mint tokens and, through
 /// [`ReceivedClaims`], to read them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +129,10 @@ pub(crate) struct ReceivedClaims {
     pub iat: i64,
     #[serde(default)]
     pub nbf: Option<i64>,
+    /// AWS Cognito and others mark refresh and ID tokens with `token_use`;
+    /// only `access` (or no such claim) is an access token.
+    #[serde(default)]
+    pub token_use: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +201,13 @@ pub(crate) fn check_claims(
     }
     if !claims.aud.contains(rules.audience) {
         return Err(AuthFailure::WrongAudience);
+    }
+    if claims
+        .token_use
+        .as_deref()
+        .is_some_and(|u| !u.eq_ignore_ascii_case("access"))
+    {
+        return Err(AuthFailure::WrongType);
     }
     if claims.sub.is_empty() || claims.roles.iter().any(String::is_empty) {
         return Err(AuthFailure::InvalidClaims);

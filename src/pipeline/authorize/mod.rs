@@ -13,6 +13,7 @@
 
 mod model;
 mod rules;
+pub mod safety;
 pub mod sync;
 mod table;
 #[cfg(test)]

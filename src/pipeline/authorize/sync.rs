@@ -117,6 +117,26 @@ fn invalid(e: PolicyError) -> PolicyChangeError {
     PolicyChangeError::Invalid(e.to_string())
 }
 
+/// [`validate`] plus the safety rules of [`super::safety::check`] (no
+/// lock-out, no unapproved wildcard), off the async threads.
+pub async fn validate_safe(
+    authorizer: &Authorizer,
+    csv: String,
+    purposes: &PurposeCatalog,
+    allow_wildcard_purpose: bool,
+) -> Result<CompiledPolicy, PolicyChangeError> {
+    let model = authorizer.current().model_text().to_owned();
+    let purposes = purposes.clone();
+    tokio::task::spawn_blocking(move || {
+        let compiled = validate(&model, &csv, &purposes)?;
+        super::safety::check(compiled.rules(), allow_wildcard_purpose)
+            .map_err(PolicyChangeError::Invalid)?;
+        Ok(compiled)
+    })
+    .await
+    .map_err(|e| PolicyChangeError::Store(e.into()))?
+}
+
 /// Validates and stores a new policy, then applies it here at once (other
 /// instances follow through the watcher). Returns (version, revision).
 pub async fn change(
@@ -124,14 +144,11 @@ pub async fn change(
     authorizer: &Authorizer,
     csv: String,
     purposes: &PurposeCatalog,
+    allow_wildcard_purpose: bool,
     actor: &str,
     now: i64,
 ) -> Result<(String, i64), PolicyChangeError> {
-    let model = authorizer.current().model_text().to_owned();
-    let purposes = purposes.clone();
-    let compiled = tokio::task::spawn_blocking(move || validate(&model, &csv, &purposes))
-        .await
-        .map_err(|e| PolicyChangeError::Store(e.into()))??;
+    let compiled = validate_safe(authorizer, csv, purposes, allow_wildcard_purpose).await?;
     let version = compiled.version().to_owned();
     let revision = policy_store::replace(
         db,

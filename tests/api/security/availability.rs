@@ -1,0 +1,132 @@
+//! API4 at the connection level (finding 4): slow-header clients are cut
+//! off after the header-read timeout, connections are bounded overall and
+//! per client address, and a normal request is served meanwhile.
+
+use super::*;
+use crate::both_backends;
+use crate::helpers::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Waits until the server closes `stream` (EOF or reset); false on `limit`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+both_backends!(
+    slow_header_connections_are_closed,
+    config: |c: &mut custodian::config::Config| c.server.header_read_timeout_ms = 400,
+    async |app: TestApp| {
+        let started = Instant::now();
+        let mut slow = Vec::new();
+        for _ in 0..50 {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+            slow.push(s);
+        }
+        // An idle connection that never sends a byte is cut off too, and so
+        // is a kept-alive one after its first request.
+        let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        let mut kept = tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        // Trickle one header line per 100 ms: always "active", never done.
+        let trickle = async {
+            for i in 0..6 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                for s in &mut slow {
+                    let _ = s.write_all(format!("x-slow-{i}: 1\r\n").as_bytes()).await;
+                }
+            }
+        };
+        let normal = async {
+            let r = app.get("/healthz").await;
+            assert_eq!(r.status(), 200, "a normal request is served meanwhile");
+        };
+        tokio::join!(trickle, normal);
+        for s in &mut slow {
+            assert!(closed_within(s, Duration::from_secs(3)).await, "slow connection left open");
+        }
+        assert!(closed_within(&mut idle, Duration::from_secs(3)).await, "idle connection left open");
+        assert!(closed_within(&mut kept, Duration::from_secs(3)).await, "kept-alive connection left open");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let r = app.get("/healthz").await;
+        assert_eq!(r.status(), 200);
+    }
+);
+
+both_backends!(
+    connections_are_bounded_per_client_address,
+    config: |c: &mut custodian::config::Config| c.server.max_connections_per_ip = 3,
+    async |app: TestApp| {
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(tokio::net::TcpStream::connect(("127.0.0.1", app.port)).await.unwrap());
+        }
+        // Let the server admit them before the fourth arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = raw_exchange(&app, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n", Duration::from_secs(3)).await;
+        assert_eq!(raw_status(&answer), 503, "{answer}");
+        assert!(answer.contains("too_many_connections"), "{answer}");
+        // Closing one frees its place.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = raw_exchange(
+            &app,
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+            Duration::from_secs(3),
+        )
+        .await;
+        assert_eq!(raw_status(&answer), 200, "{answer}");
+    }
+);
+
+both_backends!(
+    a_locked_audit_store_fails_fast_and_turns_readiness_off,
+    config: |c: &mut custodian::config::Config| c.audit.write_timeout_ms = 500,
+    async |app: TestApp| {
+        assert_eq!(app.create_customer(json!({"external_id": "C-1"})).await.status(), 201);
+        let read = || {
+            app.as_role(reqwest::Method::GET, "/v1/customers/C-1", "support_agent", "customer_support")
+                .send()
+        };
+        assert_eq!(read().await.unwrap().status(), 200);
+        // Someone holds the trail's table: SQLite a write transaction on the
+        // audit file, PostgreSQL an ACCESS EXCLUSIVE lock.
+        let mut locker = app.state.db.pool.acquire().await.unwrap();
+        let lock: &[&str] = match app.backend {
+            Backend::Sqlite => &["BEGIN IMMEDIATE", "UPDATE audit_blocks SET instance = instance WHERE 1 = 0"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE audit_blocks IN ACCESS EXCLUSIVE MODE"],
+        };
+        for sql in lock {
+            sqlx::query(sql).execute(&mut *locker).await.unwrap();
+        }
+        let started = Instant::now();
+        let r = read().await.unwrap();
+        let waited = started.elapsed();
+        assert_error(r, 503, "audit_unavailable", &["C-1"]).await;
+        assert!(waited < Duration::from_secs(4), "waited {waited:?}: bounded well under the request timeout");
+        let r = app.get("/readyz").await;
+        assert_eq!(r.status(), 503, "unready while the trail cannot record");
+        // Released: ready again without any traffic, and requests succeed.
+        sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+        drop(locker);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if app.get("/readyz").await.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never ready again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(read().await.unwrap().status(), 200);
+    }
+);
