@@ -100,6 +100,7 @@ pub mod event;
 pub mod export;
 pub mod key;
 pub mod prune;
+pub mod stats;
 pub mod store;
 pub mod verify;
 pub mod writer;

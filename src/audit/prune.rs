@@ -91,6 +91,7 @@ pub async fn prune(db: &Db, signer: &Signer, before: i64, now: i64) -> anyhow::R
         // Not beside an index pass of this chain (see the function).
         store::lock_index_progress(&mut tx, db.backend, &instance).await?;
         store::insert_checkpoint_tx(&mut tx, &checkpoint).await?;
+        super::stats::uncount(&mut tx, &instance, block).await?;
         sqlx::query(match db.backend {
             Backend::Sqlite => UNLINK_SQLITE,
             Backend::Postgres => UNLINK_POSTGRES,

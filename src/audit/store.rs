@@ -205,7 +205,8 @@ where
 /// Adds the customer links of `instance`'s blocks past its indexing
 /// progress (`audit_index_progress`) to the customer index, at most `max_blocks`
 /// blocks, and advances the progress in the same transaction. Returns the
-/// number of blocks indexed (0: nothing new). Only the chain's own writer
+/// number of blocks indexed or counted into the chart summaries
+/// ([`super::stats::count_pending`]; 0: nothing new). Only the chain's own writer
 /// process calls it; its passes (and retention) take the chain's progress
 /// row first ([`lock_index_progress`]), so they run one after another. The
 /// links come from the blocks' `customers` columns; the index is derived
@@ -213,6 +214,9 @@ where
 pub async fn index_customers(db: &Db, instance: &str, max_blocks: i64) -> anyhow::Result<u64> {
     let mut tx = db.pool.begin().await?;
     let done = lock_index_progress(&mut tx, db.backend, instance).await?;
+    // The chart summaries ride on the same pass and lock (their own
+    // progress, so an upgraded store backfills them).
+    let counted = super::stats::count_pending(&mut tx, instance, max_blocks).await?;
     let (blocks, through): (i64, Option<i64>) = sqlx::query_as(
         "SELECT CAST(COUNT(*) AS BIGINT), MAX(last_seq) FROM (SELECT last_seq FROM audit_blocks \
          WHERE instance = $1 AND first_seq > $2 ORDER BY first_seq LIMIT $3) AS b",
@@ -223,7 +227,8 @@ pub async fn index_customers(db: &Db, instance: &str, max_blocks: i64) -> anyhow
     .fetch_one(&mut *tx)
     .await?;
     let Some(through) = through else {
-        return Ok(0);
+        tx.commit().await?;
+        return Ok(u64::try_from(counted).unwrap_or(0));
     };
     sqlx::query(match db.backend {
         Backend::Sqlite => LINK_SQLITE,
@@ -236,7 +241,7 @@ pub async fn index_customers(db: &Db, instance: &str, max_blocks: i64) -> anyhow
     .await?;
     advance_index_progress(&mut tx, instance, through).await?;
     tx.commit().await?;
-    Ok(u64::try_from(blocks).unwrap_or(0))
+    Ok(u64::try_from(blocks.max(counted)).unwrap_or(0))
 }
 
 /// Takes `instance`'s indexing progress for this transaction and returns

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod bulk;
+pub mod consent_stats;
 pub mod consents;
 pub mod customers;
 pub mod events;

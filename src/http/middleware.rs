@@ -157,7 +157,8 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    // A route serving a page (`/docs`) sets its own, still strict, policy.
+    // A route serving a page (`/docs`, `/console`) sets its own, still
+    // strict, policy; everything else is JSON and gets the strictest.
     h.entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(HeaderValue::from_static(
             "default-src 'none'; frame-ancestors 'none'",

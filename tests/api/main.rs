@@ -1,5 +1,6 @@
 //! One integration-test binary; each module covers one feature over real HTTP.
 
+mod browser;
 mod helpers;
 
 mod audit;
@@ -7,6 +8,7 @@ mod audit_http;
 mod authn;
 mod cli;
 mod consents;
+mod console;
 mod crypto;
 mod customers;
 mod dsr;
@@ -21,4 +23,7 @@ mod ops;
 mod orders;
 mod policy;
 mod quality;
+mod recs;
 mod security;
+mod segments;
+mod stats;
