@@ -98,12 +98,12 @@ async fn lookalikes(app: &TestApp) -> (i64, i64) {
             )
             .json(
                 &json!({"events": [{"event_id": format!("ev-{ext}"), "customer_id": ext,
-                "kind": "view", "channel": "web", "occurred_at": "2026-01-05T10:00:00Z"}]}),
+                "kind": "search", "properties": {"query": "lamps"}, "channel": "web", "occurred_at": "2026-01-05T10:00:00Z"}]}),
             )
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 201);
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         let r = app
             .as_role(
                 Method::POST,
