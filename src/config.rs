@@ -53,6 +53,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
     pub max_page_size: u32,
+    /// Recommendation models (see `crate::recs`).
+    pub recs: crate::recs::RecsConfig,
     /// Data subject requests (see `dsr`).
     pub dsr: DsrConfig,
 }
@@ -207,11 +209,26 @@ pub struct PrivacyConfig {
     /// suppressed ("fewer than k"); recommendations never serve an item
     /// pair, rule or neighbour resting on fewer.
     pub k: u32,
+    /// Segments and profiles (`privacy`): epsilon one fresh noisy answer
+    /// spends, split over its measures.
+    pub epsilon_per_query: f64,
+    /// Epsilon each (principal, purpose) may spend per window.
+    pub budget_epsilon: f64,
+    /// Length of a budget window; the budget refreshes at its end.
+    pub budget_window_secs: u64,
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        Self { k: 10 }
+        Self {
+            k: 10,
+            // 0.5 per question: a count's noise has scale 2 (95% within
+            // ±6), precise enough for audiences of hundreds, and 20 fresh
+            // questions per week before the budget of 10 is spent.
+            epsilon_per_query: 0.5,
+            budget_epsilon: 10.0,
+            budget_window_secs: 7 * 86_400,
+        }
     }
 }
 
@@ -232,6 +249,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             max_page_size: 1000,
             dsr: DsrConfig::default(),
+            recs: crate::recs::RecsConfig::default(),
         }
     }
 }
@@ -389,6 +407,7 @@ impl Config {
             // k = 1 would release numbers about single customers.
             return err("privacy.k: must be at least 2");
         }
+        self.privacy.validate().map_err(ConfigError)?;
         let url = self.database.url.as_str();
         if !(url.is_empty()
             || url.starts_with("sqlite:")

@@ -52,6 +52,15 @@ pub enum ApiError {
     Unprocessable(Cow<'static, str>),
     #[error("rate limited")]
     RateLimited,
+    /// 429: the caller's privacy budget for this purpose is spent for the
+    /// current window (analytics; see `privacy`).
+    #[error("the privacy budget for this purpose is spent until the window refreshes")]
+    PrivacyBudgetExhausted {
+        remaining_epsilon: f64,
+        /// RFC 3339.
+        refreshes_at: String,
+        retry_after_secs: u64,
+    },
     /// 503: the audit trail cannot record, so no data may leave.
     #[error("audit unavailable")]
     AuditUnavailable,
@@ -116,7 +125,9 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::PrivacyBudgetExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::AuditUnavailable | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) | Self::Integrity => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,6 +144,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unprocessable(_) => "invalid_input",
             Self::RateLimited => "rate_limited",
+            Self::PrivacyBudgetExhausted { .. } => "privacy_budget_exhausted",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
@@ -176,7 +188,27 @@ impl IntoResponse for ApiError {
             // `{:#}` prints the whole cause chain on one line.
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        let mut response = error_response(self.status(), self.code(), &self.public_message());
+        let mut response = match &self {
+            // The budget error also says what is left and when it refreshes.
+            Self::PrivacyBudgetExhausted {
+                remaining_epsilon,
+                refreshes_at,
+                retry_after_secs,
+            } => {
+                let body = serde_json::json!({"error": {
+                    "code": self.code(),
+                    "message": self.public_message(),
+                    "remaining_epsilon": remaining_epsilon,
+                    "refreshes_at": refreshes_at,
+                }});
+                let mut r = (self.status(), Json(body)).into_response();
+                if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                }
+                r
+            }
+            _ => error_response(self.status(), self.code(), &self.public_message()),
+        };
         // For the request metrics' deny reason class (see http::middleware).
         response.extensions_mut().insert(ErrorCode(self.code()));
         if let Self::RateLimited = self {

@@ -19,7 +19,10 @@
 //! - [`dsr`] answers data subject requests (access, portability,
 //!   rectification, erasure by crypto-shredding) on top of `audit`,
 //!   `crypto` and `db`;
+//! - [`analytics`] computes segments and profiles in the database, and
+//!   [`privacy`] decides what of them may leave (k, noise, budget);
 //! - [`db`] owns the store and its queries; [`crypto`] the keys and ciphers;
+//! - [`recs`] owns the recommendation models, their build, serving and eval;
 //! - [`config`], [`error`], [`telemetry`], [`clock`], [`secret`] are the
 //!   plumbing.
 #![forbid(unsafe_code)]
@@ -33,6 +36,7 @@
     )
 )]
 
+pub mod analytics;
 pub mod audit;
 pub mod catalog;
 pub mod cli;
@@ -47,6 +51,8 @@ pub mod error;
 pub mod http;
 pub mod import;
 pub mod pipeline;
+pub mod privacy;
+pub mod recs;
 pub mod secret;
 pub mod startup;
 pub mod state;

@@ -113,8 +113,11 @@ impl Application {
             limits,
             event_schema,
             dsr,
+            analytics: Default::default(),
+            recs: Default::default(),
         });
         spawn_key_upkeep(state.downgrade());
+        crate::recs::job::spawn_schedule(state.downgrade());
         let weak = state.downgrade();
         tokio::spawn(async move {
             // Keeps rate-limiter memory bounded by forgetting idle callers.

@@ -36,6 +36,10 @@ pub struct Inner {
     pub event_schema: crate::import::event_schema::EventSchema,
     /// Data subject rights: certificate signer, erasure hooks.
     pub dsr: crate::dsr::SharedDsr,
+    /// Feature-table refreshes (one at a time per instance).
+    pub analytics: crate::analytics::Analytics,
+    /// The recommendation models in force (swapped atomically on rebuild).
+    pub recs: crate::recs::job::Shared,
 }
 
 impl std::ops::Deref for AppState {

@@ -73,7 +73,15 @@ actions! {
     ConsentGrant = "consent.grant" => ("consent", "grant");
     SegmentRead = "segment.read" => ("segment", "read");
     SegmentWrite = "segment.write" => ("segment", "write");
+    SegmentReadMembers = "segment.read_members" => ("segment", "read_members");
+    ProfileRead = "profile.read" => ("profile", "read");
+    PrivacyBudgetRead = "privacy_budget.read" => ("privacy_budget", "read");
+    PrivacyBudgetReadAll = "privacy_budget.read_all" => ("privacy_budget", "read_all");
     RecommendationRead = "recommendation.read" => ("recommendation", "read");
+    /// Rebuilding the recommendation models on demand.
+    RecsRebuild = "recs.rebuild" => ("recs", "rebuild");
+    /// A scheduled rebuild of the recommendation models (system).
+    RecsBuild = "recs.build";
     PseudonymResolve = "pseudonym.resolve" => ("pseudonym", "resolve");
     PolicyRead = "policy.read" => ("policy", "read");
     PolicyChange = "policy.change" => ("policy", "write");

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod dsr;
 pub mod keys;
 pub mod policy;
+pub mod recs;
 pub mod token;
 
 use anyhow::Context;
@@ -64,6 +65,8 @@ pub enum Command {
     Man,
     /// Data subject requests: verify an erasure certificate, list due requests.
     Dsr(dsr::DsrCommand),
+    /// Recommendations: build the models, evaluate them offline.
+    Recs(recs::RecsCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -178,6 +181,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(&config, &args).await,
         Command::Completions { .. } | Command::Man => Ok(()),
         Command::Dsr(cmd) => dsr::run(config, cmd).await,
+        Command::Recs(cmd) => recs::run(config, cmd).await,
     }
 }
 

@@ -50,6 +50,9 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config.server.rate_limit_per_second = 0;
     config.server.shutdown_grace_secs = 5;
     config.database.max_connections = 4;
+    // Recommendation tests build when they mean to; no background build.
+    config.recs.build_on_start = false;
+    config.recs.rebuild_interval_secs = 0;
     config
 }
 

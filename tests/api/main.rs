@@ -23,5 +23,7 @@ mod ops;
 mod orders;
 mod policy;
 mod quality;
+mod recs;
 mod security;
+mod segments;
 mod stats;

@@ -97,7 +97,7 @@ pub(crate) fn parse_header(segment: &[u8]) -> Result<Header, AuthFailure> {
 pub(crate) fn check_type(header: &Header, accepted: &[String]) -> Result<(), AuthFailure> {
     let typ = header.typ.as_deref().ok_or(AuthFailure::WrongType)?;
     let typ = super::config::normalize_type(typ);
-    if accepted.iter().any(|a| *a == typ) {
+    if accepted.contains(&typ) {
         Ok(())
     } else {
         Err(AuthFailure::WrongType)
