@@ -35,7 +35,8 @@ both_backends!(
         let original = email_ct(&app, "T-1").await;
         let last = original.len() - 1;
         // (what was changed, the edit)
-        let edits: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+        let edits: Vec<(&str, Edit)> = vec![
             ("format byte", Box::new(|b: &mut Vec<u8>| b[0] ^= 0x01)),
             ("format byte zero", Box::new(|b: &mut Vec<u8>| b[0] = 0)),
             ("nonce", Box::new(|b: &mut Vec<u8>| b[3] ^= 0x80)),
