@@ -1,5 +1,5 @@
 // The only way this page talks to the gateway: the gated API, with the
-// bearer token held in this module's memory (never localStorage, never a
+// bearer token held in this module's memory (never browser storage, never a
 // cookie) and the compliance purpose on every call. The page can do
 // nothing its user's role cannot: the gateway decides every call.
 

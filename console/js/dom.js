@@ -2,7 +2,7 @@
 // text node or an attribute, never parsed as HTML, so a customer id or an
 // actor such as `<img src=x onerror=alert(1)>` shows as text. (The page's
 // Content-Security-Policy also forbids inline script and, through Trusted
-// Types, any assignment of a string to innerHTML.)
+// Types, any assignment of a string as markup.)
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 

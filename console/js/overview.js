@@ -75,10 +75,10 @@ export function overview(root) {
         `Share of customers with a current grant. A point resting on fewer than ${d.k} customers is suppressed (gap in the line).`));
     });
     panel(slots[4], 'Privacy budget spent by principal', async () => {
-      const d = await getJson('/v1/privacy/budget');
+      const d = await getJson('/v1/privacy/budget', { scope: 'all' });
       const rows = (Array.isArray(d) ? d : d.budgets || d.principals || d.rows || []).map((r) => ({
         label: `${r.principal ?? r.sub ?? r.actor ?? '?'}${r.purpose ? ` · ${r.purpose}` : ''}`,
-        values: { spent: Number(r.spent ?? r.epsilon_spent ?? 0) },
+        values: { spent: Number(r.spent_epsilon ?? r.spent ?? 0) },
       }));
       return h('div', { id: 'chart-budget' }, horizontalBars('Privacy budget spent by principal (ε)', rows,
         [{ key: 'spent', label: 'ε spent', cls: 's-budget' }], 'No privacy budget spent in the current window.'));

@@ -182,6 +182,8 @@ async fn officer_works_through_the_console() {
     browser.wait("#chart-denials svg rect").await;
     browser.wait("#chart-purposes svg rect").await;
     browser.wait("#chart-consent svg").await;
+    // Everyone's privacy budget (compliance scope), from the privacy module.
+    browser.wait_text("#chart-budget", "Privacy budget").await;
     let kpis = browser.wait_text("#chart-decisions .kpis", "denied").await;
     assert!(kpis.contains("allowed"), "{kpis}");
     let denials = browser
