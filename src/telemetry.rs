@@ -136,17 +136,48 @@ fn describe() {
     );
     // Other subsystems' families (describe a new one here: a test holds
     // every family to having `# HELP`).
-    describe_counter!("custodian_bodies_refused_total", "Request bodies refused before parsing, by status");
-    describe_counter!("custodian_targets_refused_total", "Requests refused for a malformed request target");
-    describe_counter!("custodian_connections_refused_total", "Connections refused before a request was read");
-    describe_counter!("custodian_gate_unfinished_total", "Governed requests whose gate was dropped without an outcome (a bug)");
-    describe_counter!("custodian_dsr_requests_total", "Data subject requests opened, by kind");
-    describe_counter!("custodian_dsr_documents_total", "Data subject access/portability documents produced, by format");
-    describe_counter!("custodian_dsr_documents_expired_total", "Data subject documents removed after expiry");
+    describe_counter!(
+        "custodian_bodies_refused_total",
+        "Request bodies refused before parsing, by status"
+    );
+    describe_counter!(
+        "custodian_targets_refused_total",
+        "Requests refused for a malformed request target"
+    );
+    describe_counter!(
+        "custodian_connections_refused_total",
+        "Connections refused before a request was read"
+    );
+    describe_counter!(
+        "custodian_gate_unfinished_total",
+        "Governed requests whose gate was dropped without an outcome (a bug)"
+    );
+    describe_counter!(
+        "custodian_dsr_requests_total",
+        "Data subject requests opened, by kind"
+    );
+    describe_counter!(
+        "custodian_dsr_documents_total",
+        "Data subject access/portability documents produced, by format"
+    );
+    describe_counter!(
+        "custodian_dsr_documents_expired_total",
+        "Data subject documents removed after expiry"
+    );
     describe_counter!("custodian_dsr_erasures_total", "Erasures carried out");
-    describe_counter!("custodian_dsr_keys_destroyed_total", "Customer data keys destroyed by erasure");
-    describe_counter!("custodian_dsr_suppressed_total", "Re-imports refused by the suppression list, by field");
-    describe_histogram!("custodian_feature_refresh_seconds", Unit::Seconds, "Time to refresh the per-customer analytics features");
+    describe_counter!(
+        "custodian_dsr_keys_destroyed_total",
+        "Customer data keys destroyed by erasure"
+    );
+    describe_counter!(
+        "custodian_dsr_suppressed_total",
+        "Re-imports refused by the suppression list, by field"
+    );
+    describe_histogram!(
+        "custodian_feature_refresh_seconds",
+        Unit::Seconds,
+        "Time to refresh the per-customer analytics features"
+    );
 }
 
 /// Installs the global subscriber. Safe to call more than once (tests): later

@@ -6,7 +6,6 @@ use super::*;
 use crate::both_backends;
 use crate::helpers::*;
 
-
 async fn email_ct(app: &TestApp, external_id: &str) -> Vec<u8> {
     sqlx::query_scalar("SELECT email_ct FROM customers WHERE external_id = $1")
         .bind(external_id)
