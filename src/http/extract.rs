@@ -33,7 +33,7 @@ pub const UNMATCHED_ROUTE: &str = "(unmatched)";
 /// The content hash of the policy in force, for events recorded before a
 /// gate exists.
 fn policy_version(state: &AppState) -> Option<Hash> {
-    crate::audit::event::to_hash(&hex::decode(state.authorizer.version()).unwrap_or_default())
+    crate::pipeline::gate::policy_hash(&state.authorizer.current())
 }
 
 /// The header that declares why the caller wants the data.

@@ -37,6 +37,11 @@ pub struct Caller {
     pub route: String,
 }
 
+/// The content hash of `policy` as audit events carry it.
+pub fn policy_hash(policy: &CompiledPolicy) -> Option<Hash> {
+    crate::audit::event::to_hash(&hex::decode(policy.version()).unwrap_or_default())
+}
+
 /// One governed operation: an [`Action`] under one caller and purpose.
 pub struct Gate<'a> {
     state: &'a AppState,
@@ -238,7 +243,7 @@ impl<'a> Gate<'a> {
 
     /// The content hash of the policy version deciding this request.
     pub fn policy_version(&self) -> Option<Hash> {
-        crate::audit::event::to_hash(&hex::decode(self.policy.version()).unwrap_or_default())
+        policy_hash(&self.policy)
     }
 
     /// Stage 8: records the one audit event of this request and lets the
