@@ -45,7 +45,7 @@ run() { # label, url, args…
   local label=$1 url=$2; shift 2
   local out
   out=$( { DATABASE_URL="$url" CUSTODIAN_DATA_DIR="$work/data" CUSTODIAN_LOG=warn \
-      /usr/bin/time -f 'peak_rss_kb=%M wall_s=%e' "$bin" "$@" --quiet; } 2>&1 | tail -n 4 )
+      /usr/bin/time -f 'peak_rss_kb=%M wall_s=%e' "$bin" "$@" --quiet; } 2>&1 )
   local rows rss wall
   rows=$(grep -o '^import finished: [0-9]*' <<<"$out" | grep -o '[0-9]*$' || true)
   rss=$(grep -o 'peak_rss_kb=[0-9]*' <<<"$out" | cut -d= -f2)

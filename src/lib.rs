@@ -48,6 +48,7 @@ pub mod demo;
 pub mod domain;
 pub mod dsr;
 pub mod error;
+pub mod fuzzing;
 pub mod http;
 pub mod import;
 pub mod pipeline;

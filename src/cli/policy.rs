@@ -187,7 +187,7 @@ async fn import(
     let (authorizer, _) = sync::bootstrap(db, &config.policy_dir, purposes, clock.now_micros())
         .await
         .context("loading the policy in force")?;
-    let outcome = sync::change(
+    let staged = sync::stage(
         db,
         &authorizer,
         csv,
@@ -200,9 +200,12 @@ async fn import(
     let resource = format!("policy:{}", path.display());
     let builder = AuditEvent::system(&actor, Action::PolicyChange, resource)
         .request_id(uuid::Uuid::new_v4().to_string());
-    let event = match &outcome {
-        Ok((version, revision)) => builder.allow(
-            Reason::Admin(format!("revision {revision}, version {version}")),
+    let event = match &staged {
+        Ok((_, staged)) => builder.allow(
+            Reason::Admin(format!(
+                "revision {}, version {}",
+                staged.revision, staged.version
+            )),
             200,
         ),
         Err(PolicyChangeError::Invalid(_)) => {
@@ -212,12 +215,18 @@ async fn import(
             builder.deny(Reason::Outcome("internal".to_owned()), 500)
         }
     };
+    // The event is durable before the change commits; if it cannot be
+    // recorded, the open transaction is dropped and nothing changes.
     let receipt = writer.record(event.build()).await;
     writer.shutdown().await;
-    match outcome {
-        Ok((version, revision)) => {
-            receipt.context("the policy was stored, but its audit event could not be recorded")?;
-            println!("policy stored: revision {revision}, version {version}");
+    match staged {
+        Ok((tx, staged)) => {
+            receipt.context("the audit event could not be recorded; the policy is unchanged")?;
+            tx.commit().await.context("storing the policy")?;
+            println!(
+                "policy stored: revision {}, version {}",
+                staged.revision, staged.version
+            );
             Ok(())
         }
         Err(PolicyChangeError::Invalid(reason)) => {

@@ -6,6 +6,60 @@ use sqlx::{Any, Transaction};
 
 use super::bulk::{rows_per_statement, values_clause, Placeholders};
 
+/// Who may enter an aggregate for a purpose, as SQL the analytics compile
+/// into their queries (segments, profiles, effect evaluation, recommendation
+/// builds), so consent filtering happens inside the database, in the same
+/// query as the data, before anything is counted.
+///
+/// "Customers with current consent to purpose P, or every customer when P's
+/// legal basis needs none." Erased customers never qualify. The predicate
+/// always binds exactly one parameter (the purpose id), so callers number
+/// their own parameters the same way whichever branch applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsentPredicate {
+    purpose: String,
+    required: bool,
+}
+
+impl ConsentPredicate {
+    /// The predicate for `purpose`, which does or does not need consent
+    /// (`pipeline::consent` builds it from the purpose catalog).
+    pub fn new(purpose: &str, required: bool) -> Self {
+        Self {
+            purpose: purpose.to_owned(),
+            required,
+        }
+    }
+
+    /// Whether the purpose needs consent at all.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// A boolean SQL expression over the customer id column `customer_id`
+    /// (an identifier from the caller's own code, never from a request),
+    /// binding the purpose as `$param`. Portable across both backends.
+    pub fn sql(&self, customer_id: &'static str, param: usize) -> String {
+        if self.required {
+            format!(
+                "EXISTS (SELECT 1 FROM consent_state cs JOIN customers cc ON cc.id = cs.customer_id \
+                 WHERE cs.customer_id = {customer_id} AND cs.purpose = ${param} \
+                 AND cs.granted = 1 AND cc.erased_at IS NULL)"
+            )
+        } else {
+            format!(
+                "(CAST(${param} AS TEXT) IS NOT NULL AND EXISTS (SELECT 1 FROM customers cc \
+                 WHERE cc.id = {customer_id} AND cc.erased_at IS NULL))"
+            )
+        }
+    }
+
+    /// The value to bind at the predicate's parameter.
+    pub fn bind_value(&self) -> &str {
+        &self.purpose
+    }
+}
+
 /// One grant or withdrawal, as recorded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewConsentEvent {

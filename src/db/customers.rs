@@ -216,30 +216,58 @@ pub async fn list_page(
     after_id: i64,
     limit: i64,
     country: Option<&str>,
+    admitted: &super::consents::ConsentPredicate,
 ) -> Result<Vec<StoredCustomer>, sqlx::Error> {
+    // Consent is part of the query, so a page is `limit` customers who may
+    // be shown for the purpose, never a page cut first and thinned after.
     let rows = match country {
         Some(country) => {
             sqlx::query(&format!(
                 "{SELECT_STORED} WHERE c.id > $1 AND c.country = $2 AND c.erased_at IS NULL \
-                 ORDER BY c.id LIMIT $3"
+                 AND {} ORDER BY c.id LIMIT $4",
+                admitted.sql("c.id", 3)
             ))
             .bind(after_id)
             .bind(country)
+            .bind(admitted.bind_value())
             .bind(limit)
             .fetch_all(&db.pool)
             .await?
         }
         None => {
             sqlx::query(&format!(
-                "{SELECT_STORED} WHERE c.id > $1 AND c.erased_at IS NULL ORDER BY c.id LIMIT $2"
+                "{SELECT_STORED} WHERE c.id > $1 AND c.erased_at IS NULL AND {} \
+                 ORDER BY c.id LIMIT $3",
+                admitted.sql("c.id", 2)
             ))
             .bind(after_id)
+            .bind(admitted.bind_value())
             .bind(limit)
             .fetch_all(&db.pool)
             .await?
         }
     };
     rows.iter().map(stored_from_row).collect()
+}
+
+/// Customers (not erased, of `country` when given) with an id in
+/// `(after_id, up_to]` (`up_to` `None`: to the end): what a page of
+/// [`list_page`] covered before consent was applied.
+pub async fn count_in_range(
+    db: &crate::db::Db,
+    after_id: i64,
+    up_to: Option<i64>,
+    country: Option<&str>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM customers c WHERE c.id > $1 AND c.id <= $2 \
+         AND c.erased_at IS NULL AND (CAST($3 AS TEXT) IS NULL OR c.country = $3)",
+    )
+    .bind(after_id)
+    .bind(up_to.unwrap_or(i64::MAX))
+    .bind(country)
+    .fetch_one(&db.pool)
+    .await
 }
 
 /// Internal id of a customer by external id.

@@ -55,22 +55,24 @@ pub async fn latest(db: &Db) -> crate::db::DbResult<Option<(i64, String)>> {
         .context("decoding policy revision")
 }
 
-/// Replaces the whole rule set in one transaction and bumps the revision.
-/// Callers validate the rules first: a policy that does not compile never
-/// reaches this function, so the stored policy is always a working one.
-/// `rules_csv` is the canonical text `sha256` hashes, kept with the
-/// revision so the rules of any past version can be shown.
+/// Replaces the whole rule set and bumps the revision inside `tx`, which
+/// the caller commits once the change's audit event is durable (a policy
+/// change never lands unrecorded). Callers validate the rules first: a
+/// policy that does not compile never reaches this function, so the stored
+/// policy is always a working one. `rules_csv` is the canonical text
+/// `sha256` hashes, kept with the revision so the rules of any past version
+/// can be shown.
 pub async fn replace(
-    db: &Db,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     rules: &[PolicyRule],
     sha256: &str,
     rules_csv: &str,
     actor: &str,
     now: i64,
 ) -> crate::db::DbResult<i64> {
-    let mut tx = db.pool.begin().await?;
     sqlx::query("DELETE FROM casbin_rule")
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     for rule in rules {
         let v = |i: usize| rule.values.get(i).cloned().unwrap_or_default();
@@ -84,7 +86,7 @@ pub async fn replace(
         .bind(v(3))
         .bind(v(4))
         .bind(v(5))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     let revision: i64 = sqlx::query_scalar(
@@ -95,15 +97,14 @@ pub async fn replace(
     .bind(actor)
     .bind(now)
     .bind(rules_csv)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    if db.backend == Backend::Postgres {
+    if backend == Backend::Postgres {
         // Delivered on commit, to every listening instance.
         sqlx::query(&format!("NOTIFY {POLICY_CHANNEL}, '{revision}'"))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await.context("storing policy")?;
     Ok(revision)
 }
 

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::http::extract::Caller;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::validate;
+use crate::pipeline::consent::ConsentPredicate;
 use crate::pipeline::gate::Gate;
 use crate::state::AppState;
 
@@ -79,6 +80,7 @@ async fn list_customers(
         gate.authorize()?;
         let q = q.into_inner()?;
         let limit = validate::page_limit(q.limit, 100, state.config.max_page_size)?;
+        let mut skipped = None;
         let rows = match (&q.email, &q.phone) {
             (Some(email), Some(phone)) => {
                 // Both given: the customers matching both.
@@ -113,7 +115,19 @@ async fn list_customers(
                         })?,
                     None => 0,
                 };
-                customers::list_page(&state.db, after, limit, q.country.as_deref()).await?
+                let admitted = ConsentPredicate::for_purpose(&state.purposes, gate.purpose());
+                let rows =
+                    customers::list_page(&state.db, after, limit, q.country.as_deref(), &admitted)
+                        .await?;
+                if admitted.required() && gate.may_see_consent_counts() {
+                    let full = rows.len() as i64 == limit;
+                    let up_to = rows.last().filter(|_| full).map(|r| r.id);
+                    let covered =
+                        customers::count_in_range(&state.db, after, up_to, q.country.as_deref())
+                            .await?;
+                    skipped = Some(covered.saturating_sub(rows.len() as i64) as u64);
+                }
+                rows
             }
         };
         // Opaque: the internal id of the last row, sealed to this caller,
@@ -133,7 +147,9 @@ async fn list_customers(
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let ok = gate.consenting(&ids).await?;
         let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
-        let left_out = (ids.len() - kept.len()) as u64;
+        // Look-ups by e-mail or phone are thinned here; list pages were
+        // filtered in their query and counted what it skipped.
+        let left_out = skipped.unwrap_or(0) + (ids.len() - kept.len()) as u64;
         gate.touch(kept.iter().map(|r| r.id));
         let customers = crate::pipeline::sanitize::customer_rows(&mut gate, &kept).await?;
         Ok(Json(CustomerPage {

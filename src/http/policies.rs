@@ -229,7 +229,7 @@ async fn replace_policy(
     let outcome = async {
         gate.authorize()?;
         let body = body.into_inner()?;
-        let (version, revision) = sync::change(
+        let (tx, staged) = sync::stage(
             &state.db,
             &state.authorizer,
             body.csv,
@@ -240,6 +240,8 @@ async fn replace_policy(
         )
         .await
         .map_err(refusal)?;
+        gate.commit_audited(tx).await?;
+        let (version, revision) = staged.apply(&state.authorizer);
         Ok(Json(PolicyStored { version, revision }))
     }
     .await;
@@ -353,7 +355,7 @@ async fn rollback_policy(
         let earlier = policy_store::revision_by(&state.db, key)
             .await?
             .ok_or(ApiError::NotFound)?;
-        let (version, revision) = sync::change(
+        let (tx, staged) = sync::stage(
             &state.db,
             &state.authorizer,
             earlier.rules_csv,
@@ -364,6 +366,8 @@ async fn rollback_policy(
         )
         .await
         .map_err(refusal)?;
+        gate.commit_audited(tx).await?;
+        let (version, revision) = staged.apply(&state.authorizer);
         Ok(Json(PolicyStored { version, revision }))
     }
     .await;

@@ -19,6 +19,7 @@ use crate::analytics::segments::language::{self, DefinitionError, Node, ParseErr
 use crate::analytics::segments::{self as seg, Distribution, SavedSegment};
 use crate::analytics::{profiles, DataVersion};
 use crate::audit::Action;
+use crate::crypto::cursor::CursorScope;
 use crate::domain::Treatment;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
@@ -294,21 +295,16 @@ fn page_limit(state: &AppState, limit: Option<u32>) -> Result<i64, ApiError> {
     }
 }
 
-fn decode_cursor(c: Option<&str>) -> Result<i64, ApiError> {
-    use base64::Engine;
-    let Some(c) = c else { return Ok(0) };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.strip_prefix("m:").and_then(|n| n.parse::<i64>().ok()))
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| ApiError::bad_request("invalid_query", "cursor: not a cursor"))
-}
-
-fn encode_cursor(offset: i64) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("m:{offset}"))
+/// Member cursors are offsets sealed like the customer-list cursors:
+/// bound to this segment's compiled definition, the purpose and the
+/// principal, so a cursor is worthless to anyone else or for another
+/// segment, and reveals nothing.
+fn members_cursor_scope<'a>(gate: &'a Gate<'_>, list: &'a str) -> CursorScope<'a> {
+    CursorScope {
+        list,
+        purpose: gate.purpose().as_str(),
+        principal: &gate.caller().principal.sub,
+    }
 }
 
 /// One page of members, as purpose-scoped pseudonyms, if the segment
@@ -324,7 +320,24 @@ async fn member_page(
     if true_size < i64::from(state.config.privacy.k) {
         return Ok(None);
     }
-    let offset = decode_cursor(page.cursor.as_deref())?;
+    let list = format!(
+        "segment_members:{}",
+        seg::fingerprint("segment.members", filter, "")
+    );
+    let offset = match page.cursor.as_deref() {
+        None => 0,
+        Some(c) => state
+            .vault
+            .cursors()
+            .open(&members_cursor_scope(gate, &list), c)
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    "cursor: not a cursor issued to you for this segment and purpose",
+                )
+            })?,
+    };
     let rows = seg::members(&state.db, filter, offset, limit)
         .await
         .map_err(ApiError::Internal)?;
@@ -336,8 +349,18 @@ async fn member_page(
         [("customer.external_id".to_owned(), Treatment::Pseudonym)],
         pseudonyms.len() as u64,
     );
-    let next_cursor =
-        (rows.len() as i64 == limit).then(|| encode_cursor(offset + rows.len() as i64));
+    let next_cursor = if rows.len() as i64 == limit {
+        let scope = members_cursor_scope(gate, &list);
+        Some(
+            state
+                .vault
+                .cursors()
+                .seal(&scope, offset + rows.len() as i64)
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("seal cursor: {e}")))?,
+        )
+    } else {
+        None
+    };
     Ok(Some(Members {
         pseudonyms,
         next_cursor,

@@ -442,13 +442,13 @@ enum Value {
 
 /// Reads and standardizes the fields of a row; problems are collected, not
 /// returned at the first.
-struct Parsed {
+pub(crate) struct Parsed {
     values: HashMap<&'static str, Value>,
     problems: Vec<Problem>,
 }
 
 impl Parsed {
-    fn text(&self, name: &str) -> Option<&str> {
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
         match self.values.get(name) {
             Some(Value::Text(t)) => Some(t),
             _ => None,
@@ -463,7 +463,7 @@ impl Parsed {
     }
 }
 
-fn parse_row(mapping: &Mapping, row: &RawRow) -> Parsed {
+pub(crate) fn parse_row(mapping: &Mapping, row: &RawRow) -> Parsed {
     let mut out = Parsed {
         values: HashMap::new(),
         problems: Vec::new(),

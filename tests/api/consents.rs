@@ -221,6 +221,56 @@ both_backends!(
 );
 
 both_backends!(
+    list_pages_are_full_of_consenting_customers_whatever_their_size,
+    async |app: TestApp| {
+        // Consenting customers sit between non-consenting ones: a page cut
+        // before consent was applied would come back short or empty.
+        for id in ["P1", "P2", "P3", "P4", "P5", "P6"] {
+            customer(&app, id).await;
+        }
+        for id in ["P2", "P5"] {
+            let grant =
+                json!([{"purpose": "email_marketing", "granted": true, "source": "web_form"}]);
+            let r = record(&app, "ingest_service", "data_ingestion", id, grant).await;
+            assert_eq!(r.status(), 201);
+        }
+        let page = |after: Option<String>| {
+            let app = &app;
+            async move {
+                let path = match after {
+                    Some(c) => format!("/v1/customers?limit=1&after={c}"),
+                    None => "/v1/customers?limit=1".to_owned(),
+                };
+                let r = app
+                    .as_role(Method::GET, &path, "crm_service", "email_marketing")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()
+            }
+        };
+        let first = page(None).await;
+        assert_eq!(first["customers"].as_array().unwrap().len(), 1, "{first}");
+        assert_eq!(first["customers"][0]["email"], "P2@example.com", "{first}");
+        // P1 lay in the first page's range and was left out.
+        assert_eq!(first["left_out_without_consent"], 1, "{first}");
+        let second = page(first["next_cursor"].as_str().map(str::to_owned)).await;
+        assert_eq!(
+            second["customers"][0]["email"], "P5@example.com",
+            "{second}"
+        );
+        assert_eq!(second["left_out_without_consent"], 2, "{second}");
+        // The last consenting customer was on a full page: the next one is
+        // empty, and counts the one non-consenting customer after it.
+        let third = page(second["next_cursor"].as_str().map(str::to_owned)).await;
+        assert_eq!(third["customers"].as_array().unwrap().len(), 0, "{third}");
+        assert_eq!(third["left_out_without_consent"], 1, "{third}");
+        assert!(third.get("next_cursor").is_none(), "{third}");
+    }
+);
+
+both_backends!(
     the_ledger_has_no_route_that_alters_history,
     async |app: TestApp| {
         let doc: Value = app.get("/openapi.json").await.json().await.unwrap();

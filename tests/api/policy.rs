@@ -234,6 +234,60 @@ both_backends!(
     }
 );
 
+both_backends!(
+    a_policy_change_the_trail_cannot_record_changes_nothing,
+    config: |c: &mut custodian::config::Config| c.audit.write_timeout_ms = 500,
+    async |app: TestApp| {
+        let grant = format!("{SHIPPED}\np, support_agent, customer, read, marketing_analytics\n");
+        let before = app.state.authorizer.version().to_owned();
+        // Someone holds the trail (and only the trail: on SQLite its own
+        // file, through a connection of its own), so the change's event
+        // cannot be written: the change must not land either (fail closed).
+        let mut locker: sqlx::AnyConnection = match app.backend {
+            Backend::Sqlite => {
+                let audit_file = std::fs::read_dir(app.data_dir.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.to_string_lossy().ends_with(".audit.db"))
+                    .expect("the trail's SQLite file");
+                sqlx::any::install_default_drivers();
+                sqlx::Connection::connect(&format!("sqlite://{}", audit_file.display()))
+                    .await
+                    .unwrap()
+            }
+            Backend::Postgres => app.state.db.pool.acquire().await.unwrap().detach(),
+        };
+        let lock: &[&str] = match app.backend {
+            Backend::Sqlite => &["BEGIN IMMEDIATE", "UPDATE audit_blocks SET instance = instance WHERE 1 = 0"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE audit_blocks IN ACCESS EXCLUSIVE MODE"],
+        };
+        for sql in lock {
+            sqlx::query(sql).execute(&mut locker).await.unwrap();
+        }
+        let r = post_policy(&app, "dpo", &grant).await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(error_code(r).await, "audit_unavailable");
+        sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+        drop(locker);
+        assert_eq!(app.state.authorizer.version(), before, "applied in memory");
+        let doc = get_policy(&app).await;
+        assert_eq!(doc["revision"], 1, "stored without its audit event");
+        assert_eq!(doc["version"], before);
+        assert_eq!(
+            status_of(&app, Method::GET, "/v1/customers", "support_agent", "marketing_analytics").await,
+            403
+        );
+        // With the trail back, the same change lands with its event.
+        let r = post_policy(&app, "dpo", &grant).await;
+        assert_eq!(r.status(), 200);
+        let rows = app.audit_rows().await;
+        assert!(rows.iter().any(|r| r.1 == "policy.change" && r.2 == "allow"), "{rows:?}");
+        // (PostgreSQL may skip the revision number the rolled-back attempt took.)
+        assert_ne!(get_policy(&app).await["version"], before);
+    }
+);
+
 both_backends!(only_the_dpo_changes_the_policy, async |app: TestApp| {
     let grant = format!("{SHIPPED}\np, support_agent, customer, read, marketing_analytics\n");
     for role in ["compliance_officer", "support_agent", "marketing_analyst"] {

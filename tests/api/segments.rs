@@ -238,6 +238,26 @@ both_backends!(
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["members"]["pseudonyms"].as_array().unwrap().len(), 5);
         assert!(body["members"].get("next_cursor").is_none());
+        // The cursor is sealed to this principal, purpose and definition:
+        // another caller of the same role, or another segment, cannot use it.
+        let other = app
+            .client
+            .post(app.url("/v1/segments/query"))
+            .bearer_auth(app.token("another-crm", &["crm_service"]))
+            .header("x-purpose", "email_marketing")
+            .json(&json!({"definition": germany_garden(), "as_of": as_of(&app), "members": {"limit": 10, "cursor": cursor}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), 400);
+        let r = query(
+            &app,
+            "crm_service",
+            "email_marketing",
+            json!({"definition": {"country": {"in": ["Germany"]}}, "as_of": as_of(&app), "members": {"limit": 10, "cursor": cursor}}),
+        )
+        .await;
+        assert_eq!(r.status(), 400);
         // Analysts may not list members.
         let r = query(
             &app,

@@ -48,8 +48,10 @@ pub async fn bootstrap(
             .with_context(|| format!("policy_dir: cannot read {}", csv_path.display()))?;
         let compiled = validate(&model, &csv, purposes)
             .map_err(|e| anyhow::anyhow!("{}: {e}", csv_path.display()))?;
+        let mut tx = db.pool.begin().await?;
         revision = policy_store::replace(
-            db,
+            &mut tx,
+            db.backend,
             compiled.rules(),
             compiled.version(),
             &compiled.canonical_text(),
@@ -57,6 +59,7 @@ pub async fn bootstrap(
             now,
         )
         .await?;
+        tx.commit().await.context("storing the seeded policy")?;
         tracing::info!(
             revision,
             rules = compiled.rules().len(),
@@ -137,9 +140,28 @@ pub async fn validate_safe(
     .map_err(|e| PolicyChangeError::Store(e.into()))?
 }
 
-/// Validates and stores a new policy, then applies it here at once (other
-/// instances follow through the watcher). Returns (version, revision).
-pub async fn change(
+/// A validated policy written into an open transaction: the caller records
+/// the change's audit event, commits `tx`, then [`StagedPolicy::apply`]s it.
+/// Dropping the transaction instead (the trail could not record) leaves the
+/// policy in force untouched, in the store and in memory.
+pub struct StagedPolicy {
+    compiled: CompiledPolicy,
+    pub version: String,
+    pub revision: i64,
+}
+
+impl StagedPolicy {
+    /// Applies the committed policy here at once (other instances follow
+    /// through the watcher). Returns (version, revision).
+    pub fn apply(self, authorizer: &Authorizer) -> (String, i64) {
+        authorizer.reload(self.compiled);
+        (self.version, self.revision)
+    }
+}
+
+/// Validates a new policy and stores it in a transaction left open for the
+/// caller to commit after the audit event (see [`StagedPolicy`]).
+pub async fn stage(
     db: &Db,
     authorizer: &Authorizer,
     csv: String,
@@ -147,11 +169,13 @@ pub async fn change(
     allow_wildcard_purpose: bool,
     actor: &str,
     now: i64,
-) -> Result<(String, i64), PolicyChangeError> {
+) -> Result<(sqlx::Transaction<'static, sqlx::Any>, StagedPolicy), PolicyChangeError> {
     let compiled = validate_safe(authorizer, csv, purposes, allow_wildcard_purpose).await?;
     let version = compiled.version().to_owned();
+    let mut tx = db.pool.begin().await.map_err(crate::db::DbError::from)?;
     let revision = policy_store::replace(
-        db,
+        &mut tx,
+        db.backend,
         compiled.rules(),
         &version,
         &compiled.canonical_text(),
@@ -159,8 +183,14 @@ pub async fn change(
         now,
     )
     .await?;
-    authorizer.reload(compiled);
-    Ok((version, revision))
+    Ok((
+        tx,
+        StagedPolicy {
+            compiled,
+            version,
+            revision,
+        },
+    ))
 }
 
 /// Watches the stored revision and reloads the policy when it moves.

@@ -1,16 +1,14 @@
-//! Mutation fuzzing on the stable toolchain (no nightly, no extra crate):
-//! each target takes its seeds (valid inputs made here, plus the files in
-//! `tests/fuzz/corpus/<target>/`), applies random byte-level mutations
-//! (flip, insert, delete, duplicate, splice, truncate) from a seeded ChaCha
-//! generator, and checks that the parser never panics and that its
-//! security property holds. CI runs a few thousand inputs per target in
-//! seconds; run longer with `FUZZ_ITERS=1000000 cargo test --test api
-//! security::fuzz -- --nocapture` (and `FUZZ_SEED=<n>` to vary the run;
-//! a failure prints the seed and the input in hex to reproduce it).
+//! The fuzz targets of `custodian::fuzzing`, run on every `cargo test`:
+//! each target replays its corpus (`fuzz/corpus/<target>/`, shared with
+//! the coverage-guided cargo-fuzz targets in `fuzz/`) and its seeds, then
+//! a few thousand random byte-level mutations (flip, insert, delete,
+//! duplicate, splice, truncate) from a seeded ChaCha generator. Run longer
+//! with `FUZZ_ITERS=1000000 cargo test --test api security::fuzz --
+//! --nocapture` (`FUZZ_SEED=<n>` varies the run; a failure prints the seed
+//! and the input in hex), or coverage-guided with cargo-fuzz (README,
+//! "Security suite and fuzzing").
 
-use custodian::audit::{store, verify_ndjson, Signer};
-use custodian::crypto::{DataKey, FieldPlace};
-use custodian::pipeline::authenticate::{AuthConfig, Authenticator, SecretString};
+use custodian::fuzzing;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
@@ -31,7 +29,7 @@ fn seed() -> u64 {
 
 fn corpus(target: &str, mut seeds: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fuzz/corpus")
+        .join("fuzz/corpus")
         .join(target);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -117,175 +115,103 @@ fn fuzz(target: &str, seeds: Vec<Vec<u8>>, check: impl Fn(&[u8]) -> Result<(), S
     }
 }
 
-const NOW: i64 = 1_780_000_000;
-const SECRET: &str = "fuzz-only-hs256-secret-0123456789abcdef";
-
-fn hs256_token(header: &str, claims: &str) -> String {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
-    let tag = ring::hmac::sign(&key, input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
-}
-
 #[test]
 fn token_front_door() {
-    let config = AuthConfig {
-        dev_hs256_secret: Some(SecretString::new(SECRET.into())),
+    // The good token is accepted, so the property is not vacuous.
+    let config = custodian::pipeline::authenticate::AuthConfig {
+        dev_hs256_secret: Some(custodian::pipeline::authenticate::SecretString::new(
+            "fuzz-only-hs256-secret-0123456789abcdef".into(),
+        )),
         cache_capacity: 0,
-        ..AuthConfig::default()
+        ..Default::default()
     };
-    let auth = Authenticator::from_config(&config).unwrap();
-    let claims = format!(
-        r#"{{"sub":"f","roles":["dpo"],"iss":"custodian","aud":"custodian-api","iat":{NOW},"exp":{}}}"#,
-        NOW + 60
-    );
-    let good = format!(
-        "Bearer {}",
-        hs256_token(r#"{"alg":"HS256","typ":"at+jwt"}"#, &claims)
-    );
-    assert!(auth.authenticate(Some(good.as_bytes()), NOW).is_ok());
-    let seeds = vec![
-        good.clone().into_bytes(),
-        format!(
-            "Bearer {}",
-            hs256_token(r#"{"alg":"HS256","typ":"refresh+jwt"}"#, &claims)
-        )
-        .into_bytes(),
-        format!(
-            "Bearer {}",
-            hs256_token(r#"{"alg":"none","typ":"at+jwt"}"#, &claims)
-        )
-        .into_bytes(),
-    ];
-    // Property: only the byte-identical good token is accepted; nothing panics.
-    fuzz("token", seeds, |input| {
-        let ok = auth.authenticate(Some(input), NOW).is_ok();
-        if ok && input != good.as_bytes() {
-            // A mutation may leave the signed bytes unchanged only by
-            // touching the scheme's case, which RFC 6750 allows.
-            let same = input.len() == good.len()
-                && input[7..] == good.as_bytes()[7..]
-                && input[..7].eq_ignore_ascii_case(b"bearer ");
-            if !same {
-                return Err("a mutated token was accepted".into());
-            }
-        }
-        Ok(())
-    });
+    let auth = custodian::pipeline::authenticate::Authenticator::from_config(&config).unwrap();
+    assert!(auth
+        .authenticate(Some(fuzzing::good_token().as_bytes()), fuzzing::NOW)
+        .is_ok());
+    fuzz("token", fuzzing::token_seeds(), fuzzing::token);
 }
 
 #[test]
 fn audit_block_decoder() {
-    fuzz("audit_block", vec![vec![], vec![0; 64]], |input| {
-        // Property: decoding never panics; every row names a seq at or after the first.
-        for row in store::decode_block("i", 1, input) {
-            if row.seq() < 1 {
-                return Err(format!("row with seq {}", row.seq()));
-            }
-        }
-        Ok(())
-    });
+    fuzz(
+        "audit_block",
+        vec![vec![], vec![0; 64]],
+        fuzzing::audit_block,
+    );
 }
 
 #[test]
 fn audit_export_verifier() {
-    let signer = Signer::ephemeral().unwrap();
-    let key = *signer.public_key();
-    let header =
-        br#"{"type":"header","format":"custodian-audit","version":1,"filtered":false}"#.to_vec();
-    let manifest = br#"{"type":"manifest","body":{"filter":"","chains":[],"exported_at":0},"key_id":"00","signature":"00"}"#.to_vec();
-    let mut both = header.clone();
-    both.push(b'\n');
-    both.extend_from_slice(&manifest);
-    // Property: never panics, and a file whose manifest is not signed by
-    // the given key is never "intact".
-    fuzz("audit_export", vec![header, manifest, both], |input| {
-        let report = verify_ndjson(input, &[key], &|_| {});
-        if let Ok(r) = report {
-            if r.is_intact() && r.events > 0 {
-                return Err(format!("forged export verified: {r}"));
-            }
-        }
-        Ok(())
-    });
+    fuzz(
+        "audit_export",
+        fuzzing::audit_export_seeds(),
+        fuzzing::audit_export,
+    );
 }
 
 #[test]
 fn field_ciphertext_parser() {
-    let dek = DataKey::generate().unwrap();
-    let cipher = dek.cipher();
-    let place = FieldPlace {
-        resource: "customer",
-        field: "email",
-        record_id: 7,
-    };
-    let good = cipher.encrypt(place, b"fuzz@example.org").unwrap();
-    // Property: only the original ciphertext opens; nothing panics.
-    fuzz("field_ciphertext", vec![good.clone()], |input| {
-        let opened = cipher.decrypt(place, input).is_ok();
-        if opened && input != good.as_slice() {
-            return Err("a mutated ciphertext opened".into());
-        }
-        Ok(())
-    });
+    fuzz(
+        "field_ciphertext",
+        fuzzing::field_ciphertext_seeds(),
+        fuzzing::field_ciphertext,
+    );
 }
 
 #[test]
 fn json_body_parser() {
-    #[derive(serde::Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Change {
-        purpose: String,
-        granted: bool,
-        source: String,
-        evidence: Option<String>,
-    }
-    #[derive(serde::Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
-    struct Batch {
-        changes: Vec<Change>,
-    }
-    let secret = "zelda.private@example.org";
-    let seed = format!(
-        r#"{{"changes":[{{"purpose":"{secret}","granted":true,"source":"web","evidence":"{secret}"}}]}}"#
-    );
-    // Property: an error message never contains the secret value.
-    fuzz(
-        "json_body",
-        vec![seed.into_bytes()],
-        |input| match custodian::http::extract::parse_json::<Batch>(input) {
-            Err(e) if e.to_string().contains("zelda") => Err(format!("echoed: {e}")),
-            _ => Ok(()),
-        },
-    );
+    fuzz("json_body", fuzzing::json_body_seeds(), fuzzing::json_body);
 }
 
 #[test]
 fn request_target_check() {
-    // Property: anything that passes decodes to UTF-8 without NUL or controls.
     fuzz(
         "request_target",
         vec![b"/v1/customers/C-1?limit=5".to_vec()],
-        |input| {
-            let Ok(text) = std::str::from_utf8(input) else {
-                return Ok(());
-            };
-            if custodian::http::middleware::decodes_cleanly(text) {
-                let decoded: Vec<u8> = percent_encoding::percent_decode_str(text).collect();
-                match String::from_utf8(decoded) {
-                    Ok(s) if !s.chars().any(char::is_control) => {}
-                    _ => return Err("passed but decodes to something unclean".into()),
-                }
-            }
-            Ok(())
-        },
+        fuzzing::request_target,
     );
+}
+
+#[test]
+fn import_line_reader() {
+    fuzz(
+        "import_rows",
+        fuzzing::import_rows_seeds(),
+        fuzzing::import_rows,
+    );
+}
+
+#[test]
+fn segment_language() {
+    // The seeds compile, so the SQL-text property is exercised.
+    for seed in fuzzing::segment_definition_seeds() {
+        let node: custodian::analytics::segments::language::Node =
+            custodian::analytics::segments::language::parse(&seed).unwrap();
+        drop(node);
+    }
+    fuzz(
+        "segment_definition",
+        fuzzing::segment_definition_seeds(),
+        fuzzing::segment_definition,
+    );
+}
+
+#[test]
+fn every_target_has_a_corpus_and_a_cargo_fuzz_binary() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    for (name, _) in fuzzing::TARGETS {
+        let corpus = root.join("corpus").join(name);
+        assert!(
+            std::fs::read_dir(&corpus).is_ok_and(|mut d| d.next().is_some()),
+            "no corpus in {}",
+            corpus.display()
+        );
+        let target = root.join("fuzz_targets").join(format!("{name}.rs"));
+        assert!(
+            target.is_file(),
+            "no cargo-fuzz target {}",
+            target.display()
+        );
+    }
 }
