@@ -49,6 +49,7 @@ pub struct Config {
     pub crypto: CryptoConfig,
     pub audit: AuditConfig,
     pub privacy: PrivacyConfig,
+    pub analytics: AnalyticsConfig,
     pub auth: AuthConfig,
     pub policy: PolicyConfig,
     /// Largest page a list route returns.
@@ -218,6 +219,26 @@ pub struct PrivacyConfig {
     pub budget_window_secs: u64,
 }
 
+/// The analytics' feature table (`analytics::features`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// How far behind new orders, events and customers the per-customer
+    /// feature table may be (milliseconds) before a question rebuilds it.
+    /// Under a steady stream of writes every question would otherwise
+    /// rebuild the whole table. Consent is never stale: it is applied in
+    /// each query. 0 rebuilds whenever the sources moved.
+    pub feature_staleness_ms: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            feature_staleness_ms: 2_000,
+        }
+    }
+}
+
 impl Default for PrivacyConfig {
     fn default() -> Self {
         Self {
@@ -245,6 +266,7 @@ impl Default for Config {
             crypto: CryptoConfig::default(),
             audit: AuditConfig::default(),
             privacy: PrivacyConfig::default(),
+            analytics: AnalyticsConfig::default(),
             auth: AuthConfig::default(),
             policy: PolicyConfig::default(),
             max_page_size: 1000,

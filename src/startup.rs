@@ -99,6 +99,9 @@ impl Application {
         );
         let event_schema = crate::import::event_schema::EventSchema::load(&config.policy_dir)?;
         let dsr = Arc::new(crate::dsr::Dsr::new(Signer::from_config(&config)?));
+        let analytics = crate::analytics::Analytics::new(std::time::Duration::from_millis(
+            config.analytics.feature_staleness_ms,
+        ));
         let state = AppState::new(Inner {
             config,
             db,
@@ -113,7 +116,7 @@ impl Application {
             limits,
             event_schema,
             dsr,
-            analytics: Default::default(),
+            analytics,
             recs: Default::default(),
         });
         spawn_key_upkeep(state.downgrade());

@@ -53,6 +53,8 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     // Recommendation tests build when they mean to; no background build.
     config.recs.build_on_start = false;
     config.recs.rebuild_interval_secs = 0;
+    // Tests write and ask at once: features always rebuilt when stale.
+    config.analytics.feature_staleness_ms = 0;
     config
 }
 

@@ -803,3 +803,40 @@ both_backends!(saved_segments_lifecycle, async |app: TestApp| {
         .unwrap();
     assert_eq!(r.status(), 404);
 });
+
+both_backends!(
+    the_feature_table_trails_writes_by_at_most_the_staleness,
+    config: |c: &mut custodian::config::Config| c.analytics.feature_staleness_ms = 60_000,
+    async |app: TestApp| {
+        let analytics = &app.state.analytics;
+        let db = &app.state.db;
+        let first = analytics.ensure_fresh(db, 0).await.unwrap();
+        // A write moves the sources: within the staleness the table (and
+        // the version sticky answers are keyed on) stays.
+        sqlx::query(
+            "INSERT INTO products (sku, name, category, price_cents, created_at) \
+             VALUES ('STALE-1', 'Vase', 'home_decor', 900, 0)",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let second = analytics.ensure_fresh(db, 0).await.unwrap();
+        assert_eq!(second.id, first.id);
+        // Consent is never stale: a grant moves the version at once.
+        assert_eq!(app.create_customer(json!({"external_id": "ST-1"})).await.status(), 201);
+        let r = app
+            .as_role(Method::POST, "/v1/consents/ST-1", "ingest_service", "data_ingestion")
+            .json(&json!({"changes": [{"purpose": "email_marketing", "granted": true, "source": "web_form"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let third = analytics.ensure_fresh(db, 0).await.unwrap();
+        assert_ne!(third.id, second.id);
+        assert_eq!(third.features_version, second.features_version, "no rebuild");
+        // Without staleness (as every other test runs), a write rebuilds.
+        let fresh = custodian::analytics::Analytics::new(std::time::Duration::ZERO);
+        let rebuilt = fresh.ensure_fresh(db, 0).await.unwrap();
+        assert_ne!(rebuilt.features_version, third.features_version);
+    }
+);
