@@ -148,7 +148,10 @@ impl Where {
         let keys: Vec<(&str, String)> = [
             ("actor", filter.actor.clone()),
             ("purpose", filter.purpose.clone()),
-            ("action", filter.action.as_ref().map(|a| a.as_str().to_owned())),
+            (
+                "action",
+                filter.action.as_ref().map(|a| a.as_str().to_owned()),
+            ),
             ("decision", filter.decision.map(|d| d.as_str().to_owned())),
         ]
         .into_iter()

@@ -388,15 +388,25 @@ both_backends!(
         for (query, expected) in [
             ("actor=marketing_analyst-user&decision=deny", 3),
             ("actor=support_agent-user&action=customer.read", 4),
-            ("actor=support_agent-user&action=customer.read&decision=deny", 0),
+            (
+                "actor=support_agent-user&action=customer.read&decision=deny",
+                0,
+            ),
             ("purpose=customer_support&decision=deny", 3),
-            ("purpose=customer_support&decision=deny&actor=support_agent-user", 0),
+            (
+                "purpose=customer_support&decision=deny&actor=support_agent-user",
+                0,
+            ),
             ("actor=nobody", 0),
         ] {
             let r = officer(&app, Method::GET, &format!("/v1/audit?{query}&limit=50")).await;
             assert_eq!(r.status(), 200, "{query}");
             let page: Value = r.json().await.unwrap();
-            assert_eq!(page["events"].as_array().unwrap().len(), expected, "{query}: {page}");
+            assert_eq!(
+                page["events"].as_array().unwrap().len(),
+                expected,
+                "{query}: {page}"
+            );
         }
         // Once everything is counted, the same answers.
         assert!(app.state.audit.index_now().await);
