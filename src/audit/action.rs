@@ -68,6 +68,10 @@ actions! {
     EventRead = "event.read" => ("event", "read");
     EventWrite = "event.write" => ("event", "write");
     ConsentRead = "consent.read" => ("consent", "read");
+    /// Consent rates by purpose over time (`GET /v1/consents/rates`):
+    /// exact counts, so only for roles trusted to read every customer's
+    /// consent evidence (SECURITY.md, "The compliance console").
+    ConsentRates = "consent.rates" => ("consent", "rates");
     ConsentWrite = "consent.write" => ("consent", "write");
     /// Recording a grant (beyond `consent.write`, which records withdrawals).
     ConsentGrant = "consent.grant" => ("consent", "grant");

@@ -17,8 +17,12 @@
 //!   customer, the signed [`certificate`], the [`suppression`] list and
 //!   [`hold`]s that block it.
 //!
+//! [`actions`] says which steps a request's state admits (the request
+//! views list those the caller's policy allows).
+//!
 //! The HTTP routes are in `http::dsr`, the DPO's commands in `cli::dsr`.
 
+pub mod actions;
 pub mod certificate;
 pub mod documents;
 pub mod erasure;

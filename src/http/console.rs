@@ -33,6 +33,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../../console/console.css"),
     ),
+    (
+        "actions.js",
+        JS,
+        include_str!("../../console/js/actions.js"),
+    ),
     ("api.js", JS, include_str!("../../console/js/api.js")),
     ("app.js", JS, include_str!("../../console/js/app.js")),
     ("charts.js", JS, include_str!("../../console/js/charts.js")),

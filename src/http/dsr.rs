@@ -19,6 +19,7 @@ use crate::audit::{Action, SubjectRights};
 use crate::clock::rfc3339;
 use crate::crypto::BlindField;
 use crate::db::customers;
+use crate::dsr::actions;
 use crate::dsr::certificate::Certificate;
 use crate::dsr::documents::{self, Format};
 use crate::dsr::erasure::{self, Outcome};
@@ -120,6 +121,13 @@ pub struct RequestView {
     /// The customer's active legal hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legal_hold: Option<Hold>,
+    /// What the caller may do next with this request: the steps its state
+    /// admits that the caller's policy also allows, among `extend`,
+    /// `refuse`, `export`, `rectify`, `erase`, `hold` and `lift_hold`
+    /// (the last two for the request's customer). Empty for a role that
+    /// may only read, and for a closed request. The routes still decide
+    /// every call.
+    pub actions: Vec<String>,
 }
 
 fn view(r: &RequestRow, now: i64) -> RequestView {
@@ -142,11 +150,29 @@ fn view(r: &RequestRow, now: i64) -> RequestView {
         steps: None,
         document: None,
         legal_hold: None,
+        actions: Vec::new(),
     }
 }
 
+/// The next steps for `r` that the caller's policy allows.
+fn allowed_steps(gate: &Gate<'_>, r: &RequestRow, cx: actions::Context) -> Vec<String> {
+    actions::possible(r, cx)
+        .into_iter()
+        .filter(|step| {
+            step.action()
+                .operation()
+                .is_some_and(|(object, act)| gate.also_allowed(object, act))
+        })
+        .map(|step| step.as_str().to_owned())
+        .collect()
+}
+
 /// The full view of one request: steps, document, hold.
-async fn full_view(state: &AppState, r: &RequestRow) -> Result<RequestView, ApiError> {
+async fn full_view(
+    state: &AppState,
+    gate: &Gate<'_>,
+    r: &RequestRow,
+) -> Result<RequestView, ApiError> {
     let now = state.clock.now_micros();
     let mut v = view(r, now);
     let steps = requests::steps(&state.db, r.id).await?;
@@ -176,6 +202,13 @@ async fn full_view(state: &AppState, r: &RequestRow) -> Result<RequestView, ApiE
             .await
             .map_err(ApiError::Internal)?;
     }
+    let cx = actions::Context {
+        hold_active: v.legal_hold.is_some(),
+        erasure_begun: !actions::erasures_begun(&state.db, &[r.id])
+            .await?
+            .is_empty(),
+    };
+    v.actions = allowed_steps(gate, r, cx);
     Ok(v)
 }
 
@@ -368,7 +401,10 @@ async fn open_request(
         tx.commit().await?;
         metrics::counter!("custodian_dsr_requests_total", "kind" => kind.as_str()).increment(1);
         gate.set_status(StatusCode::CREATED);
-        Ok((StatusCode::CREATED, Json(full_view(&state, &row).await?)))
+        Ok((
+            StatusCode::CREATED,
+            Json(full_view(&state, &gate, &row).await?),
+        ))
     }
     .await;
     gate.finish(outcome).await
@@ -451,8 +487,34 @@ async fn list_requests(
             .then(|| rows.last().map(|r| r.id.to_string()))
             .flatten();
         gate.returned([], rows.len() as u64);
+        // Holds and begun erasures of the whole page in two queries.
+        let live: Vec<i64> = rows
+            .iter()
+            .filter(|r| !r.customer_erased)
+            .map(|r| r.customer_id)
+            .collect();
+        let holds = actions::active_holds(&state.db, &live).await?;
+        let erasures: Vec<i64> = rows
+            .iter()
+            .filter(|r| r.kind == Kind::Erasure)
+            .map(|r| r.id)
+            .collect();
+        let begun = actions::erasures_begun(&state.db, &erasures).await?;
+        let requests = rows
+            .iter()
+            .map(|r| {
+                let mut v = view(r, now);
+                v.legal_hold = holds.get(&r.customer_id).cloned();
+                let cx = actions::Context {
+                    hold_active: v.legal_hold.is_some(),
+                    erasure_begun: begun.contains(&r.id),
+                };
+                v.actions = allowed_steps(&gate, r, cx);
+                v
+            })
+            .collect();
         Ok(Json(RequestPage {
-            requests: rows.iter().map(|r| view(r, now)).collect(),
+            requests,
             next_cursor,
         }))
     }
@@ -477,7 +539,7 @@ async fn get_request(
         gate.authorize()?;
         let r = load(&state, &mut gate, &id).await?;
         gate.returned([], 1);
-        Ok(Json(full_view(&state, &r).await?))
+        Ok(Json(full_view(&state, &gate, &r).await?))
     }
     .await;
     gate.finish(outcome).await
@@ -532,7 +594,7 @@ async fn extend_request(
         let r = requests::get_by_id(&state.db, r.id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        Ok(Json(full_view(&state, &r).await?))
+        Ok(Json(full_view(&state, &gate, &r).await?))
     }
     .await;
     gate.finish(outcome).await
@@ -578,7 +640,7 @@ async fn refuse_request(
         let r = requests::get_by_id(&state.db, r.id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        Ok(Json(full_view(&state, &r).await?))
+        Ok(Json(full_view(&state, &gate, &r).await?))
     }
     .await;
     gate.finish(outcome).await
@@ -632,7 +694,7 @@ async fn export_request(
         let r = requests::get_by_id(&state.db, r.id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        Ok((status, Json(full_view(&state, &r).await?)))
+        Ok((status, Json(full_view(&state, &gate, &r).await?)))
     }
     .await;
     gate.finish(outcome).await
@@ -811,7 +873,7 @@ async fn rectify_request(
             .await?
             .ok_or(ApiError::NotFound)?;
         Ok(Json(Rectified {
-            request: full_view(&state, &r).await?,
+            request: full_view(&state, &gate, &r).await?,
             changed: changed.into_iter().map(str::to_owned).collect(),
         }))
     }
@@ -855,7 +917,7 @@ async fn erase_request(
         let r = requests::get_by_id(&state.db, r.id)
             .await?
             .ok_or(ApiError::NotFound)?;
-        let request = full_view(&state, &r).await?;
+        let request = full_view(&state, &gate, &r).await?;
         match outcome {
             Some(Outcome::Completed(cert)) => Ok((
                 StatusCode::OK,

@@ -412,6 +412,10 @@ pub struct ConsentRates {
 
 /// Consent rates by purpose over time (compliance roles; audited).
 ///
+/// Exact counts above `privacy.k`, no noise: only for roles granted
+/// `consent rates` that may also read each customer's consent under a
+/// purpose that needs no consent (others: 403).
+///
 /// For each consent-based purpose and bucket: customers with a current
 /// grant at the bucket's end, out of the customers signed up by then.
 #[utoipa::path(get, path = "/v1/consents/rates", tag = "consents",
@@ -423,9 +427,17 @@ async fn consent_rates(
     caller: Caller,
     q: ApiQuery<StatsQuery>,
 ) -> Result<Json<ConsentRates>, ApiError> {
-    let mut gate = Gate::new(&state, &caller, Action::ConsentRead);
+    let mut gate = Gate::new(&state, &caller, Action::ConsentRates);
     let outcome = async {
         gate.authorize()?;
+        // The precondition of releasing exact counts, checked whatever a
+        // policy change grants: this caller may read any one customer's
+        // consent for this purpose, so the totals tell them nothing new.
+        if !gate.also_allowed("consent", "read") || gate.consent_required() {
+            return Err(ApiError::forbidden(
+                "consent rates are exact: only for roles that may read every customer's consent",
+            ));
+        }
         let q = q.into_inner()?;
         if q.purpose.is_some() || q.actor.is_some() || q.limit.is_some() {
             return Err(invalid("purpose, actor, limit: only for the trail's stats"));
@@ -466,7 +478,11 @@ async fn consent_rates(
         }
         gate.returned(std::iter::empty(), purposes.len() as u64);
         // Numbers about customers leave through the release step: k
-        // applied, no noise, nothing debited, evidence in the event.
+        // applied, evidence in the event, but no noise and nothing debited:
+        // `consent.rates` is granted only to roles that may read every
+        // customer's consent evidence (`consent.read` under a purpose that
+        // needs no consent), for whom noise would hide nothing they cannot
+        // count exactly (SECURITY.md, "The compliance console").
         let suppressed = purposes
             .iter()
             .flat_map(|p| &p.points)

@@ -3,7 +3,10 @@
 //! filter the trail, open an event and its policy version, open one
 //! customer's view, verify an intact and a tampered store, export, and
 //! check that a marketing analyst sees a forbidden message and injected
-//! markup stays text. Also the page's headers over plain HTTP.
+//! markup stays text; act on data subject requests as a DPO (extend,
+//! refuse, hold, an error shown as the gateway's code and message) while
+//! an officer who may only read sees no action. Also the page's headers
+//! over plain HTTP.
 //!
 //! Browser tests run on SQLite (the page is the same whatever the store;
 //! the endpoints it calls are tested on both backends in `stats` and
@@ -509,4 +512,260 @@ async fn chart_endpoints_refuse_other_roles() {
         assert_eq!(r.status(), 200, "{path}");
         let _: Value = r.json().await.unwrap();
     }
+}
+
+/// `2026-05-28T12:00:00.123Z` → `2026-05-28 12:00:00 UTC`, as the page writes it.
+fn shown(rfc3339: &str) -> String {
+    format!("{} UTC", rfc3339[..19].replace('T', " "))
+}
+
+async fn request_view(app: &TestApp, id: &str) -> Value {
+    let r = app
+        .as_role(Method::GET, &format!("/v1/dsr/{id}"), "dpo", COMPLIANCE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// The text of the row of request `id` (all its cells).
+async fn row_text(browser: &Browser, id: &str) -> Vec<String> {
+    let cells = browser
+        .eval(&format!(
+            "return [...document.querySelectorAll('#requests-table tbody tr')]\
+             .filter(r => r.cells[0].textContent === '{id}')\
+             .flatMap(r => [...r.cells].map(c => c.textContent))"
+        ))
+        .await;
+    serde_json::from_value(cells).unwrap()
+}
+
+async fn row_actions(browser: &Browser, id: &str) -> Vec<String> {
+    let names = browser
+        .eval(&format!(
+            "return [...document.querySelectorAll('#requests-table button[data-request=\"{id}\"]')]\
+             .map(b => b.dataset.action)"
+        ))
+        .await;
+    serde_json::from_value(names).unwrap()
+}
+
+/// Opens the dialog of `action` on request `id`, types `reason`, confirms.
+async fn take_step(browser: &Browser, id: &str, action: &str, reason: &str) {
+    browser
+        .click(&format!(
+            "#requests-table button[data-action={action}][data-request=\"{id}\"]"
+        ))
+        .await;
+    browser.wait("#dsr-dialog[open] #dsr-reason").await;
+    // The reason field has the focus: typing goes straight into it.
+    assert_eq!(
+        browser.eval("return document.activeElement.id").await,
+        "dsr-reason"
+    );
+    browser.type_into("#dsr-reason", reason).await;
+    browser.click("#dsr-confirm").await;
+}
+
+#[tokio::test]
+async fn dpo_acts_on_requests_and_a_reader_sees_no_action() {
+    let Some(browser) = Browser::start("dpo_acts_on_requests_and_a_reader_sees_no_action").await
+    else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    custodian::demo::load_demo(
+        &app.state.db,
+        &app.state.vault,
+        7,
+        custodian::demo::DemoSize::SMALL,
+    )
+    .await
+    .unwrap();
+    open_request(&app, "demo-c00003", "access", None).await;
+    open_request(&app, "demo-c00004", "erasure", None).await;
+    open_request(&app, "demo-c00005", "rectification", None).await;
+    let r = app
+        .as_role(Method::GET, "/v1/dsr", "dpo", COMPLIANCE)
+        .send()
+        .await
+        .unwrap();
+    let page: Value = r.json().await.unwrap();
+    let id_of = |customer: &str| {
+        page["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["customer"] == customer)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (access, erasure, rectification) = (
+        id_of("demo-c00003"),
+        id_of("demo-c00004"),
+        id_of("demo-c00005"),
+    );
+
+    // A compliance officer reads the queue and is offered no step.
+    sign_in(&browser, &app, &app.token("olivia", &[OFFICER])).await;
+    browser.click("#tab-requests").await;
+    browser.wait("#requests-table tbody tr").await;
+    browser
+        .wait_text("#requests-read-only", "take no step")
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#requests-table button').length")
+            .await,
+        0
+    );
+    browser.screenshot("requests-read-only").await;
+    browser.click("#sign-out").await;
+    browser.wait("#signin-form").await;
+
+    // The DPO: the steps each request admits.
+    sign_in(&browser, &app, &app.token("dana", &["dpo"])).await;
+    browser.click("#tab-requests").await;
+    browser.wait("#requests-table tbody tr button").await;
+    assert!(browser
+        .client
+        .find(fantoccini::Locator::Css("#requests-read-only"))
+        .await
+        .is_err());
+    assert_eq!(
+        row_actions(&browser, &access).await,
+        ["extend", "refuse", "export", "hold"]
+    );
+    assert_eq!(
+        row_actions(&browser, &erasure).await,
+        ["extend", "refuse", "erase", "hold"]
+    );
+    assert_eq!(
+        row_actions(&browser, &rectification).await,
+        ["extend", "refuse", "rectify", "hold"]
+    );
+
+    // Extend: the new due date is in the message and in the row.
+    let before = request_view(&app, &access).await["due_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser
+        .click(&format!(
+            "#requests-table button[data-action=extend][data-request=\"{access}\"]"
+        ))
+        .await;
+    browser.wait("#dsr-dialog[open] #dsr-reason").await;
+    browser.screenshot("request-extend-dialog").await;
+    // Escape closes the dialog without a call; focus returns to the button.
+    browser
+        .wait("#dsr-reason")
+        .await
+        .send_keys("\u{e00c}")
+        .await
+        .unwrap();
+    assert_eq!(
+        browser
+            .eval(
+                "return [document.getElementById('dsr-dialog').open, \
+                 document.activeElement.dataset.action]"
+            )
+            .await,
+        serde_json::json!([false, "extend"])
+    );
+    take_step(&browser, &access, "extend", "complex request: many systems").await;
+    let message = browser.wait_text("#requests-message", "Extended").await;
+    let after = request_view(&app, &access).await;
+    let due = after["due_at"].as_str().unwrap();
+    assert_ne!(due, before);
+    assert_eq!(after["extension_reason"], "complex request: many systems");
+    assert!(message.contains(&shown(due)), "{message} / {due}");
+    let row = row_text(&browser, &access).await;
+    assert_eq!(row[5], shown(due), "{row:?}");
+    assert_eq!(
+        row_actions(&browser, &access).await,
+        ["refuse", "export", "hold"]
+    );
+
+    // The gateway's refusal, as its code and message: the request was
+    // extended behind the page's back, so a second extension is a 409.
+    let r = app
+        .as_role(
+            Method::POST,
+            &format!("/v1/dsr/{rectification}/extend"),
+            "dpo",
+            COMPLIANCE,
+        )
+        .json(&serde_json::json!({"reason": "elsewhere"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    take_step(&browser, &rectification, "extend", "again").await;
+    let error = browser.wait_text("#dsr-error-text", "conflict").await;
+    assert_eq!(
+        error,
+        "Refused (conflict): the request was already extended once, or is closed"
+    );
+    browser.screenshot("request-error").await;
+    // Closing the dialog refreshes the stale list: no second Extend.
+    browser.click("#dsr-cancel").await;
+    for _ in 0..100 {
+        if !row_actions(&browser, &rectification)
+            .await
+            .contains(&"extend".to_owned())
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        row_actions(&browser, &rectification).await,
+        ["refuse", "rectify", "hold"]
+    );
+
+    // Refuse with a reason that is markup: shown as text, never run.
+    take_step(&browser, &erasure, "refuse", MARKUP).await;
+    browser.wait_text("#requests-message", "Refused").await;
+    let row = row_text(&browser, &erasure).await;
+    assert_eq!(row[3], format!("refused ({MARKUP})"), "{row:?}");
+    assert!(row_actions(&browser, &erasure).await.is_empty());
+    assert_eq!(
+        browser
+            .eval("return [document.querySelectorAll('img').length, document.title]")
+            .await,
+        serde_json::json!([0, "Custodian compliance console"])
+    );
+    assert_eq!(request_view(&app, &erasure).await["status"], "refused");
+
+    // A legal hold on the rectification request's customer.
+    take_step(&browser, &rectification, "hold", "litigation pending").await;
+    browser
+        .wait_text("#requests-message", "Legal hold placed")
+        .await;
+    let row = row_text(&browser, &rectification).await;
+    assert!(row[3].contains("legal hold"), "{row:?}");
+    assert_eq!(
+        row_actions(&browser, &rectification).await,
+        ["refuse", "rectify", "lift_hold"]
+    );
+    let view = request_view(&app, &rectification).await;
+    assert_eq!(view["legal_hold"]["reason"], "litigation pending");
+    assert_eq!(view["legal_hold"]["set_by"], "dana");
+    browser.screenshot("requests-actions").await;
+    browser.close().await;
+
+    // Each step went through the gate under the DPO's name and purpose.
+    let rows = app.audit_rows().await;
+    let count = |action: &str, status: i64| {
+        rows.iter()
+            .filter(|(actor, a, _, s, _)| actor == "dana" && a == action && *s == status)
+            .count()
+    };
+    assert_eq!(count("dsr.manage", 200), 2, "extend and refuse");
+    assert_eq!(count("dsr.manage", 409), 1, "the refused second extension");
+    assert_eq!(count("dsr.hold", 201), 1);
 }

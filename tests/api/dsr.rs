@@ -1295,3 +1295,125 @@ async fn measure_export_of_a_customer_with_many_events() {
         );
     }
 }
+
+/// The steps a request view lists: what its state admits, filtered by the
+/// caller's policy. The DPO sees them change as the request moves; the
+/// compliance officer (who may only read) sees none, and the routes still
+/// refuse the officer (the list is advice, not the gate).
+mod next_steps {
+    use super::*;
+
+    fn steps(view: &Value) -> Vec<String> {
+        view["actions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no actions in {view}"))
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    async fn listed(app: &TestApp, role: &str, id: &str) -> Value {
+        let r = app
+            .as_role(Method::GET, "/v1/dsr?limit=100", role, CA)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let page: Value = r.json().await.unwrap();
+        page["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["id"] == id)
+            .cloned()
+            .unwrap()
+    }
+
+    both_backends!(
+        request_views_list_the_steps_the_role_may_take,
+        async |app: TestApp| {
+            let app = &app;
+            lookalikes(app).await;
+            let access = app.open_request("C-A1", "access").await;
+            let erasure = app.open_request("C-B1", "erasure").await;
+            let (aid, eid) = (
+                access["id"].as_str().unwrap(),
+                erasure["id"].as_str().unwrap(),
+            );
+            assert_eq!(steps(&access), ["extend", "refuse", "export", "hold"]);
+            assert_eq!(
+                steps(&listed(app, "dpo", eid).await),
+                ["extend", "refuse", "erase", "hold"]
+            );
+            // The officer reads the same queue and may take no step.
+            for id in [aid, eid] {
+                assert!(steps(&listed(app, "compliance_officer", id).await).is_empty());
+                let r = app
+                    .as_role(
+                        Method::GET,
+                        &format!("/v1/dsr/{id}"),
+                        "compliance_officer",
+                        CA,
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(steps(&r.json().await.unwrap()).is_empty());
+            }
+            let r = app
+                .as_role(
+                    Method::POST,
+                    &format!("/v1/dsr/{aid}/extend"),
+                    "compliance_officer",
+                    CA,
+                )
+                .json(&json!({"reason": "complex"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403);
+
+            // Extended once: no second extension offered.
+            let r = app
+                .dpo(Method::POST, &format!("/v1/dsr/{aid}/extend"))
+                .json(&json!({"reason": "complex request"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(steps(&v), ["refuse", "export", "hold"]);
+            // Under a hold, the erasure is not offered and the lift is, in the
+            // list and in the single view alike.
+            let r = app
+                .dpo(Method::POST, "/v1/dsr/legal-holds")
+                .json(&json!({"customer_id": "C-B1", "reason": "litigation"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let held = listed(app, "dpo", eid).await;
+            assert_eq!(steps(&held), ["extend", "refuse", "lift_hold"]);
+            assert_eq!(held["legal_hold"]["reason"], "litigation");
+            let r = app
+                .dpo(Method::GET, &format!("/v1/dsr/{eid}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                steps(&r.json().await.unwrap()),
+                ["extend", "refuse", "lift_hold"]
+            );
+            // Refused: closed, nothing more to do.
+            let r = app
+                .dpo(Method::POST, &format!("/v1/dsr/{aid}/refuse"))
+                .json(&json!({"reason": "manifestly unfounded"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(steps(&r.json().await.unwrap()).is_empty());
+            assert!(steps(&listed(app, "dpo", aid).await).is_empty());
+        }
+    );
+}

@@ -227,6 +227,68 @@ both_backends!(
     }
 );
 
+// Exact consent rates are for compliance roles only: a role that may read
+// consents (support, for one customer at a time) is refused the totals,
+// and so is a role granted the rates under a purpose that needs consent
+// (where it could not read every customer's state one by one).
+both_backends!(
+    consent_rates_are_for_compliance_roles_only,
+    async |app: TestApp| {
+        for (role, purpose) in [
+            ("support_agent", "customer_support"),
+            ("crm_service", "email_marketing"),
+            ("marketing_analyst", "marketing_analytics"),
+        ] {
+            let r = app
+                .as_role(Method::GET, "/v1/consents/rates", role, purpose)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{role}");
+        }
+        // A policy that grants the rates under a consent-based purpose: the
+        // route still refuses, since crm may not read everyone's consent.
+        let mut csv = app
+            .state
+            .authorizer
+            .rules()
+            .iter()
+            .map(|r| r.to_csv_line())
+            .collect::<Vec<_>>();
+        csv.push("p, crm_service, consent, rates, email_marketing".to_owned());
+        let r = app
+            .as_role(Method::POST, "/v1/admin/policies", "dpo", COMPLIANCE)
+            .json(&json!({"csv": csv.join("\n")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let r = app
+            .as_role(
+                Method::GET,
+                "/v1/consents/rates",
+                "crm_service",
+                "email_marketing",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let r = app
+            .as_role(Method::GET, "/v1/consents/rates", OFFICER, COMPLIANCE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let rows = app.audit_rows().await;
+        assert!(rows.iter().any(|(actor, action, decision, status, _)| actor
+            == "compliance_officer-user"
+            && action == "consent.rates"
+            && decision == "allow"
+            && *status == 200));
+    }
+);
+
 both_backends!(chart_parameters_are_checked, async |app: TestApp| {
     for path in [
         "/v1/audit/stats/decisions?bucket=minute",
