@@ -325,6 +325,7 @@ async fn preview_policy(
 pub struct Rollback {
     /// 64 hex digits (a `policy_version`, as audit events name it) or a
     /// revision number, as listed by `GET /v1/admin/policies/versions`.
+    #[schema(pattern = "^([0-9a-f]{64}|[1-9][0-9]{0,17})$")]
     pub version: String,
 }
 
