@@ -1,9 +1,9 @@
 """Schemathesis hooks for .ci/schemathesis: the few rules of the API that a
 JSON Schema cannot state, applied to generated *valid* requests only.
 
-Each rule is written down in the parameter's description in the OpenAPI
-document, and the server refuses a request breaking it with a documented
-400; negative cases are left alone, so those refusals stay tested.
+Each rule is written down in the description of the parameter or schema
+in the OpenAPI document, and the server refuses a request breaking it with a documented
+400 or 422; negative cases are left alone, so those refusals stay tested.
 
 - Opaque cursors (`after` of the customer list, `cursor` of segment
   members): a cursor is valid only if the server issued it (sealed to the

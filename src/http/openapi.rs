@@ -481,35 +481,40 @@ pub fn plan_events(value: &mut serde_json::Value, plan: &EventSchema) {
                 .iter()
                 .map(|(name, t)| (name.clone(), serde_json::json!({ "type": t.name() })))
                 .collect();
-            let mut properties = serde_json::json!({
-                "type": if k.required.is_empty() {
-                    serde_json::json!(["object", "null"])
-                } else {
-                    serde_json::json!("object")
-                },
-                "properties": types,
-                "additionalProperties": false,
-            });
-            if !k.required.is_empty() {
-                properties["required"] = serde_json::json!(k.required);
-            }
-            let mut branch = serde_json::json!({
-                "properties": { "kind": { "const": kind }, "properties": properties },
-                "required": ["kind"],
-            });
+            let mut required = vec!["kind"];
             if k.requires_product {
-                branch["properties"]["product_sku"] = serde_json::json!({ "type": "string" });
-                branch["required"] = serde_json::json!(["kind", "product_sku"]);
+                required.push("product_sku");
             }
             if !k.required.is_empty() {
-                if let Some(required) = branch["required"].as_array_mut() {
-                    required.push("properties".into());
-                }
+                required.push("properties");
             }
-            branch
+            let mut fields = serde_json::Map::new();
+            fields.insert("kind".to_owned(), serde_json::json!({ "const": kind }));
+            fields.insert(
+                "properties".to_owned(),
+                serde_json::json!({
+                    "type": if k.required.is_empty() {
+                        serde_json::json!(["object", "null"])
+                    } else {
+                        serde_json::json!("object")
+                    },
+                    "properties": types,
+                    "additionalProperties": false,
+                    "required": k.required,
+                }),
+            );
+            if k.requires_product {
+                fields.insert(
+                    "product_sku".to_owned(),
+                    serde_json::json!({ "type": "string" }),
+                );
+            }
+            serde_json::json!({ "properties": fields, "required": required })
         })
         .collect();
-    input["oneOf"] = branches.into();
+    if let Some(input) = input.as_object_mut() {
+        input.insert("oneOf".to_owned(), branches.into());
+    }
 }
 
 /// The document as served: JSON, with link objects' keys in the camel case
@@ -530,10 +535,15 @@ pub fn render(doc: &OpenApi) -> serde_json::Value {
         {
             for variant in variants {
                 // One key per node, as serde's externally tagged enum reads it.
-                variant["additionalProperties"] = false.into();
+                if let Some(variant) = variant.as_object_mut() {
+                    variant.insert("additionalProperties".to_owned(), false.into());
+                }
                 for group in ["all", "any"] {
-                    if let Some(list) = variant.pointer_mut(&format!("/properties/{group}")) {
-                        list["minItems"] = 1.into();
+                    if let Some(list) = variant
+                        .pointer_mut(&format!("/properties/{group}"))
+                        .and_then(|l| l.as_object_mut())
+                    {
+                        list.insert("minItems".to_owned(), 1.into());
                     }
                 }
             }

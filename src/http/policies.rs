@@ -57,7 +57,8 @@ pub struct PolicyDocument {
 pub struct NewPolicy {
     /// The whole policy in `policy.csv` format (`p, ROLE, OBJECT, ACTION,
     /// PURPOSE` and `g, ROLE, PARENT` lines; `#` comments and blank lines
-    /// allowed). It replaces every rule in force.
+    /// allowed). It replaces every rule in force, and must keep a rule that
+    /// lets some role manage the policy (`p, ROLE, policy, write, PURPOSE`).
     pub csv: String,
 }
 

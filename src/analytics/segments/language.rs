@@ -58,7 +58,7 @@ pub enum Node {
     Country(TextIn),
     /// Days since signup.
     SignupAge(DaysRange),
-    /// Member of another saved segment.
+    /// Member of another saved segment (which must exist).
     InSegment(SegmentRef),
     /// In one cluster of the customer profiles (`GET /v1/profiles/clusters?k=`).
     ProfileCluster(ClusterRef),
@@ -66,6 +66,7 @@ pub enum Node {
     Consent(ConsentRef),
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DaysRange {
@@ -77,6 +78,7 @@ pub struct DaysRange {
     pub max_days: Option<i64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CountWindow {
@@ -91,6 +93,7 @@ pub struct CountWindow {
     pub within_days: Option<i64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AmountWindow {
@@ -103,6 +106,7 @@ pub struct AmountWindow {
     pub within_days: Option<i64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AmountRange {
@@ -112,6 +116,7 @@ pub struct AmountRange {
     pub max: Option<f64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRange {
@@ -123,6 +128,7 @@ pub struct ScoreRange {
     pub max: Option<i64>,
 }
 
+/// At least one of `r`, `f`, `m`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RfmScore {
