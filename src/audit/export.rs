@@ -468,14 +468,23 @@ pub struct Header {
     pub filtered: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A signed chain head, as `GET /v1/audit/head` gives it and
+/// `POST /v1/audit/verify/since` takes it back.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckpointLine {
+    /// The instance whose chain this is.
     pub instance: String,
+    #[serde(deserialize_with = "crate::whole::whole")]
     pub seq: i64,
+    /// SHA-256 of the event at `seq`, in hex.
     #[serde(with = "hex_hash")]
+    #[schema(value_type = String, pattern = "^[0-9a-fA-F]{64}$")]
     pub hash: super::event::Hash,
+    /// When the head was signed (microseconds since the Unix epoch).
+    #[serde(deserialize_with = "crate::whole::whole")]
     pub signed_at: i64,
     pub key_id: String,
+    /// Ed25519 signature, in hex (anything else fails verification).
     pub signature: String,
 }
 

@@ -688,7 +688,7 @@ pub async fn check_since(
             .await?
             .into_iter()
             .find(|c| c.seq == head.seq);
-        let event = store::events_after(db, &head.instance, head.seq - 1, 1)
+        let event = store::events_after(db, &head.instance, head.seq.saturating_sub(1), 1)
             .await?
             .into_iter()
             .find(|r| r.seq() == head.seq);

@@ -548,7 +548,6 @@ async fn audit_head(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Since {
-    #[schema(value_type = Vec<Object>)]
     pub heads: Vec<audit::export::CheckpointLine>,
 }
 

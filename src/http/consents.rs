@@ -95,7 +95,7 @@ pub struct ConsentState {
 
 /// A customer's current consent state and full history.
 #[utoipa::path(get, path = "/v1/consents/{customer_id}", tag = "consents",
-    params(("customer_id" = String, Path, description = "The shop's customer id"),
+    params(("customer_id" = String, Path, description = "The shop's customer id", pattern = "^[A-Za-z0-9._-]{1,64}$"),
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 200, body = ConsentState), (status = 401), (status = 403), (status = 404), (status = 503)))]
@@ -180,7 +180,7 @@ pub struct Receipts {
 /// Record grants and withdrawals (one transaction: all or nothing).
 #[utoipa::path(post, path = "/v1/consents/{customer_id}", tag = "consents",
     request_body = ConsentBatch,
-    params(("customer_id" = String, Path, description = "The shop's customer id"),
+    params(("customer_id" = String, Path, description = "The shop's customer id", pattern = "^[A-Za-z0-9._-]{1,64}$"),
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 201, body = Receipts), (status = 401), (status = 403), (status = 404),
@@ -301,7 +301,7 @@ pub struct ReceiptCheck {
 
 /// Look a receipt up in the ledger.
 #[utoipa::path(get, path = "/v1/consents/receipts/{receipt_id}", tag = "consents",
-    params(("receipt_id" = String, Path, description = "Receipt id from a grant or withdrawal"),
+    params(("receipt_id" = String, Path, description = "Receipt id from a grant or withdrawal", pattern = "^[A-Za-z0-9._-]{1,64}$"),
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 200, body = ReceiptCheck), (status = 401), (status = 403), (status = 404), (status = 503)))]

@@ -112,7 +112,7 @@ async fn page() -> Response {
 
 /// A static asset of the console (CSS or a JavaScript module).
 #[utoipa::path(get, path = "/console/assets/{name}", tag = "operations",
-    params(("name" = String, Path, description = "e.g. `console.css`, `app.js`")),
+    params(("name" = String, Path, description = "e.g. `console.css`, `app.js`", pattern = "^[a-z0-9_-]{1,64}[.](css|js)$")),
     responses((status = 200, description = "The asset"), (status = 404)))]
 async fn asset(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|(file, ..)| *file == name) {

@@ -192,7 +192,7 @@ async fn blind_lookup(
 
 /// Read one customer by the shop's customer id.
 #[utoipa::path(get, path = "/v1/customers/{id}", tag = "customers",
-    params(("id" = String, Path, description = "The shop's customer id (external id)"),
+    params(("id" = String, Path, description = "The shop's customer id (external id)", pattern = "^[A-Za-z0-9._-]{1,64}$"),
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 200, body = Object), (status = 401), (status = 403), (status = 404),

@@ -261,17 +261,26 @@ fn require_kind(r: &RequestRow, kinds: &[Kind]) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct OpenRequest {
     /// The shop's customer id. Exactly one of `customer_id` and `email`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: Option<String>,
     /// The customer's e-mail (found through the blind index).
+    #[schema(
+        pattern = r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){1,3}$",
+        max_length = 254
+    )]
     pub email: Option<String>,
     /// `access`, `portability`, `rectification` or `erasure`.
+    #[schema(pattern = "^(access|portability|rectification|erasure)$")]
     pub kind: String,
     /// `data_subject`, `authorized_agent` or `parent_or_guardian`.
+    #[schema(pattern = "^(data_subject|authorized_agent|parent_or_guardian)$")]
     pub requested_by: String,
     /// `email`, `web_form`, `post`, `phone`, `in_person` or `other`.
+    #[schema(pattern = "^(email|web_form|post|phone|in_person|other)$")]
     pub channel: String,
     /// RFC 3339, when the request reached the shop (defaults to now; not in
     /// the future). The due date counts from it.
+    #[schema(format = DateTime, pattern = r"^(19[0-9]{2}|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub received_at: Option<String>,
 }
 
@@ -297,7 +306,9 @@ async fn resolve_customer(state: &AppState, body: &OpenRequest) -> Result<i64, A
                 Some((_, Some(_))) => Err(ApiError::Gone),
                 Some((id, None)) => Ok(id),
                 None if erasure::is_erased_subject(state, external).await? => Err(ApiError::Gone),
-                None => Err(ApiError::unprocessable("customer_id: no such customer")),
+                None => Err(ApiError::MissingReference(
+                    "customer_id: no such customer".into(),
+                )),
             }
         }
         (None, Some(email)) => {
@@ -309,8 +320,8 @@ async fn resolve_customer(state: &AppState, body: &OpenRequest) -> Result<i64, A
                 customers::find_by_blind_index(&state.db, BlindField::Email, &index, 2).await?;
             match found.as_slice() {
                 [one] => Ok(one.id),
-                [] => Err(ApiError::unprocessable(
-                    "email: no customer has this e-mail",
+                [] => Err(ApiError::MissingReference(
+                    "email: no customer has this e-mail".into(),
                 )),
                 _ => Err(ApiError::Conflict(
                     "several customers have this e-mail; open the request by customer_id".into(),
@@ -333,7 +344,8 @@ async fn resolve_customer(state: &AppState, body: &OpenRequest) -> Result<i64, A
         (status = 409, description = "an open request of this kind exists, or the e-mail is ambiguous"),
         (status = 410, description = "the customer was erased"),
         (status = 413), (status = 415),
-        (status = 422, description = "unknown customer or invalid field (the value is never echoed)"),
+        (status = 404, description = "no customer has this `customer_id` or e-mail"),
+        (status = 422, description = "an invalid field, or not exactly one of `customer_id` and `email` (the value is never echoed)"),
         (status = 503)))]
 async fn open_request(
     State(state): State<AppState>,
@@ -415,16 +427,21 @@ async fn open_request(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// received, in_progress, on_hold, completed or refused.
+    #[param(pattern = "^(received|in_progress|on_hold|completed|refused)$")]
     pub status: Option<String>,
     /// access, portability, rectification or erasure.
+    #[param(pattern = "^(access|portability|rectification|erasure)$")]
     pub kind: Option<String>,
     /// Only open requests past their due date.
     pub overdue: Option<bool>,
     /// Only open requests due within this many days (0-3650).
+    #[param(minimum = 0, maximum = 3650)]
     pub due_within_days: Option<u32>,
     /// Cursor from the previous page's `next_cursor`.
+    #[param(pattern = "^(0|[1-9][0-9]{0,17})$")]
     pub after: Option<String>,
-    /// Page size (default 100, at most `max_page_size`).
+    /// Page size (default 100; above `max_page_size`, 1000 by default, is 400).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -474,12 +491,10 @@ async fn list_requests(
                 .transpose()?,
             now,
             after_id: match &q.after {
-                Some(c) => c
-                    .parse::<i64>()
-                    .map_err(|_| invalid("after: not a cursor"))?,
+                Some(c) => crate::http::validate::non_negative_int("after", c)?,
                 None => 0,
             },
-            limit: i64::from(q.limit.unwrap_or(100).clamp(1, state.config.max_page_size)),
+            limit: crate::http::validate::page_limit(q.limit, 100, state.config.max_page_size)?,
         };
         let rows = requests::list(&state.db, &filter).await?;
         gate.touch(rows.iter().map(|r| r.customer_id));
@@ -524,7 +539,7 @@ async fn list_requests(
 
 /// Show one request with its steps.
 #[utoipa::path(get, path = "/v1/dsr/{id}", tag = "dsr",
-    params(("id" = String, Path, description = "Request id (dsr_…)"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, body = RequestView), (status = 401), (status = 403), (status = 404),
@@ -549,13 +564,17 @@ async fn get_request(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 500
+    )]
     pub reason: String,
 }
 
 /// Extend the due date once (GDPR Art. 12(3)), with a reason.
 #[utoipa::path(post, path = "/v1/dsr/{id}/extend", tag = "dsr",
     request_body = ReasonBody,
-    params(("id" = String, Path, description = "Request id"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, body = RequestView), (status = 401), (status = 403), (status = 404),
@@ -603,7 +622,7 @@ async fn extend_request(
 /// Refuse a request (Art. 12(4)), with a reason; it is closed.
 #[utoipa::path(post, path = "/v1/dsr/{id}/refuse", tag = "dsr",
     request_body = ReasonBody,
-    params(("id" = String, Path, description = "Request id"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, body = RequestView), (status = 401), (status = 403), (status = 404),
@@ -650,7 +669,7 @@ async fn refuse_request(
 /// request: the document is generated, stored encrypted under the
 /// customer's key, and downloadable until `dsr.document_ttl_hours`.
 #[utoipa::path(post, path = "/v1/dsr/{id}/export", tag = "dsr",
-    params(("id" = String, Path, description = "Request id"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 201, body = RequestView, description = "the document is ready"),
@@ -761,7 +780,7 @@ async fn bounded<T: Send + 'static>(
 /// Download the request's document (audited). Streamed; `x-document-sha256`
 /// carries the digest to check it against.
 #[utoipa::path(get, path = "/v1/dsr/{id}/document", tag = "dsr",
-    params(("id" = String, Path, description = "Request id"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, description = "application/json (access) or application/zip (portability)"),
@@ -833,7 +852,7 @@ pub struct Rectified {
 /// Rectify profile fields (Art. 16); the request is completed.
 #[utoipa::path(post, path = "/v1/dsr/{id}/rectify", tag = "dsr",
     request_body = Corrections,
-    params(("id" = String, Path, description = "Request id"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, body = Rectified), (status = 401), (status = 403), (status = 404),
@@ -892,7 +911,7 @@ pub struct Erased {
 /// Erase the customer (crypto-shredding) and issue the certificate. Under
 /// a legal hold nothing is erased: the request goes on hold (202).
 #[utoipa::path(post, path = "/v1/dsr/{id}/erase", tag = "dsr",
-    params(("id" = String, Path, description = "Request id"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, body = Erased), (status = 202, body = Erased, description = "on hold, or still running (a large customer; it completes on its own)"),
@@ -945,7 +964,7 @@ async fn erase_request(
 
 /// The erasure certificate of a completed erasure request.
 #[utoipa::path(get, path = "/v1/dsr/{id}/certificate", tag = "dsr",
-    params(("id" = String, Path, description = "Request id"),
+    params(("id" = String, Path, description = "Request id (dsr_…)", pattern = "^dsr_[0-9A-Fa-f]{32}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, body = Certificate), (status = 401), (status = 403),
@@ -973,8 +992,13 @@ async fn get_certificate(
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     /// The shop's customer id.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub customer_id: String,
     /// Why (1-500 characters): the legal ground, not personal data.
+    #[schema(
+        pattern = r"^[ \t\n\r]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?[ \t\n\r]*$",
+        max_length = 500
+    )]
     pub reason: String,
 }
 
@@ -1004,7 +1028,9 @@ async fn live_customer(state: &AppState, external: &str) -> Result<i64, ApiError
         Some((id, None)) => Ok(id),
         Some((_, Some(_))) => Err(ApiError::Gone),
         None if erasure::is_erased_subject(state, external).await? => Err(ApiError::Gone),
-        None => Err(ApiError::unprocessable("customer_id: no such customer")),
+        None => Err(ApiError::MissingReference(
+            "customer_id: no such customer".into(),
+        )),
     }
 }
 
@@ -1014,6 +1040,7 @@ async fn live_customer(state: &AppState, external: &str) -> Result<i64, ApiError
     params(("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 201, body = HoldView), (status = 401), (status = 403),
+               (status = 404, description = "no such customer"),
                (status = 409, description = "a hold is already active"), (status = 410),
                (status = 422), (status = 503)))]
 async fn set_legal_hold(
@@ -1058,11 +1085,11 @@ async fn set_legal_hold(
 /// Lift a customer's legal hold; erasure requests on hold return to `received`.
 #[utoipa::path(post, path = "/v1/dsr/legal-holds/{customer_id}/lift", tag = "dsr",
     request_body = ReasonBody,
-    params(("customer_id" = String, Path, description = "The shop's customer id"),
+    params(("customer_id" = String, Path, description = "The shop's customer id", pattern = "^[A-Za-z0-9._-]{1,64}$"),
            ("X-Purpose" = String, Header, description = "compliance_audit")),
     security(("bearer" = [])),
     responses((status = 200, body = HoldView), (status = 401), (status = 403),
-               (status = 404, description = "no active hold"), (status = 410), (status = 422),
+               (status = 404, description = "no such customer, or no active hold"), (status = 410), (status = 422),
                (status = 503)))]
 async fn lift_legal_hold(
     State(state): State<AppState>,

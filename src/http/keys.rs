@@ -80,6 +80,17 @@ async fn rotate_keys(
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
+        // Refused before anything starts, never clamped.
+        let batch = match q.batch_size {
+            None => DEFAULT_BATCH,
+            Some(b @ 1..=10_000) => i64::from(b),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    "batch_size: must be between 1 and 10000",
+                ))
+            }
+        };
         let owner = rotation::owner_id(&state.config.instance());
         let job = match rotation::start(
             &state.vault,
@@ -100,9 +111,6 @@ async fn rotate_keys(
             Err(RotationError::Other(e)) => return Err(ApiError::Internal(e)),
         };
         gate.set_status(StatusCode::ACCEPTED);
-        let batch = q
-            .batch_size
-            .map_or(DEFAULT_BATCH, |b| i64::from(b.clamp(1, 10_000)));
         Ok((job, batch))
     }
     .await;

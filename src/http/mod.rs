@@ -100,7 +100,9 @@ impl utoipa::Modify for BearerAuth {
 pub fn app(state: AppState) -> Router {
     let (router, mut openapi) = api_router().split_for_parts();
     openapi::complete(&mut openapi, &state.purposes);
-    let openapi = std::sync::Arc::new(openapi::render(&openapi));
+    let mut openapi = openapi::render(&openapi);
+    openapi::plan_events(&mut openapi, &state.event_schema);
+    let openapi = std::sync::Arc::new(openapi);
     let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
     let max_body = state.config.server.max_body_bytes;
 

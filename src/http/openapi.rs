@@ -13,8 +13,8 @@
 //! | any                        | 500 `internal`, 504 `timeout`                     |
 //! | `security` (a bearer token)| 401, 403, 429 with `Retry-After`, 503             |
 //! | an `X-Purpose` parameter   | 400 `purpose_missing` / `purpose_unknown`         |
-//! | query parameters           | 400 `invalid_query`                               |
-//! | path parameters            | 404 `not_found`                                   |
+//! | query parameters           | 400 `invalid_query`, `invalid_request_target`     |
+//! | path parameters            | 400 `invalid_request_target`, 404 `not_found`     |
 //! | a request body             | 400 `malformed_json`, 413, 415, 422               |
 //!
 //! A response a handler already declares keeps its description; when it has
@@ -22,6 +22,12 @@
 //! every body property named `purpose`, gets the purpose ids of the running
 //! catalog as its `enum` (only the consent-based ones where a schema is
 //! listed in `CONSENT_PURPOSE_SCHEMAS`).
+//!
+//! The request-target guard (`middleware::request_target`) refuses, on
+//! every route, a path or query holding a control character. A string path
+//! or query parameter that states no `pattern` or `enum` of its own gets
+//! [`TARGET_PATTERN`], so the document never calls valid a value the guard
+//! refuses.
 
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -30,6 +36,7 @@ use utoipa::openapi::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::import::event_schema::EventSchema;
 use crate::pipeline::purpose::PurposeCatalog;
 
 /// One OpenAPI link: the `status` answer of operation `from` names values
@@ -112,6 +119,11 @@ pub const LINKS: &[Link] = &[
     },
 ];
 
+/// Body schemas that take exactly one of two properties (the handler
+/// refuses both and neither with 422): stated as a `oneOf` of the two
+/// `required` lists, which utoipa's object schema cannot carry.
+pub const EXACTLY_ONE_OF: &[(&str, [&str; 2])] = &[("OpenRequest", ["customer_id", "email"])];
+
 /// Schemas whose `purpose` must be one that rests on consent.
 const CONSENT_PURPOSE_SCHEMAS: &[&str] = &["ConsentChangeInput"];
 
@@ -179,15 +191,29 @@ const PURPOSE: Standard = Standard {
         "purpose_missing",
         "purpose_unknown",
         "invalid_query",
+        "invalid_request_target",
         "malformed_json",
         "bad_request",
     ],
 };
 const QUERY: Standard = Standard {
     status: "400",
-    description: "A query parameter is malformed or out of range",
-    codes: &["invalid_query", "bad_request"],
+    description: "A query parameter is malformed or out of range, or the request target holds a control character",
+    codes: &["invalid_query", "invalid_request_target", "bad_request"],
 };
+const TARGET: Standard = Standard {
+    status: "400",
+    description: "The path holds a control character or invalid UTF-8",
+    codes: &["invalid_request_target"],
+};
+
+/// A short text value of the segment language: 1 or more characters, none
+/// a control character.
+const TEXT_VALUE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]+$";
+
+/// What the request-target guard lets through in a path or query value:
+/// no control character (C0, DEL, C1).
+pub const TARGET_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 const NOT_FOUND: Standard = Standard {
     status: "404",
     description: "No such resource (also: a customer who has not consented to the purpose)",
@@ -254,6 +280,7 @@ pub fn complete(doc: &mut OpenApi, purposes: &PurposeCatalog) {
         for operation in operations.into_iter().flatten() {
             add_standard_errors(operation);
             constrain_purpose(operation, &purpose_ids);
+            constrain_target(operation);
         }
     }
     add_links(doc);
@@ -321,6 +348,8 @@ fn add_standard_errors(op: &mut Operation) {
         wanted.push(&QUERY);
     } else if has_body {
         wanted.push(&MALFORMED);
+    } else if has_path {
+        wanted.push(&TARGET);
     }
     if has_path {
         wanted.push(&NOT_FOUND);
@@ -393,6 +422,31 @@ fn constrain_purpose_property(schema: &mut RefOr<Schema>, purpose_ids: &[String]
     }
 }
 
+/// A string path or query parameter without a `pattern` or `enum` of its
+/// own takes what the request-target guard lets through.
+fn constrain_target(op: &mut Operation) {
+    let Some(params) = op.parameters.as_mut() else {
+        return;
+    };
+    for p in params.iter_mut() {
+        if !matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query) {
+            continue;
+        }
+        if let Some(RefOr::T(Schema::Object(object))) = p.schema.as_mut() {
+            let is_string = matches!(
+                &object.schema_type,
+                utoipa::openapi::schema::SchemaType::Type(Type::String)
+            ) || matches!(
+                &object.schema_type,
+                utoipa::openapi::schema::SchemaType::Array(types) if types.contains(&Type::String)
+            );
+            if is_string && object.pattern.is_none() && object.enum_values.is_none() {
+                object.pattern = Some(TARGET_PATTERN.to_owned());
+            }
+        }
+    }
+}
+
 /// `X-Purpose` takes one of the catalog's ids.
 fn constrain_purpose(op: &mut Operation, purpose_ids: &[String]) {
     let Some(params) = op.parameters.as_mut() else {
@@ -409,11 +463,110 @@ fn constrain_purpose(op: &mut Operation, purpose_ids: &[String]) {
     }
 }
 
+/// States the event schema in force (`policies/events.toml`) in the body
+/// schema of `POST /v1/events`: one `oneOf` branch per planned kind, with
+/// `product_sku` required where the kind needs it and the kind's properties
+/// (types, required ones, nothing else). Kinds the plan leaves out match no
+/// branch, as the handler refuses them.
+pub fn plan_events(value: &mut serde_json::Value, plan: &EventSchema) {
+    let Some(input) = value.pointer_mut("/components/schemas/EventInput") else {
+        return;
+    };
+    let branches: Vec<serde_json::Value> = plan
+        .kinds
+        .iter()
+        .map(|(kind, k)| {
+            let types: serde_json::Map<String, serde_json::Value> = k
+                .properties
+                .iter()
+                .map(|(name, t)| (name.clone(), serde_json::json!({ "type": t.name() })))
+                .collect();
+            let mut required = vec!["kind"];
+            if k.requires_product {
+                required.push("product_sku");
+            }
+            if !k.required.is_empty() {
+                required.push("properties");
+            }
+            let mut fields = serde_json::Map::new();
+            fields.insert("kind".to_owned(), serde_json::json!({ "const": kind }));
+            fields.insert(
+                "properties".to_owned(),
+                serde_json::json!({
+                    "type": if k.required.is_empty() {
+                        serde_json::json!(["object", "null"])
+                    } else {
+                        serde_json::json!("object")
+                    },
+                    "properties": types,
+                    "additionalProperties": false,
+                    "required": k.required,
+                }),
+            );
+            if k.requires_product {
+                fields.insert(
+                    "product_sku".to_owned(),
+                    serde_json::json!({ "type": "string" }),
+                );
+            }
+            serde_json::json!({ "properties": fields, "required": required })
+        })
+        .collect();
+    if let Some(input) = input.as_object_mut() {
+        input.insert("oneOf".to_owned(), branches.into());
+    }
+}
+
 /// The document as served: JSON, with link objects' keys in the camel case
 /// the specification spells (utoipa 5 serializes `Link` fields in snake
 /// case, which tools then read as links without a target).
 pub fn render(doc: &OpenApi) -> serde_json::Value {
     let mut value = serde_json::to_value(doc).unwrap_or_default();
+    if let Some(schemas) = value
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    {
+        // What utoipa's attributes cannot reach: the groups of the segment
+        // language are never empty, and `country.in` holds short texts.
+        if let Some(variants) = schemas
+            .get_mut("Node")
+            .and_then(|n| n.get_mut("oneOf"))
+            .and_then(|v| v.as_array_mut())
+        {
+            for variant in variants {
+                // One key per node, as serde's externally tagged enum reads it.
+                if let Some(variant) = variant.as_object_mut() {
+                    variant.insert("additionalProperties".to_owned(), false.into());
+                }
+                for group in ["all", "any"] {
+                    if let Some(list) = variant
+                        .pointer_mut(&format!("/properties/{group}"))
+                        .and_then(|l| l.as_object_mut())
+                    {
+                        list.insert("minItems".to_owned(), 1.into());
+                    }
+                }
+            }
+        }
+        if let Some(items) = schemas
+            .get_mut("TextIn")
+            .and_then(|t| t.pointer_mut("/properties/in/items"))
+        {
+            *items = serde_json::json!({
+                "type": "string",
+                "pattern": TEXT_VALUE_PATTERN,
+                "maxLength": 64
+            });
+        }
+        for (name, [a, b]) in EXACTLY_ONE_OF {
+            if let Some(schema) = schemas.get_mut(*name).and_then(|s| s.as_object_mut()) {
+                schema.insert(
+                    "oneOf".to_owned(),
+                    serde_json::json!([{ "required": [a] }, { "required": [b] }]),
+                );
+            }
+        }
+    }
     if let Some(paths) = value.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for item in paths.values_mut().filter_map(|i| i.as_object_mut()) {
             for op in item.values_mut().filter_map(|o| o.as_object_mut()) {

@@ -51,7 +51,7 @@ pub struct CustomerOrders {
 
 /// A customer's orders and returns, newest first.
 #[utoipa::path(get, path = "/v1/customers/{id}/orders", tag = "customers",
-    params(("id" = String, Path, description = "The shop's customer id"), OrdersQuery,
+    params(("id" = String, Path, description = "The shop's customer id", pattern = "^[A-Za-z0-9._-]{1,64}$"), OrdersQuery,
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 200, body = CustomerOrders), (status = 401), (status = 403), (status = 404), (status = 503)))]

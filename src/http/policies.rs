@@ -57,7 +57,8 @@ pub struct PolicyDocument {
 pub struct NewPolicy {
     /// The whole policy in `policy.csv` format (`p, ROLE, OBJECT, ACTION,
     /// PURPOSE` and `g, ROLE, PARENT` lines; `#` comments and blank lines
-    /// allowed). It replaces every rule in force.
+    /// allowed). It replaces every rule in force, and must keep a rule that
+    /// lets some role manage the policy (`p, ROLE, policy, write, PURPOSE`).
     pub csv: String,
 }
 
@@ -327,6 +328,7 @@ async fn preview_policy(
 pub struct Rollback {
     /// 64 hex digits (a `policy_version`, as audit events name it) or a
     /// revision number, as listed by `GET /v1/admin/policies/versions`.
+    #[schema(pattern = "^([0-9a-f]{64}|[1-9][0-9]{0,17})$")]
     pub version: String,
 }
 

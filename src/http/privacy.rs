@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct BudgetQuery {
     /// `own` (default), or `all`: every principal's budget in the current
     /// window (roles with `privacy_budget read_all`).
+    #[param(pattern = "^(own|all)$")]
     pub scope: Option<String>,
 }
 

@@ -28,8 +28,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ClustersQuery {
     /// Number of clusters, 2-10 (default 5).
+    #[param(minimum = 2, maximum = 10)]
     pub k: Option<u32>,
-    /// RFC 3339 reference time for recency (default: start of the current UTC day).
+    /// RFC 3339 reference time for recency (default: start of the current
+    /// UTC day); not in the future.
+    #[param(format = DateTime, pattern = r"^(197[1-9]|19[89][0-9]|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub as_of: Option<String>,
 }
 

@@ -55,12 +55,16 @@ async fn quality_report(
 #[serde(deny_unknown_fields)]
 pub struct QuarantineQuery {
     /// Only this source (`[a-z0-9_]{1,32}`).
+    #[param(pattern = "^[a-z0-9_]{1,32}$")]
     pub source: Option<String>,
     /// `open` (default), `replayed` or `all`.
+    #[param(pattern = "^(open|replayed|all)$")]
     pub status: Option<String>,
     /// Entries after this id (paging; the last page's `next_after`).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
-    /// Most entries (1-500, default 100).
+    /// Most entries (1-500, default 100; out of range is 400).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 
@@ -102,16 +106,14 @@ async fn quarantine_list(
             s @ ("open" | "replayed") => Some(s),
             _ => return Err(ApiError::unprocessable("status: open, replayed or all")),
         };
-        let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 500));
-        let entries = quarantine::list(
-            &state.db,
-            q.source.as_deref(),
-            status,
-            q.after.unwrap_or(0).max(0),
-            limit,
-        )
-        .await
-        .map_err(ApiError::Internal)?;
+        let limit = crate::http::validate::page_limit(q.limit, 100, 500)?;
+        let after = q.after.unwrap_or(0);
+        if after < 0 {
+            return Err(ApiError::unprocessable("after: must not be negative"));
+        }
+        let entries = quarantine::list(&state.db, q.source.as_deref(), status, after, limit)
+            .await
+            .map_err(ApiError::Internal)?;
         let next_after = (entries.len() as i64 == limit)
             .then(|| entries.last().map(|e| e.id))
             .flatten();

@@ -46,6 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CustomerQuery {
     /// Items to return (1-100, default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub n: Option<usize>,
     /// `new` (default): only items the customer has not bought or viewed;
     /// `repeat`: bought items may come back (buy again).
@@ -57,6 +58,7 @@ pub struct CustomerQuery {
 #[serde(deny_unknown_fields)]
 pub struct TogetherQuery {
     /// Items to return (1-100, default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub n: Option<usize>,
 }
 
@@ -66,8 +68,10 @@ pub struct TogetherQuery {
 pub struct PopularQuery {
     /// Country name as stored (for example `United Kingdom`); unknown or
     /// absent: the overall ranking.
+    #[param(max_length = 64)]
     pub country: Option<String>,
     /// Items to return (1-100, default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub n: Option<usize>,
 }
 
@@ -193,7 +197,7 @@ fn is_pseudonym(token: &str) -> bool {
 /// pseudonym. Without current consent (or history) the answer is
 /// popularity, and says so only through `personalized: false`.
 #[utoipa::path(get, path = "/v1/recommendations/customers/{pseudonym}", tag = "recommendations",
-    params(("pseudonym" = String, Path, description = "The customer's personalization pseudonym (ps_…)"),
+    params(("pseudonym" = String, Path, description = "The customer's personalization pseudonym (ps_…)", pattern = "^ps_[A-Za-z0-9_-]{22}$"),
            CustomerQuery,
            ("X-Purpose" = String, Header, description = "personalization")),
     security(("bearer" = [])),

@@ -112,7 +112,8 @@ pub struct QueryRequest {
     #[serde(default)]
     pub members: Option<MembersPage>,
     /// RFC 3339 reference time of windows and day counts (default: the start
-    /// of the current UTC day).
+    /// of the current UTC day); not in the future.
+    #[schema(format = DateTime, pattern = r"^(197[1-9]|19[89][0-9]|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub as_of: Option<String>,
 }
 
@@ -120,7 +121,9 @@ pub struct QueryRequest {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MembersPage {
-    /// Page size (default 100, at most `max_page_size`).
+    /// Page size (default 100; above `max_page_size`, 1000 by default, is 400).
+    #[param(minimum = 1, maximum = 1000)]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -467,7 +470,11 @@ async fn query_segment(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaveRequest {
-    /// 1-200 printable characters.
+    /// 1-200 printable characters, not only white space.
+    #[schema(
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$",
+        max_length = 200
+    )]
     pub name: String,
     pub definition: Node,
 }
@@ -544,6 +551,7 @@ async fn save_segment(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// At most this many (default 100, at most `max_page_size`), newest first.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -587,7 +595,7 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 /// Read one saved segment.
 #[utoipa::path(get, path = "/v1/segments/{id}", tag = "segments",
-    params(("id" = String, Path, description = "Segment id (`seg_...`)"),
+    params(("id" = String, Path, description = "Segment id (`seg_...`)", pattern = "^seg_[0-9a-f]{32}$"),
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 200, body = SavedSegment), (status = 401), (status = 403), (status = 404), (status = 503)))]
@@ -613,7 +621,7 @@ async fn get_segment(
 
 /// Delete a saved segment (409 while other saved segments refer to it).
 #[utoipa::path(delete, path = "/v1/segments/{id}", tag = "segments",
-    params(("id" = String, Path, description = "Segment id (`seg_...`)"),
+    params(("id" = String, Path, description = "Segment id (`seg_...`)", pattern = "^seg_[0-9a-f]{32}$"),
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409), (status = 503)))]
@@ -668,7 +676,7 @@ pub struct MembersAnswer {
 /// purpose (roles with `segment read_members` only; consenting customers
 /// only; never for a segment under k).
 #[utoipa::path(get, path = "/v1/segments/{id}/members", tag = "segments",
-    params(("id" = String, Path, description = "Segment id (`seg_...`)"), MembersPage,
+    params(("id" = String, Path, description = "Segment id (`seg_...`)", pattern = "^seg_[0-9a-f]{32}$"), MembersPage,
            ("X-Purpose" = String, Header, description = "Purpose id")),
     security(("bearer" = [])),
     responses((status = 200, body = MembersAnswer), (status = 400), (status = 401), (status = 403),
@@ -727,7 +735,9 @@ async fn segment_members(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AsOfQuery {
-    /// RFC 3339 reference time (default: the start of the current UTC day).
+    /// RFC 3339 reference time (default: the start of the current UTC
+    /// day); not in the future.
+    #[param(format = DateTime, pattern = r"^(197[1-9]|19[89][0-9]|20[01][0-9]|202[0-5])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
     pub as_of: Option<String>,
 }
 

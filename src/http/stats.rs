@@ -43,27 +43,121 @@ pub const MAX_POINTS: i64 = 2_000;
 /// Default range when `from` is absent: the 30 days before `to`.
 const DEFAULT_DAYS: i64 = 30;
 
-/// Query parameters of the chart routes.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct StatsQuery {
-    /// Start (RFC 3339, inclusive; rounded down to the hour, or to the day
-    /// for day buckets). Default: 30 days before `to`.
-    pub from: Option<String>,
-    /// End (RFC 3339, exclusive; rounded up to the hour or day). Default: now.
-    pub to: Option<String>,
-    /// The length of the range ending at `to`, in days (1-366), instead of
-    /// `from`.
-    pub days: Option<String>,
-    /// `hour` or `day` (default `day`); time series only.
-    pub bucket: Option<String>,
-    /// Only events declaring this purpose (trail routes only).
-    pub purpose: Option<String>,
-    /// Only events of this actor (trail routes only).
-    pub actor: Option<String>,
-    /// Denials only: how many (actor, reason) rows, 1-100 (default 10).
-    pub limit: Option<String>,
+/// RFC 3339 with a UTC offset, as the range parameters take it (a subset
+/// of what `clock::parse_rfc3339` reads: years 1900-2099, seconds 00-59).
+macro_rules! range_params {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Default, Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// Start (RFC 3339, inclusive; rounded down to the hour, or to
+            /// the day for day buckets). Default: `days` before `to`. Must
+            /// be before `to`; not with `days`.
+            #[param(format = DateTime, pattern = r"^(19[0-9]{2}|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
+            pub from: Option<String>,
+            /// End (RFC 3339, exclusive; rounded up to the hour or day).
+            /// Default: now.
+            #[param(format = DateTime, pattern = r"^(19[0-9]{2}|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])$")]
+            pub to: Option<String>,
+            /// The length of the range ending at `to`, in days (1-366,
+            /// default 30), instead of `from`.
+            #[param(minimum = 1, maximum = 366)]
+            pub days: Option<u32>,
+            $($(#[$fmeta])* pub $field: Option<$ty>,)*
+        }
+    };
+}
+
+range_params! {
+    /// Query parameters of the trail's time series (decisions) and of
+    /// accesses by purpose.
+    TrailQuery {
+        /// `hour` or `day` (default `day`). A range of at most 2,000 buckets.
+        #[param(pattern = "^(hour|day)$")]
+        bucket: String,
+        /// Only events declaring this purpose.
+        #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+        purpose: String,
+        /// Only events of this actor.
+        #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+        actor: String,
+    }
+}
+
+range_params! {
+    /// Query parameters of denials by actor and reason.
+    DenialsQuery {
+        /// Only events declaring this purpose.
+        #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+        purpose: String,
+        /// Only events of this actor.
+        #[param(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,256}$")]
+        actor: String,
+        /// How many (actor, reason) rows, 1-100 (default 10).
+        #[param(minimum = 1, maximum = 100)]
+        limit: u32,
+    }
+}
+
+range_params! {
+    /// Query parameters of consent rates over time.
+    RatesQuery {
+        /// `hour` or `day` (default `day`). A range of at most 2,000 buckets.
+        #[param(pattern = "^(hour|day)$")]
+        bucket: String,
+    }
+}
+
+/// What every chart route's parameters come to.
+#[derive(Debug, Default)]
+struct StatsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    days: Option<u32>,
+    bucket: Option<String>,
+    purpose: Option<String>,
+    actor: Option<String>,
+}
+
+impl From<TrailQuery> for StatsQuery {
+    fn from(q: TrailQuery) -> Self {
+        Self {
+            from: q.from,
+            to: q.to,
+            days: q.days,
+            bucket: q.bucket,
+            purpose: q.purpose,
+            actor: q.actor,
+        }
+    }
+}
+
+impl From<DenialsQuery> for StatsQuery {
+    fn from(q: DenialsQuery) -> Self {
+        Self {
+            from: q.from,
+            to: q.to,
+            days: q.days,
+            bucket: None,
+            purpose: q.purpose,
+            actor: q.actor,
+        }
+    }
+}
+
+impl From<RatesQuery> for StatsQuery {
+    fn from(q: RatesQuery) -> Self {
+        Self {
+            from: q.from,
+            to: q.to,
+            days: q.days,
+            bucket: q.bucket,
+            purpose: None,
+            actor: None,
+        }
+    }
 }
 
 fn invalid(message: &'static str) -> ApiError {
@@ -121,9 +215,7 @@ fn parse_range(state: &AppState, q: &StatsQuery) -> Result<Range, ApiError> {
     .unwrap_or_else(|| state.clock.now_micros());
     let days = match (&q.days, &q.from) {
         (Some(_), Some(_)) => return Err(invalid("use either from or days, not both")),
-        (Some(d), None) => d
-            .parse::<i64>()
-            .ok()
+        (Some(d), None) => Some(i64::from(*d))
             .filter(|d| (1..=366).contains(d))
             .ok_or_else(|| invalid("days: must be between 1 and 366"))?,
         (None, _) => DEFAULT_DAYS,
@@ -163,13 +255,6 @@ fn text(v: &Option<String>, message: &'static str) -> Result<Option<String>, Api
 }
 
 fn trail_filter(state: &AppState, q: &StatsQuery) -> Result<(Range, StatsFilter), ApiError> {
-    if q.limit.is_some() {
-        return Err(invalid("limit: only for /v1/audit/stats/denials"));
-    }
-    trail_filter_any(state, q)
-}
-
-fn trail_filter_any(state: &AppState, q: &StatsQuery) -> Result<(Range, StatsFilter), ApiError> {
     let range = parse_range(state, q)?;
     let (from_hour, to_hour) = range.hours();
     let filter = StatsFilter {
@@ -211,18 +296,18 @@ pub struct DecisionSeries {
 /// Counted from hourly summaries the trail's writer keeps beside the
 /// customer index, so the newest events appear within about a second.
 #[utoipa::path(get, path = "/v1/audit/stats/decisions", tag = "audit",
-    params(StatsQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(TrailQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
     responses((status = 200, body = DecisionSeries), (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn decisions(
     State(state): State<AppState>,
     caller: Caller,
-    q: ApiQuery<StatsQuery>,
+    q: ApiQuery<TrailQuery>,
 ) -> Result<Json<DecisionSeries>, ApiError> {
     let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
-        let (range, filter) = trail_filter(&state, &q.into_inner()?)?;
+        let (range, filter) = trail_filter(&state, &q.into_inner()?.into())?;
         let rows = stats::decisions_over_time(&state.db, &filter, range.bucket_hours)
             .await
             .map_err(ApiError::Internal)?;
@@ -278,27 +363,25 @@ pub struct Denials {
 
 /// Denied events by actor and reason, largest first (compliance roles; audited).
 #[utoipa::path(get, path = "/v1/audit/stats/denials", tag = "audit",
-    params(StatsQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(DenialsQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
     responses((status = 200, body = Denials), (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn denials(
     State(state): State<AppState>,
     caller: Caller,
-    q: ApiQuery<StatsQuery>,
+    q: ApiQuery<DenialsQuery>,
 ) -> Result<Json<Denials>, ApiError> {
     let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
         let q = q.into_inner()?;
-        let limit = match q.limit.as_deref() {
+        let limit = match q.limit {
             None => 10,
-            Some(l) => l
-                .parse::<i64>()
-                .ok()
+            Some(l) => Some(i64::from(l))
                 .filter(|l| (1..=100).contains(l))
                 .ok_or_else(|| invalid("limit: must be between 1 and 100"))?,
         };
-        let (range, filter) = trail_filter_any(&state, &q)?;
+        let (range, filter) = trail_filter(&state, &q.into())?;
         let rows = stats::denials(&state.db, &filter, limit)
             .await
             .map_err(ApiError::Internal)?;
@@ -340,18 +423,18 @@ pub struct Purposes {
 /// Accesses to customer data by purpose: events that touched at least one
 /// customer, allowed and denied (compliance roles; audited).
 #[utoipa::path(get, path = "/v1/audit/stats/purposes", tag = "audit",
-    params(StatsQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(TrailQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
     responses((status = 200, body = Purposes), (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn purposes(
     State(state): State<AppState>,
     caller: Caller,
-    q: ApiQuery<StatsQuery>,
+    q: ApiQuery<TrailQuery>,
 ) -> Result<Json<Purposes>, ApiError> {
     let mut gate = Gate::new(&state, &caller, Action::AuditRead);
     let outcome = async {
         gate.authorize()?;
-        let (range, filter) = trail_filter(&state, &q.into_inner()?)?;
+        let (range, filter) = trail_filter(&state, &q.into_inner()?.into())?;
         let rows = stats::accesses_by_purpose(&state.db, &filter)
             .await
             .map_err(ApiError::Internal)?;
@@ -419,13 +502,13 @@ pub struct ConsentRates {
 /// For each consent-based purpose and bucket: customers with a current
 /// grant at the bucket's end, out of the customers signed up by then.
 #[utoipa::path(get, path = "/v1/consents/rates", tag = "consents",
-    params(StatsQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
+    params(RatesQuery, ("X-Purpose" = String, Header, description = "Purpose id (compliance_audit)")),
     security(("bearer" = [])),
     responses((status = 200, body = ConsentRates), (status = 400), (status = 401), (status = 403), (status = 503)))]
 async fn consent_rates(
     State(state): State<AppState>,
     caller: Caller,
-    q: ApiQuery<StatsQuery>,
+    q: ApiQuery<RatesQuery>,
 ) -> Result<Json<ConsentRates>, ApiError> {
     let mut gate = Gate::new(&state, &caller, Action::ConsentRates);
     let outcome = async {
@@ -438,11 +521,7 @@ async fn consent_rates(
                 "consent rates are exact: only for roles that may read every customer's consent",
             ));
         }
-        let q = q.into_inner()?;
-        if q.purpose.is_some() || q.actor.is_some() || q.limit.is_some() {
-            return Err(invalid("purpose, actor, limit: only for the trail's stats"));
-        }
-        let range = parse_range(&state, &q)?;
+        let range = parse_range(&state, &q.into_inner()?.into())?;
         let width = range.bucket_hours * HOUR_MICROS;
         let changes = consent_stats::grant_changes(&state.db, width)
             .await

@@ -33,13 +33,17 @@ impl PropertyType {
     fn matches(self, v: &serde_json::Value) -> bool {
         match self {
             Self::String => v.is_string(),
-            Self::Integer => v.is_i64() || v.is_u64(),
+            // As JSON Schema counts integers: `5` and `5.0` alike.
+            Self::Integer => {
+                v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0)
+            }
             Self::Number => v.is_number(),
             Self::Boolean => v.is_boolean(),
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The JSON Schema type name.
+    pub fn name(self) -> &'static str {
         match self {
             Self::String => "string",
             Self::Integer => "integer",

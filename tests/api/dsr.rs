@@ -915,7 +915,13 @@ both_backends!(
                           "requested_by": "data_subject", "channel": "email"});
         let mut unknown = base.clone();
         unknown["customer_id"] = json!("C-NOBODY");
-        assert_eq!(post(unknown).await.status(), 422);
+        // An unknown customer is a missing resource (404), as on every
+        // route that names one; the schema documents it.
+        assert_eq!(post(unknown).await.status(), 404);
+        let mut unknown_email = base.clone();
+        unknown_email.as_object_mut().unwrap().remove("customer_id");
+        unknown_email["email"] = json!("nobody.here@example.org");
+        assert_eq!(post(unknown_email).await.status(), 404);
         let mut bad_kind = base.clone();
         bad_kind["kind"] = json!("secret-kind-value");
         let r = post(bad_kind).await;
@@ -1417,3 +1423,54 @@ mod next_steps {
         }
     );
 }
+
+both_backends!(
+    the_request_list_refuses_what_its_schema_calls_invalid,
+    async |app: TestApp| {
+        // Out of range or malformed, refused (never clamped or read
+        // leniently): what the OpenAPI document's bounds and patterns say.
+        for (query, status) in [
+            ("limit=0", 400),
+            ("limit=1001", 400),
+            ("limit=1000", 200),
+            ("after=-5", 400),
+            ("after=%2B5", 400),
+            ("after=05", 400),
+            ("after=5", 200),
+            ("due_within_days=3651", 400),
+            ("status=nonsense", 400),
+        ] {
+            let r = app
+                .as_role(
+                    Method::GET,
+                    &format!("/v1/dsr?{query}"),
+                    "compliance_officer",
+                    CA,
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status, "{query}");
+        }
+    }
+);
+
+both_backends!(
+    a_legal_hold_for_an_unknown_customer_is_404,
+    async |app: TestApp| {
+        let r = app
+            .dpo(Method::POST, "/v1/dsr/legal-holds")
+            .json(&json!({"customer_id": "C-NOBODY", "reason": "litigation"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = app
+            .dpo(Method::POST, "/v1/dsr/legal-holds/C-NOBODY/lift")
+            .json(&json!({"reason": "settled"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+);

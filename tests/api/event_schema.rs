@@ -146,3 +146,25 @@ both_backends!(
         assert_eq!(n, 4, "a re-run does not quarantine the same lines again");
     }
 );
+
+both_backends!(
+    an_integer_property_may_be_written_as_a_whole_float,
+    async |app: TestApp| {
+        // JSON Schema (and so the OpenAPI document) counts 3.0 as an integer.
+        let at = "2026-01-05T10:00:00Z";
+        let r = post(
+            &app,
+            json!([{"event_id": "f1", "kind": "search", "channel": "web", "occurred_at": at,
+                    "properties": {"query": "teapot", "results": 3.0}}]),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let r = post(
+            &app,
+            json!([{"event_id": "f2", "kind": "search", "channel": "web", "occurred_at": at,
+                    "properties": {"query": "teapot", "results": 3.5}}]),
+        )
+        .await;
+        assert_eq!(r.status(), 422);
+    }
+);

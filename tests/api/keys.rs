@@ -369,3 +369,33 @@ both_backends!(
         other.stop().await;
     }
 );
+
+both_backends!(
+    a_batch_size_out_of_range_is_refused_before_anything_starts,
+    async |app: TestApp| {
+        for q in ["batch_size=0", "batch_size=10001"] {
+            let r = app
+                .as_role(
+                    Method::POST,
+                    &format!("/v1/admin/keys/rotate?{q}"),
+                    "dpo",
+                    "compliance_audit",
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{q}");
+        }
+        let r = app
+            .as_role(Method::GET, "/v1/admin/keys", "dpo", "compliance_audit")
+            .send()
+            .await
+            .unwrap();
+        let status: Value = r.json().await.unwrap();
+        assert_eq!(
+            status["rotation"]["target_version"], 1,
+            "no rotation started: {status}"
+        );
+        assert_eq!(status["versions"].as_array().unwrap().len(), 1, "{status}");
+    }
+);

@@ -239,6 +239,96 @@ both_backends!(openapi_documents_every_error, async |app: TestApp| {
 });
 
 both_backends!(
+    openapi_states_what_the_server_enforces,
+    async |app: TestApp| {
+        let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+        // Every string path or query parameter says which values are valid, so
+        // no generated value is one the request-target guard or a handler
+        // refuses while the document calls it valid.
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["in"] == "header" {
+                        continue;
+                    }
+                    let schema = &p["schema"];
+                    let is_string = schema["type"] == "string"
+                        || schema["type"]
+                            .as_array()
+                            .is_some_and(|t| t.iter().any(|t| t == "string"));
+                    if is_string {
+                        assert!(
+                            schema.get("pattern").is_some() || schema.get("enum").is_some(),
+                            "{method} {path} {}: no pattern",
+                            p["name"]
+                        );
+                    }
+                    if p["in"] == "path" {
+                        assert!(op["responses"]["400"].is_object(), "{method} {path}: 400");
+                    }
+                }
+            }
+        }
+        let names = |path: &str| -> Vec<String> {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        };
+        // Each chart route lists only the parameters it takes.
+        assert!(names("/v1/audit/stats/denials").contains(&"limit".to_owned()));
+        assert!(!names("/v1/audit/stats/decisions").contains(&"limit".to_owned()));
+        let rates = names("/v1/consents/rates");
+        assert!(rates.contains(&"bucket".to_owned()) && !rates.contains(&"actor".to_owned()));
+        let r = app
+            .as_role(
+                reqwest::Method::GET,
+                "/v1/audit/stats/decisions?limit=3",
+                "compliance_officer",
+                "compliance_audit",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "another route's parameter");
+        let schemas = &doc["components"]["schemas"];
+        // The tracking plan in force: `view` needs a product, `search` a query.
+        let branches = schemas["EventInput"]["oneOf"].as_array().unwrap();
+        let branch = |kind: &str| {
+            branches
+                .iter()
+                .find(|b| b["properties"]["kind"]["const"] == kind)
+                .unwrap_or_else(|| panic!("{kind}"))
+                .clone()
+        };
+        assert!(branch("view")["required"]
+            .as_array()
+            .unwrap()
+            .contains(&"product_sku".into()));
+        let search = branch("search");
+        assert_eq!(
+            search["properties"]["properties"]["required"],
+            serde_json::json!(["query"])
+        );
+        assert_eq!(
+            search["properties"]["properties"]["additionalProperties"],
+            false
+        );
+        // Exactly one of customer_id and email opens a request.
+        assert_eq!(schemas["OpenRequest"]["oneOf"].as_array().unwrap().len(), 2);
+        // A segment node has one key; a group is never empty.
+        for variant in schemas["Node"]["oneOf"].as_array().unwrap() {
+            assert_eq!(variant["additionalProperties"], false, "{variant}");
+            if let Some(all) = variant["properties"].get("all") {
+                assert_eq!(all["minItems"], 1);
+            }
+        }
+    }
+);
+
+both_backends!(
     docs_page_is_self_contained_under_a_strict_policy,
     async |app: TestApp| {
         let page = app.get("/docs").await;

@@ -248,5 +248,25 @@ both_backends!(
             .unwrap();
         assert_eq!(bad.status(), 422);
         assert_eq!(error_code(bad).await, "invalid_input");
+        // Out-of-range pages are refused, never clamped (the document
+        // states the bounds).
+        for (query, status) in [
+            ("limit=0", 400),
+            ("limit=501", 400),
+            ("limit=500", 200),
+            ("after=-1", 422),
+        ] {
+            let r = app
+                .as_role(
+                    reqwest::Method::GET,
+                    &format!("/v1/quality/quarantine?{query}"),
+                    "compliance_officer",
+                    "compliance_audit",
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), status, "{query}");
+        }
     }
 );

@@ -58,7 +58,7 @@ pub enum Node {
     Country(TextIn),
     /// Days since signup.
     SignupAge(DaysRange),
-    /// Member of another saved segment.
+    /// Member of another saved segment (which must exist).
     InSegment(SegmentRef),
     /// In one cluster of the customer profiles (`GET /v1/profiles/clusters?k=`).
     ProfileCluster(ClusterRef),
@@ -66,43 +66,69 @@ pub enum Node {
     Consent(ConsentRef),
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DaysRange {
+    #[schema(minimum = 0, maximum = 3650)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub min_days: Option<i64>,
+    #[schema(minimum = 0, maximum = 3650)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub max_days: Option<i64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CountWindow {
+    #[schema(minimum = 0, maximum = 100_000)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub min: Option<i64>,
+    #[schema(minimum = 0, maximum = 100_000)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub max: Option<i64>,
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub within_days: Option<i64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AmountWindow {
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub min: Option<f64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub max: Option<f64>,
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub within_days: Option<i64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AmountRange {
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub min: Option<f64>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub max: Option<f64>,
 }
 
+/// At least one bound; `min` not above `max`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRange {
+    #[schema(minimum = 1, maximum = 5)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub min: Option<i64>,
+    #[schema(minimum = 1, maximum = 5)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub max: Option<i64>,
 }
 
+/// At least one of `r`, `f`, `m`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RfmScore {
@@ -115,13 +141,16 @@ pub struct RfmScore {
 #[serde(deny_unknown_fields)]
 pub struct CellIn {
     #[serde(rename = "in")]
+    #[schema(min_items = 1, max_items = 11)]
     pub cells: Vec<RfmCell>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TextIn {
+    /// 1-50 values of 1-64 characters, no control characters.
     #[serde(rename = "in")]
+    #[schema(min_items = 1, max_items = 50)]
     pub values: Vec<String>,
 }
 
@@ -129,11 +158,17 @@ pub struct TextIn {
 #[serde(deny_unknown_fields)]
 pub struct Activity {
     /// A product's SKU (exactly one of `product` and `category`).
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]+$", max_length = 64)]
     pub product: Option<String>,
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]+$", max_length = 100)]
     pub category: Option<String>,
     /// Default 1.
+    #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub min_count: Option<i64>,
     /// Default: all time.
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub within_days: Option<i64>,
 }
 
@@ -164,21 +199,33 @@ impl EventKind {
 pub struct EventCount {
     pub kind: EventKind,
     /// Default 1.
+    #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub min_count: Option<i64>,
+    #[schema(minimum = 1, maximum = 100_000)]
+    #[serde(default, deserialize_with = "crate::whole::opt_whole")]
     pub max_count: Option<i64>,
+    #[schema(minimum = 1, maximum = 3650)]
+    #[serde(deserialize_with = "crate::whole::whole")]
     pub within_days: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentRef {
+    #[schema(pattern = "^seg_[0-9a-f]{32}$")]
     pub id: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterRef {
+    #[schema(minimum = 2, maximum = 10)]
+    #[serde(deserialize_with = "crate::whole::whole")]
     pub k: i64,
+    /// 0 to `k` - 1.
+    #[schema(minimum = 0, maximum = 9)]
+    #[serde(deserialize_with = "crate::whole::whole")]
     pub cluster: i64,
 }
 

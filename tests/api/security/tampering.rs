@@ -182,6 +182,19 @@ both_backends!(
         };
         let body = check().await;
         assert_eq!(body["intact"], true, "{body}");
+        // Integers as JSON Schema counts them: `3.0` is the head's seq too.
+        let mut floats = saved.clone();
+        floats[0]["seq"] = json!(head_seq as f64);
+        floats[0]["signed_at"] = json!(saved[0]["signed_at"].as_i64().unwrap() as f64);
+        assert!(floats.to_string().contains(".0"), "{floats}");
+        let r = officer(reqwest::Method::POST, "/v1/audit/verify/since")
+            .json(&json!({ "heads": floats }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["intact"], true, "{body}");
         // Roll the trail back: delete every block and checkpoint from the
         // saved head on (what an operator with database access could do).
         let instance = saved[0]["instance"].as_str().unwrap();
