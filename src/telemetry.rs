@@ -173,6 +173,14 @@ fn describe() {
         "custodian_dsr_suppressed_total",
         "Re-imports refused by the suppression list, by field"
     );
+    describe_counter!(
+        "custodian_privacy_releases_total",
+        "Analytic answers released, by purpose and mechanism (exact, discrete_laplace, sticky)"
+    );
+    describe_counter!(
+        "custodian_privacy_epsilon_spent_micro_total",
+        "Privacy budget spent by committed noisy releases, in millionths of epsilon, by purpose (summed over principals)"
+    );
     describe_histogram!(
         "custodian_feature_refresh_seconds",
         Unit::Seconds,
