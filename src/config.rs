@@ -133,6 +133,9 @@ pub struct ServerConfig {
     pub metrics_token: Option<SecretString>,
     /// A file holding the metrics token (refused when readable by others).
     pub metrics_token_file: Option<PathBuf>,
+    /// TLS termination (`[server.tls]`, both files or neither); plain HTTP
+    /// when unset. Reloaded on SIGHUP.
+    pub tls: crate::http::tls::TlsConfig,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -269,6 +272,7 @@ impl Default for ServerConfig {
             bench_baseline_route: false,
             metrics_token: None,
             metrics_token_file: None,
+            tls: Default::default(),
         }
     }
 }
@@ -394,6 +398,7 @@ impl Config {
                 "server.max_connections, server.max_connections_per_ip: must be greater than 0",
             );
         }
+        self.server.tls.paths().map_err(ConfigError)?;
         if self.server.request_timeout_ms == 0 {
             return err("server.request_timeout_ms: must be greater than 0");
         }

@@ -149,6 +149,14 @@ fn describe() {
         "Connections refused before a request was read"
     );
     describe_counter!(
+        "custodian_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out, by reason (error, timeout)"
+    );
+    describe_counter!(
+        "custodian_tls_reloads_total",
+        "TLS certificate reloads (SIGHUP), by result (ok, error: the old certificate stays)"
+    );
+    describe_counter!(
         "custodian_gate_unfinished_total",
         "Governed requests whose gate was dropped without an outcome (a bug)"
     );

@@ -27,3 +27,4 @@ mod recs;
 mod security;
 mod segments;
 mod stats;
+mod tls;
