@@ -466,8 +466,11 @@ impl Config {
                 "auth.dev_hs256_secret: development tokens are not allowed in production mode",
             );
         }
-        if self.mode == Mode::Production && self.auth.public_keys_file.is_none() {
-            return err("auth.public_keys_file: production mode needs public verification keys");
+        if self.mode == Mode::Production
+            && self.auth.public_keys_file.is_none()
+            && self.auth.jwks_url.is_none()
+        {
+            return err("auth.public_keys_file: production mode needs public verification keys (or auth.jwks_url)");
         }
         Ok(())
     }

@@ -68,6 +68,9 @@ impl Application {
         let catalog = FieldCatalog::load(&fields_path)
             .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", fields_path.display()))?;
         let authenticator = authenticate::setup::build(&config)?;
+        // Keys from auth.jwks_url before anything is written: no start
+        // (and no migrated database) when the issuer's keys are out of reach.
+        authenticator.start_jwks().await?;
         let db = Db::connect(&config).await?;
         db.migrate().await?;
         let listener = TcpListener::bind(config.server.listen)

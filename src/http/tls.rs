@@ -38,8 +38,12 @@ impl TlsConfig {
         match (&self.cert_file, &self.key_file) {
             (Some(c), Some(k)) => Ok(Some((c, k))),
             (None, None) => Ok(None),
-            (Some(_), None) => Err("server.tls.key_file: must be set with server.tls.cert_file".into()),
-            (None, Some(_)) => Err("server.tls.cert_file: must be set with server.tls.key_file".into()),
+            (Some(_), None) => {
+                Err("server.tls.key_file: must be set with server.tls.cert_file".into())
+            }
+            (None, Some(_)) => {
+                Err("server.tls.cert_file: must be set with server.tls.key_file".into())
+            }
         }
     }
 }
@@ -178,11 +182,17 @@ mod tests {
             cert_file: Some("c.pem".into()),
             key_file: None,
         };
-        assert!(cert_only.paths().unwrap_err().contains("server.tls.key_file"));
+        assert!(cert_only
+            .paths()
+            .unwrap_err()
+            .contains("server.tls.key_file"));
         let key_only = TlsConfig {
             cert_file: None,
             key_file: Some("k.pem".into()),
         };
-        assert!(key_only.paths().unwrap_err().contains("server.tls.cert_file"));
+        assert!(key_only
+            .paths()
+            .unwrap_err()
+            .contains("server.tls.cert_file"));
     }
 }

@@ -18,6 +18,7 @@ mod health;
 mod import;
 mod import_cdnow;
 mod import_mapped;
+mod jwks;
 mod keys;
 mod ops;
 mod orders;

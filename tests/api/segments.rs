@@ -371,7 +371,11 @@ both_backends!(
 fn counter(text: &str, family: &str, labels: &[(&str, &str)]) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<f64>().ok()))
         .map(|n| n as u64)
         .sum()

@@ -112,15 +112,28 @@ async fn https_serves_http2_and_http1_and_refuses_plain_http() {
 
     let h1 = client_trusting(&tls.cert, tls.addr(), true);
     let r = h1.get(tls.https("/healthz")).send().await.unwrap();
-    assert_eq!((r.status().as_u16(), r.version()), (200, reqwest::Version::HTTP_11));
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
 
     // Plain HTTP to the TLS port gets no answer, only a failed handshake.
     let plain = tls.app.client.get(tls.app.url("/healthz")).send().await;
-    assert!(plain.is_err(), "plain HTTP must not be served on the TLS port");
+    assert!(
+        plain.is_err(),
+        "plain HTTP must not be served on the TLS port"
+    );
     // A client that does not trust the certificate refuses the server.
     let (other, _) = self_signed();
     assert!(!tls.trusted_with(&other).await);
-    let metrics = h2.get(tls.https("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = h2
+        .get(tls.https("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("custodian_tls_handshake_failures_total{reason=\"error\"}"));
 }
 
@@ -151,7 +164,10 @@ async fn reload_swaps_the_certificate_and_keeps_the_old_one_on_a_bad_file() {
     write_pair(tls.dir.path(), &second, &second_key);
     reloader.reload().unwrap();
     assert!(tls.trusted_with(&second).await);
-    assert!(!tls.trusted_with(&tls.cert).await, "the old certificate is gone");
+    assert!(
+        !tls.trusted_with(&tls.cert).await,
+        "the old certificate is gone"
+    );
 
     // A botched renewal: the error is reported, the second certificate stays.
     std::fs::write(tls.dir.path().join("tls.crt"), "not a certificate").unwrap();
@@ -171,7 +187,10 @@ async fn reload_swaps_the_certificate_and_keeps_the_old_one_on_a_bad_file() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("custodian_tls_reloads_total{result=\"error\"}"), "{metrics}");
+    assert!(
+        metrics.contains("custodian_tls_reloads_total{result=\"error\"}"),
+        "{metrics}"
+    );
     assert!(metrics.contains("custodian_tls_reloads_total{result=\"ok\"}"));
 
     // A real SIGHUP to this process runs the same reload.
@@ -209,11 +228,17 @@ async fn a_bad_certificate_or_key_is_refused_at_startup_in_one_line() {
         }
     };
     let err = build(cert_file.clone(), key_file.clone()).await;
-    assert!(err.contains("server.tls.cert_file") && !err.contains('\n'), "{err}");
+    assert!(
+        err.contains("server.tls.cert_file") && !err.contains('\n'),
+        "{err}"
+    );
 
     std::fs::write(&cert_file, &cert).unwrap();
     let err = build(cert_file.clone(), dir.path().join("missing.key")).await;
-    assert!(err.contains("server.tls.key_file") && !err.contains('\n'), "{err}");
+    assert!(
+        err.contains("server.tls.key_file") && !err.contains('\n'),
+        "{err}"
+    );
 
     // A key readable by others is refused like every other key file.
     use std::os::unix::fs::PermissionsExt;

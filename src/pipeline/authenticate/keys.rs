@@ -1,5 +1,6 @@
 //! Verification keys: loading them from a JWKS or PEM file, choosing one for a
-//! token, and checking a signature with it (all in `ring`).
+//! token (among the file's keys, then those fetched from `auth.jwks_url`,
+//! see `jwks`), and checking a signature with it.
 //!
 //! Every key is bound to exactly one algorithm when it is loaded, and a token
 //! is only checked with a key whose algorithm equals the token's `alg`. This
@@ -78,9 +79,30 @@ impl VerifyKey {
     }
 }
 
-/// All keys of one authenticator, looked up by `kid` in a `HashMap`.
+/// A selected key: one of the file's (borrowed for the store's life) or
+/// one of the last JWKS fetch (shared, so a concurrent refresh cannot pull
+/// it from under a verification).
+pub(crate) enum KeyRef<'a> {
+    Local(&'a VerifyKey),
+    Fetched(std::sync::Arc<VerifyKey>),
+}
+
+impl std::ops::Deref for KeyRef<'_> {
+    type Target = VerifyKey;
+    fn deref(&self) -> &VerifyKey {
+        match self {
+            KeyRef::Local(key) => key,
+            KeyRef::Fetched(key) => key,
+        }
+    }
+}
+
+/// All keys of one authenticator, looked up by `kid` in a `HashMap`: the
+/// key file's first (a `kid` in both names the file's key), then the JWKS
+/// URL's.
 pub(crate) struct KeyStore {
     by_kid: HashMap<String, VerifyKey>,
+    pub(crate) jwks: Option<std::sync::Arc<super::jwks::JwksSource>>,
     /// The kid to use when a token names none: only set when exactly one key
     /// of that algorithm exists, so a missing `kid` is never ambiguous.
     sole_eddsa: Option<String>,
@@ -91,6 +113,7 @@ pub(crate) struct KeyStore {
 impl KeyStore {
     pub(crate) fn new(
         public: Vec<(String, VerifyKey)>,
+        jwks: Option<std::sync::Arc<super::jwks::JwksSource>>,
         dev_secret: Option<&[u8]>,
     ) -> Result<Self, AuthConfigError> {
         let mut by_kid = HashMap::with_capacity(public.len());
@@ -114,6 +137,7 @@ impl KeyStore {
         let sole_rs256 = sole(Algorithm::Rs256);
         Ok(KeyStore {
             by_kid,
+            jwks,
             sole_eddsa,
             sole_rs256,
             dev_hmac: dev_secret.map(|s| VerifyKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, s))),
@@ -128,29 +152,35 @@ impl KeyStore {
         self.dev_hmac.is_some()
     }
 
+    /// True when a key of `alg` is, or may be after a JWKS fetch, here.
     pub(crate) fn has_algorithm(&self, alg: Algorithm) -> bool {
         match alg {
             Algorithm::Hs256 => self.dev_hmac.is_some(),
-            _ => self.by_kid.values().any(|k| k.algorithm() == alg),
+            _ => self.jwks.is_some() || self.by_kid.values().any(|k| k.algorithm() == alg),
         }
     }
 
     /// Picks the key for a token whose (allowlisted) `alg` and optional `kid`
-    /// are given.
+    /// are given. A token without `kid` can only use the file's sole key of
+    /// its algorithm: JWKS keys are always chosen by `kid`.
     pub(crate) fn select(
         &self,
         alg: Algorithm,
         kid: Option<&str>,
-    ) -> Result<&VerifyKey, AuthFailure> {
+    ) -> Result<KeyRef<'_>, AuthFailure> {
         if alg == Algorithm::Hs256 {
             // A kid naming one of our asymmetric keys on an HS256 token is the
             // classic confusion attempt: refuse it outright.
-            if kid.is_some_and(|kid| self.by_kid.contains_key(kid)) {
+            let asymmetric = |kid: &str| {
+                self.by_kid.contains_key(kid) || self.jwks.as_ref().is_some_and(|j| j.contains(kid))
+            };
+            if kid.is_some_and(asymmetric) {
                 return Err(AuthFailure::AlgorithmNotAllowed);
             }
             return self
                 .dev_hmac
                 .as_ref()
+                .map(KeyRef::Local)
                 .ok_or(AuthFailure::AlgorithmNotAllowed);
         }
         let kid = match kid {
@@ -161,11 +191,16 @@ impl KeyStore {
             }
             .ok_or(AuthFailure::UnknownKey)?,
         };
-        let key = self.by_kid.get(kid).ok_or(AuthFailure::UnknownKey)?;
+        let Some(key) = self.by_kid.get(kid) else {
+            return match &self.jwks {
+                Some(jwks) => super::jwks::select(jwks, alg, kid).map(KeyRef::Fetched),
+                None => Err(AuthFailure::UnknownKey),
+            };
+        };
         if key.algorithm() != alg {
             return Err(AuthFailure::AlgorithmNotAllowed);
         }
-        Ok(key)
+        Ok(KeyRef::Local(key))
     }
 }
 
@@ -204,7 +239,7 @@ pub(crate) fn load_public_keys(
 /// else must be PEM.
 pub(crate) fn parse_public_keys(text: &str) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
     if text.trim_start().starts_with('{') {
-        parse_jwks(text)
+        parse_jwks(SETTING, text)
     } else {
         parse_pem(text)
     }
@@ -230,13 +265,18 @@ struct Jwk {
     d: Option<serde_json::Value>,
 }
 
-fn parse_jwks(text: &str) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
+/// Parses a JWKS document (the key file's, or one fetched from the URL
+/// that `setting` names).
+pub(crate) fn parse_jwks(
+    setting: &'static str,
+    text: &str,
+) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
     let jwks: Jwks = serde_json::from_str(text)
-        .map_err(|e| AuthConfigError::invalid(SETTING, format!("invalid JWKS document: {e}")))?;
+        .map_err(|e| AuthConfigError::invalid(setting, format!("invalid JWKS document: {e}")))?;
     let mut out = Vec::with_capacity(jwks.keys.len());
     for (index, jwk) in jwks.keys.into_iter().enumerate() {
         let bad =
-            |msg: &str| AuthConfigError::invalid(SETTING, format!("JWKS key #{index}: {msg}"));
+            |msg: &str| AuthConfigError::invalid(setting, format!("JWKS key #{index}: {msg}"));
         if jwk.d.is_some() {
             return Err(bad(
                 "contains private key material; publish public keys only",
