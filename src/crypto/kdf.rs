@@ -43,6 +43,9 @@ impl Prk {
     }
 
     /// HKDF-Expand with `L = 32`; `info` is the concatenation of `info_parts`.
+    // The one `expect`: ring's failure cases (L > 255 × HashLen, a buffer
+    // of another length) are ruled out by the types here.
+    #[allow(clippy::expect_used)]
     pub fn expand32(&self, info_parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
         let mut out = Zeroizing::new([0u8; 32]);
         self.0
