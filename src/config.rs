@@ -134,6 +134,9 @@ pub struct ServerConfig {
     pub metrics_token: Option<SecretString>,
     /// A file holding the metrics token (refused when readable by others).
     pub metrics_token_file: Option<PathBuf>,
+    /// TLS termination (`[server.tls]`, both files or neither); plain HTTP
+    /// when unset. Reloaded on SIGHUP.
+    pub tls: crate::http::tls::TlsConfig,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -291,6 +294,7 @@ impl Default for ServerConfig {
             bench_baseline_route: false,
             metrics_token: None,
             metrics_token_file: None,
+            tls: Default::default(),
         }
     }
 }
@@ -416,6 +420,7 @@ impl Config {
                 "server.max_connections, server.max_connections_per_ip: must be greater than 0",
             );
         }
+        self.server.tls.paths().map_err(ConfigError)?;
         if self.server.request_timeout_ms == 0 {
             return err("server.request_timeout_ms: must be greater than 0");
         }
@@ -483,8 +488,11 @@ impl Config {
                 "auth.dev_hs256_secret: development tokens are not allowed in production mode",
             );
         }
-        if self.mode == Mode::Production && self.auth.public_keys_file.is_none() {
-            return err("auth.public_keys_file: production mode needs public verification keys");
+        if self.mode == Mode::Production
+            && self.auth.public_keys_file.is_none()
+            && self.auth.jwks_url.is_none()
+        {
+            return err("auth.public_keys_file: production mode needs public verification keys (or auth.jwks_url)");
         }
         Ok(())
     }

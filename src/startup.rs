@@ -42,6 +42,7 @@ impl Application {
         // first: a bad policy directory must not leave generated keys or a
         // migrated database behind.
         check_policy_dir(&config.policy_dir)?;
+        let tls = crate::http::tls::Tls::from_config(&config.server.tls)?;
         if let Some(path) = &config.server.metrics_token_file {
             let bytes = crate::secret::read_private_file(path)
                 .map_err(|e| anyhow::anyhow!("server.metrics_token_file: {e}"))?;
@@ -67,6 +68,9 @@ impl Application {
         let catalog = FieldCatalog::load(&fields_path)
             .map_err(|e| anyhow::anyhow!("policy_dir: {}: {e}", fields_path.display()))?;
         let authenticator = authenticate::setup::build(&config)?;
+        // Keys from auth.jwks_url before anything is written: no start
+        // (and no migrated database) when the issuer's keys are out of reach.
+        authenticator.start_jwks().await?;
         let db = Db::connect(&config).await?;
         db.migrate().await?;
         let listener = TcpListener::bind(config.server.listen)
@@ -118,6 +122,7 @@ impl Application {
             dsr,
             analytics,
             recs: Default::default(),
+            tls,
         });
         spawn_key_upkeep(state.downgrade());
         crate::recs::job::spawn_schedule(state.downgrade());
@@ -172,7 +177,25 @@ impl Application {
         let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
         let limits = crate::http::serve::ConnectionLimits::from_config(&self.state.config.server);
         let app = crate::http::app(self.state.clone());
-        crate::http::serve::serve(self.listener, app, limits, stop, grace).await;
+        let tls = self.state.tls.clone();
+        #[cfg(unix)]
+        let hangup = match &tls {
+            Some(tls) => Some(tls.spawn_reload_on_hangup()?),
+            None => None,
+        };
+        match &tls {
+            Some(_) => tracing::info!(addr = %self.addr, "serving HTTPS (HTTP/2 and HTTP/1.1)"),
+            None if !self.addr.ip().is_loopback() => tracing::warn!(
+                addr = %self.addr,
+                "serving plain HTTP on a non-loopback address: set server.tls or terminate TLS in front"
+            ),
+            None => {}
+        }
+        crate::http::serve::serve(self.listener, app, limits, tls, stop, grace).await;
+        #[cfg(unix)]
+        if let Some(task) = hangup {
+            task.abort();
+        }
         // Commit queued audit events and sign the head before the pool goes.
         self.state.audit.shutdown().await;
         self.state.db.pool.close().await;

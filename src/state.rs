@@ -40,6 +40,9 @@ pub struct Inner {
     pub analytics: crate::analytics::Analytics,
     /// The recommendation models in force (swapped atomically on rebuild).
     pub recs: crate::recs::job::Shared,
+    /// The TLS certificate in force, when `[server.tls]` is set; SIGHUP
+    /// reloads it through [`crate::http::tls::Tls::reload`].
+    pub tls: Option<Arc<crate::http::tls::Tls>>,
 }
 
 impl std::ops::Deref for AppState {

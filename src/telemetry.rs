@@ -149,6 +149,14 @@ fn describe() {
         "Connections refused before a request was read"
     );
     describe_counter!(
+        "custodian_tls_handshake_failures_total",
+        "TLS handshakes that failed or timed out, by reason (error, timeout)"
+    );
+    describe_counter!(
+        "custodian_tls_reloads_total",
+        "TLS certificate reloads (SIGHUP), by result (ok, error: the old certificate stays)"
+    );
+    describe_counter!(
         "custodian_gate_unfinished_total",
         "Governed requests whose gate was dropped without an outcome (a bug)"
     );
@@ -172,6 +180,14 @@ fn describe() {
     describe_counter!(
         "custodian_dsr_suppressed_total",
         "Re-imports refused by the suppression list, by field"
+    );
+    describe_counter!(
+        "custodian_privacy_releases_total",
+        "Analytic answers released, by purpose and mechanism (exact, discrete_laplace, sticky)"
+    );
+    describe_counter!(
+        "custodian_privacy_epsilon_spent_micro_total",
+        "Privacy budget spent by committed noisy releases, in millionths of epsilon, by purpose (summed over principals)"
     );
     describe_histogram!(
         "custodian_feature_refresh_seconds",

@@ -38,6 +38,7 @@ pub async fn run(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--ttl {:?}: use e.g. 90s, 15m, 1h, 7d", args.ttl))?;
     let auth = &config.auth;
     let configured = auth.public_keys_file.is_some()
+        || auth.jwks_url.is_some()
         || auth.dev_hs256_secret.is_some()
         || auth.dev_hs256_secret_file.is_some();
     let generated = config.data_dir.join(DEV_SECRET_FILE);

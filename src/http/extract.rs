@@ -74,7 +74,8 @@ impl FromRequestParts<AppState> for Authenticated {
             .map(|v| v.as_bytes());
         match state
             .authenticator
-            .authenticate(header, state.clock.now_secs())
+            .authenticate_refreshing(header, state.clock.now_secs())
+            .await
         {
             Ok(principal) => {
                 // The access log's principal: the opaque subject id.

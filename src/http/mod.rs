@@ -24,6 +24,7 @@ pub mod recommendations;
 pub mod segments;
 pub mod serve;
 pub mod stats;
+pub mod tls;
 pub mod validate;
 
 use axum::error_handling::HandleErrorLayer;

@@ -278,12 +278,13 @@ pub fn release_for<'a>(
 pub async fn commit(gate: &mut Gate<'_>, released: &mut Released<'static>) -> Result<(), ApiError> {
     let block = released.evidence.block();
     match released.tx.take() {
-        Some(tx) => gate.release(tx, block).await,
-        None => {
-            gate.privacy(block);
-            Ok(())
-        }
+        Some(tx) => gate.release(tx, block).await?,
+        None => gate.privacy(block),
     }
+    // Counted once the debit is durable: a release whose audit write failed
+    // spent nothing.
+    released.evidence.record(gate.purpose().as_str());
+    Ok(())
 }
 
 /// A page size: default 100, and outside 1..=`max_page_size` a 400 (never

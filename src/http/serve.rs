@@ -13,6 +13,10 @@
 //!   per client address (`server.max_connections_per_ip`); a connection
 //!   past either bound gets a canned JSON 503 and is closed at once, so it
 //!   costs no task and no parser;
+//! - TLS, when `[server.tls]` is set (`http::tls`): the handshake happens
+//!   here, after admission, and must finish within the header-read
+//!   timeout; so must the first bytes after it. HTTP/2 and HTTP/1.1 are
+//!   then served over TLS exactly as over plain TCP;
 //! - graceful shutdown: on stop, no new connections; in-flight requests
 //!   finish within the grace period.
 //!
@@ -27,8 +31,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
@@ -103,11 +110,14 @@ impl PerIp {
 }
 
 /// Serves `app` on `listener` until `stop` resolves, then stops accepting
-/// and waits at most `grace` for open connections to finish.
+/// and waits at most `grace` for open connections to finish. With `tls`,
+/// every connection is a TLS connection (plain HTTP to it fails the
+/// handshake).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<crate::http::tls::Tls>>,
     stop: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) {
@@ -160,17 +170,47 @@ pub async fn serve(
             });
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // The protocol sniffing of `auto` waits for the first bytes with
-            // no timer of its own: a connection that never sends one would
-            // be held forever. The header timeout covers that wait too.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            // Errors here are client-side (resets, timeouts): not ours to log loudly.
+            let timeout = limits.header_read_timeout;
+            let Some(tls) = tls else {
+                // The protocol sniffing of `auto` waits for the first bytes
+                // with no timer of its own: a connection that never sends
+                // one would be held forever. The header timeout covers that
+                // wait too.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                // Errors here are client-side (resets, timeouts): not ours to log loudly.
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(admission);
+                return;
+            };
+            // A client that opens a connection and stalls the handshake is
+            // the TLS form of a slow-header client: same bound.
+            let stream = match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    metrics::counter!("custodian_tls_handshake_failures_total", "reason" => "error")
+                        .increment(1);
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    metrics::counter!("custodian_tls_handshake_failures_total", "reason" => "timeout")
+                        .increment(1);
+                    return;
+                }
+            };
+            // Decrypted bytes cannot be peeked at the socket: the wait for
+            // the first one is bounded inside the stream instead.
+            let io = TokioIo::new(FirstByteDeadline::new(stream, timeout));
+            let conn = builder.serve_connection_with_upgrades(io, service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
@@ -184,6 +224,86 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("grace period over; dropping remaining connections");
+    }
+}
+
+/// A stream whose first read must deliver data before a deadline, after
+/// which it reads as timed out; later reads are unbounded here (hyper's own
+/// header timeout and HTTP/2 keep-alive take over once bytes flowed).
+struct FirstByteDeadline<S> {
+    inner: S,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> FirstByteDeadline<S> {
+    fn new(inner: S, within: Duration) -> Self {
+        Self {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request in time",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -203,6 +323,25 @@ mod tests {
         assert!(text.contains(&format!("content-length: {}\r\n", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "too_many_connections");
+    }
+
+    #[tokio::test]
+    async fn the_first_read_has_a_deadline_and_later_ones_do_not() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (client, server) = tokio::io::duplex(64);
+        let mut stalled = FirstByteDeadline::new(server, Duration::from_millis(50));
+        let mut buf = [0u8; 4];
+        let err = stalled.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        drop(client);
+
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut talking = FirstByteDeadline::new(server, Duration::from_millis(50));
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(talking.read(&mut buf).await.unwrap(), 3);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        client.write_all(b" /").await.unwrap();
+        assert_eq!(talking.read(&mut buf).await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -174,6 +174,16 @@ pub enum MechanismKind {
     Sticky,
 }
 
+impl MechanismKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MechanismKind::Exact => "exact",
+            MechanismKind::DiscreteLaplace => "discrete_laplace",
+            MechanismKind::Sticky => "sticky",
+        }
+    }
+}
+
 /// The evidence of one release, for the audit event's privacy block.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PrivacyEvidence {
@@ -251,6 +261,32 @@ pub struct Release<'a> {
     /// Roles that may read members get exact numbers (k threshold only).
     pub exact: bool,
     pub now: i64,
+}
+
+impl PrivacyEvidence {
+    /// Records a committed release in the metrics: releases by purpose and
+    /// mechanism, and the epsilon they spent by purpose.
+    ///
+    /// Labelled by purpose, never by principal: purposes are the closed set
+    /// of the policy (an unknown one is refused with 400 before any
+    /// release), principals are every `sub` an issuer ever signs, which
+    /// would give the time series an unbounded number of labels. The
+    /// per-principal spend is in the budget API and the audit trail.
+    pub fn record(&self, purpose: &str) {
+        metrics::counter!(
+            "custodian_privacy_releases_total",
+            "purpose" => purpose.to_owned(),
+            "mechanism" => self.mechanism.as_str(),
+        )
+        .increment(1);
+        if self.epsilon_spent_micro > 0 {
+            metrics::counter!(
+                "custodian_privacy_epsilon_spent_micro_total",
+                "purpose" => purpose.to_owned(),
+            )
+            .increment(self.epsilon_spent_micro.unsigned_abs());
+        }
+    }
 }
 
 /// What a release produced: the tables to send, the transaction holding the

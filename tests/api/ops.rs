@@ -371,4 +371,13 @@ fn shipped_production_configuration_is_valid() {
     let config = custodian::config::Config::load(Some(std::path::Path::new(path))).unwrap();
     assert_eq!(config.mode, custodian::config::Mode::Production);
     assert!(config.server.metrics_token_file.is_some());
+    assert!(
+        config.server.tls.paths().unwrap().is_some(),
+        "TLS terminated here"
+    );
+    assert!(config
+        .auth
+        .jwks_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://")));
 }

@@ -387,6 +387,55 @@ both_backends!(
     }
 );
 
+/// The value of a counter line in a Prometheus text exposition (0 when absent).
+fn counter(text: &str, family: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<f64>().ok()))
+        .map(|n| n as u64)
+        .sum()
+}
+
+both_backends!(
+    privacy_budget_spend_is_a_metric_by_purpose,
+    config: |c: &mut custodian::config::Config| {
+        c.privacy.epsilon_per_query = 0.5;
+        c.privacy.budget_epsilon = 1.0;
+    },
+    async |app: TestApp| {
+        seed(&app).await;
+        let family = "custodian_privacy_epsilon_spent_micro_total";
+        let purpose = [("purpose", "marketing_analytics")];
+        // The recorder is process-wide and other tests run beside this one:
+        // compare before and after, never an absolute value.
+        let before = app.get("/metrics").await.text().await.unwrap();
+        let ask = json!({"definition": {"recency": {"max_days": 300}}, "as_of": as_of(&app)});
+        let r = query(&app, "marketing_analyst", "marketing_analytics", ask.clone()).await;
+        assert_eq!(r.status(), 200);
+        let sticky = query(&app, "marketing_analyst", "marketing_analytics", ask).await;
+        assert_eq!(sticky.status(), 200);
+        let after = app.get("/metrics").await.text().await.unwrap();
+        assert!(after.contains(&format!("# TYPE {family} counter")), "{after}");
+        assert!(after.contains(&format!("# HELP {family} ")));
+        assert!(
+            counter(&after, family, &purpose) >= counter(&before, family, &purpose) + 500_000,
+            "{after}"
+        );
+        let releases = "custodian_privacy_releases_total";
+        for mechanism in ["discrete_laplace", "sticky"] {
+            let labels = [purpose[0], ("mechanism", mechanism)];
+            assert!(counter(&after, releases, &labels) > counter(&before, releases, &labels));
+        }
+        // Never a principal as a label: its cardinality has no bound.
+        assert!(!after.lines().any(|l| l.starts_with("custodian_privacy") && l.contains("principal")));
+    }
+);
+
 // The differencing attack: "X" and "X and not T" differ by the target T
 // alone. An attacker spends the whole budget on fresh variants of the
 // pair (sticky answers stop plain repetition) in many windows, in a world

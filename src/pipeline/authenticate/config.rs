@@ -46,6 +46,20 @@ pub struct AuthConfig {
     /// `kid`), or PEM with one or more `PUBLIC KEY` / `RSA PUBLIC KEY` blocks
     /// (each gets the RFC 7638 JWK thumbprint as its `kid`).
     pub public_keys_file: Option<PathBuf>,
+    /// A JWKS URL whose keys verify tokens beside the key file's (by
+    /// `kid`): `https://`, or `http://` on a loopback address. Fetched at
+    /// start (no start without it), every `jwks_refresh_secs`, and when a
+    /// token names an unknown `kid`, at most once per
+    /// `jwks_min_refetch_secs`.
+    pub jwks_url: Option<String>,
+    /// Scheduled JWKS refetch interval, in seconds. Default 300.
+    pub jwks_refresh_secs: u64,
+    /// Fewest seconds between two JWKS fetches caused by unknown `kid`s:
+    /// a flood of forged kids costs at most one fetch per this. Default 30.
+    pub jwks_min_refetch_secs: u64,
+    /// Time limit of one JWKS fetch (connect and body), in milliseconds.
+    /// Default 5000.
+    pub jwks_timeout_ms: u64,
     /// HS256 secret, for development only (at least 32 bytes).
     pub dev_hs256_secret: Option<SecretString>,
     /// File holding the HS256 secret (trailing newline ignored); exclusive
@@ -77,6 +91,10 @@ impl Default for AuthConfig {
                 .map(|a| (*a).to_owned())
                 .collect(),
             public_keys_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            jwks_min_refetch_secs: 30,
+            jwks_timeout_ms: 5000,
             dev_hs256_secret: None,
             dev_hs256_secret_file: None,
             max_token_bytes: 8192,
@@ -94,6 +112,10 @@ impl fmt::Debug for AuthConfig {
             .field("leeway_secs", &self.leeway_secs)
             .field("algorithms", &self.algorithms)
             .field("public_keys_file", &self.public_keys_file)
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
+            .field("jwks_min_refetch_secs", &self.jwks_min_refetch_secs)
+            .field("jwks_timeout_ms", &self.jwks_timeout_ms)
             .field(
                 "dev_hs256_secret",
                 &self.dev_hs256_secret.as_ref().map(|_| "[redacted]"),
@@ -179,11 +201,32 @@ impl AuthConfig {
                 "is set but HS256 is not in auth.algorithms",
             ));
         }
-        if !has_dev && self.public_keys_file.is_none() {
+        if let Some(url) = &self.jwks_url {
+            super::jwks::parse_url(url)?;
+            if !(1..=86_400).contains(&self.jwks_refresh_secs) {
+                return Err(AuthConfigError::invalid(
+                    "auth.jwks_refresh_secs",
+                    "must be between 1 and 86400",
+                ));
+            }
+            if !(1..=3600).contains(&self.jwks_min_refetch_secs) {
+                return Err(AuthConfigError::invalid(
+                    "auth.jwks_min_refetch_secs",
+                    "must be between 1 and 3600",
+                ));
+            }
+            if !(100..=60_000).contains(&self.jwks_timeout_ms) {
+                return Err(AuthConfigError::invalid(
+                    "auth.jwks_timeout_ms",
+                    "must be between 100 and 60000",
+                ));
+            }
+        }
+        if !has_dev && self.public_keys_file.is_none() && self.jwks_url.is_none() {
             return Err(AuthConfigError::invalid(
                 "auth.public_keys_file",
-                "no verification keys configured (set auth.public_keys_file, or \
-                 auth.dev_hs256_secret for development)",
+                "no verification keys configured (set auth.public_keys_file or \
+                 auth.jwks_url, or auth.dev_hs256_secret for development)",
             ));
         }
         Ok(())

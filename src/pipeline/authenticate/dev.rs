@@ -67,7 +67,7 @@ pub fn generate_ed25519_keypair() -> Result<Ed25519Generated, KeyGenError> {
 }
 
 pub fn ed25519_kid(public_key: &[u8; 32]) -> String {
-    thumbprint(&VerifyKey::Ed25519(*public_key))
+    thumbprint(&VerifyKey::ed25519(*public_key))
 }
 
 /// SubjectPublicKeyInfo PEM (RFC 8410) for an Ed25519 public key.

@@ -1,5 +1,7 @@
 //! Verification keys: loading them from a JWKS or PEM file, choosing one for a
-//! token, and checking a signature with it (all in `ring`).
+//! token (among the file's keys, then those fetched from `auth.jwks_url`,
+//! see `jwks`), and checking a signature with it through
+//! `jsonwebtoken::decode` (which verifies with `ring`).
 //!
 //! Every key is bound to exactly one algorithm when it is loaded, and a token
 //! is only checked with a key whose algorithm equals the token's `alg`. This
@@ -9,10 +11,10 @@
 use super::failure::{AuthConfigError, AuthFailure};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ring::signature::{
-    RsaPublicKeyComponents, UnparsedPublicKey, ED25519, RSA_PKCS1_2048_8192_SHA256,
-};
-use ring::{digest, hmac};
+use jsonwebtoken::{DecodingKey, Validation};
+use ring::digest;
+use ring::signature::RsaPublicKeyComponents;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,42 +47,126 @@ impl Algorithm {
             Algorithm::Hs256 => "HS256",
         }
     }
+
+    fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Algorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            Algorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            Algorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+        }
+    }
 }
 
-/// One verification key, already bound to its algorithm.
-pub(crate) enum VerifyKey {
+/// The public material of a key (what its thumbprint is computed from).
+pub(crate) enum Material {
     Ed25519([u8; 32]),
     Rsa(RsaPublicKeyComponents<Vec<u8>>),
-    Hmac(hmac::Key),
+    /// The development secret: never shown, never thumbprinted.
+    Hmac,
+}
+
+/// One verification key, already bound to its algorithm: its material, and
+/// the `jsonwebtoken` key and validation built once at load.
+pub(crate) struct VerifyKey {
+    pub(crate) material: Material,
+    decoding: DecodingKey,
+    validation: Validation,
 }
 
 impl VerifyKey {
-    pub(crate) fn algorithm(&self) -> Algorithm {
-        match self {
-            VerifyKey::Ed25519(_) => Algorithm::EdDsa,
-            VerifyKey::Rsa(_) => Algorithm::Rs256,
-            VerifyKey::Hmac(_) => Algorithm::Hs256,
+    pub(crate) fn ed25519(public: [u8; 32]) -> Self {
+        // jsonwebtoken's "Ed DER" is the raw 32-byte key ring verifies with.
+        let decoding = DecodingKey::from_ed_der(&public);
+        Self::new(Material::Ed25519(public), decoding)
+    }
+
+    pub(crate) fn rsa(components: RsaPublicKeyComponents<Vec<u8>>) -> Self {
+        let decoding = DecodingKey::from_rsa_raw_components(&components.n, &components.e);
+        Self::new(Material::Rsa(components), decoding)
+    }
+
+    pub(crate) fn hmac(secret: &[u8]) -> Self {
+        Self::new(Material::Hmac, DecodingKey::from_secret(secret))
+    }
+
+    fn new(material: Material, decoding: DecodingKey) -> Self {
+        let alg = match material {
+            Material::Ed25519(_) => Algorithm::EdDsa,
+            Material::Rsa(_) => Algorithm::Rs256,
+            Material::Hmac => Algorithm::Hs256,
+        };
+        // Signature only: the claims are checked by `token::check_claims`
+        // against the injected clock (jsonwebtoken would read the system
+        // clock), so none of jsonwebtoken's claim checks run.
+        let mut validation = Validation::new(alg.to_jsonwebtoken());
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        VerifyKey {
+            material,
+            decoding,
+            validation,
         }
     }
 
-    /// True when `signature` is valid for `message`. HMAC comparison is
-    /// constant-time inside `ring::hmac::verify`.
-    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        match self.material {
+            Material::Ed25519(_) => Algorithm::EdDsa,
+            Material::Rsa(_) => Algorithm::Rs256,
+            Material::Hmac => Algorithm::Hs256,
+        }
+    }
+
+    /// Verifies the signature of the compact JWS `token` with this key (and
+    /// only for this key's algorithm) and decodes its payload. Called after
+    /// the strict header checks (`token::parse_header`) passed. HMAC
+    /// comparison is constant-time inside jsonwebtoken (`ring`).
+    pub(crate) fn verify<T: DeserializeOwned>(&self, token: &str) -> Result<T, AuthFailure> {
+        use jsonwebtoken::errors::ErrorKind;
+        jsonwebtoken::decode::<T>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidRsaKey(_)
+                | ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidKeyFormat => AuthFailure::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                    AuthFailure::AlgorithmNotAllowed
+                }
+                // Valid JSON with missing or mistyped claims.
+                ErrorKind::Json(json) if json.classify() == serde_json::error::Category::Data => {
+                    AuthFailure::InvalidClaims
+                }
+                _ => AuthFailure::Malformed,
+            })
+    }
+}
+
+/// A selected key: one of the file's (borrowed for the store's life) or
+/// one of the last JWKS fetch (shared, so a concurrent refresh cannot pull
+/// it from under a verification).
+pub(crate) enum KeyRef<'a> {
+    Local(&'a VerifyKey),
+    Fetched(std::sync::Arc<VerifyKey>),
+}
+
+impl std::ops::Deref for KeyRef<'_> {
+    type Target = VerifyKey;
+    fn deref(&self) -> &VerifyKey {
         match self {
-            VerifyKey::Ed25519(public) => UnparsedPublicKey::new(&ED25519, public)
-                .verify(message, signature)
-                .is_ok(),
-            VerifyKey::Rsa(components) => components
-                .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
-                .is_ok(),
-            VerifyKey::Hmac(key) => hmac::verify(key, message, signature).is_ok(),
+            KeyRef::Local(key) => key,
+            KeyRef::Fetched(key) => key,
         }
     }
 }
 
-/// All keys of one authenticator, looked up by `kid` in a `HashMap`.
+/// All keys of one authenticator, looked up by `kid` in a `HashMap`: the
+/// key file's first (a `kid` in both names the file's key), then the JWKS
+/// URL's.
 pub(crate) struct KeyStore {
     by_kid: HashMap<String, VerifyKey>,
+    pub(crate) jwks: Option<std::sync::Arc<super::jwks::JwksSource>>,
     /// The kid to use when a token names none: only set when exactly one key
     /// of that algorithm exists, so a missing `kid` is never ambiguous.
     sole_eddsa: Option<String>,
@@ -91,6 +177,7 @@ pub(crate) struct KeyStore {
 impl KeyStore {
     pub(crate) fn new(
         public: Vec<(String, VerifyKey)>,
+        jwks: Option<std::sync::Arc<super::jwks::JwksSource>>,
         dev_secret: Option<&[u8]>,
     ) -> Result<Self, AuthConfigError> {
         let mut by_kid = HashMap::with_capacity(public.len());
@@ -114,9 +201,10 @@ impl KeyStore {
         let sole_rs256 = sole(Algorithm::Rs256);
         Ok(KeyStore {
             by_kid,
+            jwks,
             sole_eddsa,
             sole_rs256,
-            dev_hmac: dev_secret.map(|s| VerifyKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, s))),
+            dev_hmac: dev_secret.map(VerifyKey::hmac),
         })
     }
 
@@ -128,29 +216,35 @@ impl KeyStore {
         self.dev_hmac.is_some()
     }
 
+    /// True when a key of `alg` is, or may be after a JWKS fetch, here.
     pub(crate) fn has_algorithm(&self, alg: Algorithm) -> bool {
         match alg {
             Algorithm::Hs256 => self.dev_hmac.is_some(),
-            _ => self.by_kid.values().any(|k| k.algorithm() == alg),
+            _ => self.jwks.is_some() || self.by_kid.values().any(|k| k.algorithm() == alg),
         }
     }
 
     /// Picks the key for a token whose (allowlisted) `alg` and optional `kid`
-    /// are given.
+    /// are given. A token without `kid` can only use the file's sole key of
+    /// its algorithm: JWKS keys are always chosen by `kid`.
     pub(crate) fn select(
         &self,
         alg: Algorithm,
         kid: Option<&str>,
-    ) -> Result<&VerifyKey, AuthFailure> {
+    ) -> Result<KeyRef<'_>, AuthFailure> {
         if alg == Algorithm::Hs256 {
             // A kid naming one of our asymmetric keys on an HS256 token is the
             // classic confusion attempt: refuse it outright.
-            if kid.is_some_and(|kid| self.by_kid.contains_key(kid)) {
+            let asymmetric = |kid: &str| {
+                self.by_kid.contains_key(kid) || self.jwks.as_ref().is_some_and(|j| j.contains(kid))
+            };
+            if kid.is_some_and(asymmetric) {
                 return Err(AuthFailure::AlgorithmNotAllowed);
             }
             return self
                 .dev_hmac
                 .as_ref()
+                .map(KeyRef::Local)
                 .ok_or(AuthFailure::AlgorithmNotAllowed);
         }
         let kid = match kid {
@@ -161,11 +255,16 @@ impl KeyStore {
             }
             .ok_or(AuthFailure::UnknownKey)?,
         };
-        let key = self.by_kid.get(kid).ok_or(AuthFailure::UnknownKey)?;
+        let Some(key) = self.by_kid.get(kid) else {
+            return match &self.jwks {
+                Some(jwks) => super::jwks::select(jwks, alg, kid).map(KeyRef::Fetched),
+                None => Err(AuthFailure::UnknownKey),
+            };
+        };
         if key.algorithm() != alg {
             return Err(AuthFailure::AlgorithmNotAllowed);
         }
-        Ok(key)
+        Ok(KeyRef::Local(key))
     }
 }
 
@@ -204,7 +303,7 @@ pub(crate) fn load_public_keys(
 /// else must be PEM.
 pub(crate) fn parse_public_keys(text: &str) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
     if text.trim_start().starts_with('{') {
-        parse_jwks(text)
+        parse_jwks(SETTING, text)
     } else {
         parse_pem(text)
     }
@@ -230,13 +329,18 @@ struct Jwk {
     d: Option<serde_json::Value>,
 }
 
-fn parse_jwks(text: &str) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
+/// Parses a JWKS document (the key file's, or one fetched from the URL
+/// that `setting` names).
+pub(crate) fn parse_jwks(
+    setting: &'static str,
+    text: &str,
+) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
     let jwks: Jwks = serde_json::from_str(text)
-        .map_err(|e| AuthConfigError::invalid(SETTING, format!("invalid JWKS document: {e}")))?;
+        .map_err(|e| AuthConfigError::invalid(setting, format!("invalid JWKS document: {e}")))?;
     let mut out = Vec::with_capacity(jwks.keys.len());
     for (index, jwk) in jwks.keys.into_iter().enumerate() {
         let bad =
-            |msg: &str| AuthConfigError::invalid(SETTING, format!("JWKS key #{index}: {msg}"));
+            |msg: &str| AuthConfigError::invalid(setting, format!("JWKS key #{index}: {msg}"));
         if jwk.d.is_some() {
             return Err(bad(
                 "contains private key material; publish public keys only",
@@ -252,7 +356,7 @@ fn parse_jwks(text: &str) -> Result<Vec<(String, VerifyKey)>, AuthConfigError> {
                     return Err(bad("OKP key must have crv \"Ed25519\""));
                 }
                 let x = decode_b64url(jwk.x.as_deref()).ok_or_else(|| bad("invalid \"x\""))?;
-                VerifyKey::Ed25519(x.try_into().map_err(|_| bad("\"x\" must be 32 bytes"))?)
+                VerifyKey::ed25519(x.try_into().map_err(|_| bad("\"x\" must be 32 bytes"))?)
             }
             "RSA" => {
                 let n = decode_b64url(jwk.n.as_deref()).ok_or_else(|| bad("invalid \"n\""))?;
@@ -332,7 +436,7 @@ fn parse_spki(der: &[u8]) -> Result<VerifyKey, &'static str> {
         let public: [u8; 32] = key_bytes
             .try_into()
             .map_err(|_| "Ed25519 key must be 32 bytes")?;
-        Ok(VerifyKey::Ed25519(public))
+        Ok(VerifyKey::ed25519(public))
     } else if oid == OID_RSA_ENCRYPTION {
         parse_pkcs1_rsa(key_bytes)
     } else {
@@ -366,7 +470,7 @@ fn rsa_key(n: Vec<u8>, e: Vec<u8>) -> Result<VerifyKey, &'static str> {
     if e.is_empty() || e.len() > 8 || e.last().is_some_and(|b| b & 1 == 0) {
         return Err("RSA exponent must be odd and fit in 64 bits");
     }
-    Ok(VerifyKey::Rsa(RsaPublicKeyComponents { n, e }))
+    Ok(VerifyKey::rsa(RsaPublicKeyComponents { n, e }))
 }
 
 fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
@@ -403,19 +507,19 @@ fn expect_tlv<'a>(input: &mut &'a [u8], tag: u8) -> Option<&'a [u8]> {
 /// RFC 7638 JWK thumbprint (SHA-256, base64url): the `kid` a PEM key gets,
 /// which any signer can compute from the public key alone.
 pub(crate) fn thumbprint(key: &VerifyKey) -> String {
-    let canonical = match key {
-        VerifyKey::Ed25519(x) => format!(
+    let canonical = match &key.material {
+        Material::Ed25519(x) => format!(
             r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
             URL_SAFE_NO_PAD.encode(x)
         ),
-        VerifyKey::Rsa(c) => format!(
+        Material::Rsa(c) => format!(
             r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
             URL_SAFE_NO_PAD.encode(&c.e),
             URL_SAFE_NO_PAD.encode(&c.n)
         ),
         // Never reached for file keys; hashing a secret into a kid would leak
         // nothing useful, but there is no reason to do it either.
-        VerifyKey::Hmac(_) => return "dev-hs256".to_owned(),
+        Material::Hmac => return "dev-hs256".to_owned(),
     };
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
 }

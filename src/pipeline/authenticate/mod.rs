@@ -2,7 +2,8 @@
 //! verified [`Principal`], or an [`AuthFailure`] saying why not.
 //!
 //! It owns the whole decision: header parsing, the algorithm allowlist, key
-//! selection by `kid`, signature verification (`ring`), claim checks against
+//! selection by `kid`, signature verification (`jsonwebtoken` over `ring`,
+//! behind our own strict header checks), claim checks against
 //! an injected clock, the verified-token cache, and dev-token minting.
 //!
 //! Order of checks, cheapest and most hostile first: size cap (before any
@@ -20,6 +21,7 @@ mod cache;
 mod config;
 mod dev;
 mod failure;
+mod jwks;
 mod keys;
 pub mod setup;
 mod token;
@@ -35,6 +37,7 @@ pub use dev::{
     sign_eddsa_token, Ed25519Generated, KeyGenError,
 };
 pub use failure::{AuthConfigError, AuthFailure, MintError, PUBLIC_MESSAGE};
+pub use jwks::MAX_JWKS_BYTES;
 pub use keys::Algorithm;
 pub use token::TokenClaims;
 
@@ -117,7 +120,23 @@ impl Authenticator {
     ) -> Result<Self, AuthConfigError> {
         let secret = config.load_dev_secret()?;
         let secret_bytes = secret.as_ref().map(|s| s.expose().as_bytes());
-        let keys = KeyStore::new(public, secret_bytes)?;
+        let jwks = match &config.jwks_url {
+            Some(url) => {
+                let allowed = [Algorithm::EdDsa, Algorithm::Rs256]
+                    .into_iter()
+                    .filter(|alg| config.allows(alg.as_jose()))
+                    .collect();
+                Some(Arc::new(jwks::JwksSource::new(
+                    url,
+                    allowed,
+                    Duration::from_secs(config.jwks_refresh_secs),
+                    Duration::from_secs(config.jwks_min_refetch_secs),
+                    Duration::from_millis(config.jwks_timeout_ms),
+                )?))
+            }
+            None => None,
+        };
+        let keys = KeyStore::new(public, jwks, secret_bytes)?;
         let allowed: Vec<Algorithm> = [Algorithm::EdDsa, Algorithm::Rs256, Algorithm::Hs256]
             .into_iter()
             .filter(|alg| config.allows(alg.as_jose()) && keys.has_algorithm(*alg))
@@ -153,9 +172,49 @@ impl Authenticator {
         &self.allowed
     }
 
-    /// Number of public (EdDSA/RS256) keys loaded.
+    /// Number of public (EdDSA/RS256) keys loaded, the JWKS URL's included.
     pub fn public_key_count(&self) -> usize {
-        self.keys.public_key_count()
+        self.keys.public_key_count() + self.keys.jwks.as_ref().map_or(0, |j| j.key_count())
+    }
+
+    /// With `auth.jwks_url`: fetches the keys (an error when that fails,
+    /// so the server does not start without them) and schedules the
+    /// refetches. Without it, nothing.
+    pub async fn start_jwks(&self) -> anyhow::Result<()> {
+        let Some(source) = &self.keys.jwks else {
+            return Ok(());
+        };
+        source.fetch(jwks::Trigger::Startup).await?;
+        jwks::JwksSource::spawn_schedule(source);
+        Ok(())
+    }
+
+    /// [`authenticate`](Self::authenticate), and when the token names a
+    /// `kid` no key has and a JWKS URL is configured: one (rate-limited)
+    /// refetch, then one more try. The `kid` only triggers the fetch of
+    /// the configured URL; nothing in the token says where keys live.
+    pub async fn authenticate_refreshing(
+        &self,
+        authorization: Option<&[u8]>,
+        now: i64,
+    ) -> Result<Arc<Principal>, AuthFailure> {
+        let first = self.authenticate(authorization, now);
+        let (Err(AuthFailure::UnknownKey), Some(source)) = (&first, &self.keys.jwks) else {
+            return first;
+        };
+        // UnknownKey comes after the header parsed, so this parse succeeds;
+        // a token without kid never reaches JWKS keys.
+        let kid = authorization
+            .and_then(|v| bearer_token(v).ok())
+            .and_then(|t| token::split(t).ok())
+            .and_then(|s| token::parse_header(s.header).ok())
+            .and_then(|h| h.kid);
+        match kid {
+            Some(kid) if source.refetch_for_unknown_kid(&kid).await => {
+                self.authenticate(authorization, now)
+            }
+            _ => first,
+        }
     }
 
     /// Number of tokens currently cached (for metrics).
@@ -204,11 +263,12 @@ impl Authenticator {
             .filter(|alg| self.allowed.contains(alg))
             .ok_or(AuthFailure::AlgorithmNotAllowed)?;
         let key = self.keys.select(alg, header.kid.as_deref())?;
-        let signature = token::decode(segments.signature)?;
-        if !key.verify(segments.signing_input, &signature) {
-            return Err(AuthFailure::BadSignature);
-        }
-        let claims = token::parse_claims(segments.payload)?;
+        // The header passed every check above; jsonwebtoken verifies the
+        // signature with the selected key for its one algorithm and decodes
+        // the payload. Our header parser ran first because jsonwebtoken's
+        // ignores `crit` and would accept `jku`/`x5u`/`jwk` as data.
+        let text = std::str::from_utf8(token).map_err(|_| AuthFailure::Malformed)?;
+        let claims: token::ReceivedClaims = key.verify(text)?;
         let rules = ClaimRules {
             issuer: &self.issuer,
             audience: &self.audience,

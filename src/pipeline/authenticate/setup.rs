@@ -16,6 +16,7 @@ pub const DEV_SECRET_FILE: &str = "dev-jwt.secret";
 pub fn effective_config(config: &Config) -> anyhow::Result<AuthConfig> {
     let mut auth = config.auth.clone();
     let has_keys = auth.public_keys_file.is_some()
+        || auth.jwks_url.is_some()
         || auth.dev_hs256_secret.is_some()
         || auth.dev_hs256_secret_file.is_some();
     if !has_keys && config.mode == Mode::Development {

@@ -189,7 +189,10 @@ fn eddsa_key_from_openssl_pem_gets_thumbprint_kid_and_sole_key_needs_no_kid() {
 fn rs256_token_is_accepted_from_spki_pkcs1_and_jwks() {
     let kid = rsa_kid();
     let components = match keys::parse_public_keys(RSA_PUBLIC_PEM).unwrap().remove(0).1 {
-        keys::VerifyKey::Rsa(c) => c,
+        keys::VerifyKey {
+            material: keys::Material::Rsa(c),
+            ..
+        } => c,
         _ => panic!("expected an RSA key"),
     };
     let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "rsa-1", "alg": "RS256",

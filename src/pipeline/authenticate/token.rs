@@ -8,13 +8,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The three base64url segments of a compact JWS.
+/// A compact JWS checked for shape (three non-empty segments). Only the
+/// header is read here; payload and signature are `jsonwebtoken`'s, after
+/// the header checks.
 pub(crate) struct Segments<'a> {
-    /// `header.payload`: the bytes the signature covers.
-    pub signing_input: &'a [u8],
     pub header: &'a [u8],
-    pub payload: &'a [u8],
-    pub signature: &'a [u8],
 }
 
 /// Splits on exactly two dots. Anything else (JWE's five parts, a bare
@@ -39,12 +37,7 @@ pub(crate) fn split(token: &[u8]) -> Result<Segments<'_>, AuthFailure> {
     if header.is_empty() || payload.is_empty() || signature.is_empty() {
         return Err(AuthFailure::Malformed);
     }
-    Ok(Segments {
-        signing_input,
-        header,
-        payload,
-        signature,
-    })
+    Ok(Segments { header })
 }
 
 /// Strict base64url: no padding, no non-canonical trailing bits, so one
@@ -149,16 +142,6 @@ impl Audience {
             Audience::Many(auds) => auds.iter().any(|a| a == wanted),
         }
     }
-}
-
-/// Decodes the payload. Invalid JSON is malformed; valid JSON with missing or
-/// mistyped claims is `InvalidClaims`.
-pub(crate) fn parse_claims(segment: &[u8]) -> Result<ReceivedClaims, AuthFailure> {
-    let json = decode(segment)?;
-    serde_json::from_slice(&json).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => AuthFailure::InvalidClaims,
-        _ => AuthFailure::Malformed,
-    })
 }
 
 /// What the claims checks need from the configuration.
