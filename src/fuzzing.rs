@@ -9,7 +9,10 @@
 //!   corpora in `fuzz/corpus/<target>/` and a few thousand seeded
 //!   mutations on every `cargo test`.
 //!
-//! Fixtures (keys, a token, a mapping) are built once per process.
+//! Fixtures (keys, a token, a mapping) are built once per process; one that
+//! cannot be built is a broken harness, so it panics (`expect`), which the
+//! drivers report like any failure.
+#![allow(clippy::expect_used)]
 
 use std::sync::OnceLock;
 
@@ -20,8 +23,11 @@ use crate::import::input::Rows;
 use crate::import::mapping::Mapping;
 use crate::pipeline::authenticate::{AuthConfig, Authenticator, SecretString};
 
+/// A target: arbitrary bytes in, `Err(why)` when its property fails.
+pub type Target = fn(&[u8]) -> Result<(), String>;
+
 /// Every target, by the name of its corpus directory and cargo-fuzz binary.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Result<(), String>)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("token", token),
     ("audit_block", audit_block),
     ("audit_export", audit_export),
@@ -101,8 +107,10 @@ pub fn token(input: &[u8]) -> Result<(), String> {
     let good = good_token().as_bytes();
     if auth.authenticate(Some(input), NOW).is_ok() && input != good {
         let same = input.len() == good.len()
-            && input[7..] == good[7..]
-            && input[..7].eq_ignore_ascii_case(b"bearer ");
+            && input.get(7..) == good.get(7..)
+            && input
+                .get(..7)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
         if !same {
             return Err("a mutated token was accepted".into());
         }
