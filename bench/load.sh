@@ -67,18 +67,9 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
 fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/custodian"
 
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-
-# A development HS256 token (the server is started with the same secret).
-token() { # sub role
-    local now header claims sig
-    now=$(date +%s)
-    header=$(printf '{"alg":"HS256","typ":"at+jwt"}' | b64url)
-    claims=$(printf '{"sub":"%s","roles":["%s"],"iss":"custodian","aud":"custodian-api","iat":%d,"exp":%d}' \
-        "$1" "$2" "$now" "$((now + 3600))" | b64url)
-    sig=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -hmac "$SECRET" -binary | b64url)
-    printf '%s.%s.%s' "$header" "$claims" "$sig"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+token() { hs256_token "$SECRET" "$1" "$2"; } # sub role
 
 start_server() { # database url ("" = SQLite in the data dir)
     local data="$WORK/data-$RANDOM"

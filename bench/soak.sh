@@ -66,16 +66,9 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
 fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/custodian"
 
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-token() { # role
-    local now header claims sig
-    now=$(date +%s)
-    header=$(printf '{"alg":"HS256","typ":"at+jwt"}' | b64url)
-    claims=$(printf '{"sub":"soak-%s","roles":["%s"],"iss":"custodian","aud":"custodian-api","iat":%d,"exp":%d}' \
-        "$1" "$1" "$now" "$((now + 3600))" | b64url)
-    sig=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -hmac "$SECRET" -binary | b64url)
-    printf '%s.%s.%s' "$header" "$claims" "$sig"
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+token() { hs256_token "$SECRET" "soak-$1" "$1"; } # role
 
 start_server() { # database url ("" = SQLite in the data dir)
     local data="$WORK/data-$RANDOM"
