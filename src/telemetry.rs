@@ -153,6 +153,27 @@ fn describe() {
         "TLS handshakes that failed or timed out, by reason (error, timeout)"
     );
     describe_counter!(
+        "custodian_jwks_fetches_total",
+        "Fetches of the configured JWKS URL, by result (ok, error: the current keys stay)"
+    );
+    describe_counter!(
+        "custodian_jwks_refetches_limited_total",
+        "Unknown-kid refetches of the JWKS skipped by the refetch rate limit"
+    );
+    describe_gauge!(
+        "custodian_jwks_keys",
+        "Verification keys currently loaded from the JWKS URL"
+    );
+    describe_gauge!(
+        "custodian_recs_model_bytes",
+        Unit::Bytes,
+        "Memory of the loaded recommendation models"
+    );
+    describe_gauge!(
+        "custodian_recs_model_customers",
+        "Customers with a personalization profile in the loaded recommendation models"
+    );
+    describe_counter!(
         "custodian_tls_reloads_total",
         "TLS certificate reloads (SIGHUP), by result (ok, error: the old certificate stays)"
     );
