@@ -80,6 +80,7 @@ async fn list_customers(
         gate.authorize()?;
         let q = q.into_inner()?;
         let limit = validate::page_limit(q.limit, 100, state.config.max_page_size)?;
+        // Set by list pages, which apply consent in their query.
         let mut skipped = None;
         let rows = match (&q.email, &q.phone) {
             (Some(email), Some(phone)) => {
@@ -106,7 +107,7 @@ async fn list_customers(
                     Some(c) => state
                         .vault
                         .cursors()
-                        .open(&cursor_scope(&gate), c)
+                        .open(&gate.cursor_scope("customers"), c)
                         .ok_or_else(|| {
                             ApiError::bad_request(
                                 "invalid_query",
@@ -119,14 +120,16 @@ async fn list_customers(
                 let rows =
                     customers::list_page(&state.db, after, limit, q.country.as_deref(), &admitted)
                         .await?;
+                let mut left_out = 0;
                 if admitted.required() && gate.may_see_consent_counts() {
                     let full = rows.len() as i64 == limit;
                     let up_to = rows.last().filter(|_| full).map(|r| r.id);
                     let covered =
                         customers::count_in_range(&state.db, after, up_to, q.country.as_deref())
                             .await?;
-                    skipped = Some(covered.saturating_sub(rows.len() as i64) as u64);
+                    left_out = covered.saturating_sub(rows.len() as i64) as u64;
                 }
+                skipped = Some(left_out);
                 rows
             }
         };
@@ -138,18 +141,27 @@ async fn list_customers(
                     state
                         .vault
                         .cursors()
-                        .seal(&cursor_scope(&gate), last.id)
+                        .seal(&gate.cursor_scope("customers"), last.id)
                         .map_err(|e| ApiError::internal(anyhow::anyhow!("seal cursor: {e}")))?,
                 )
             }
             _ => None,
         };
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let ok = gate.consenting(&ids).await?;
-        let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
-        // Look-ups by e-mail or phone are thinned here; list pages were
-        // filtered in their query and counted what it skipped.
-        let left_out = skipped.unwrap_or(0) + (ids.len() - kept.len()) as u64;
+        // List pages applied consent in their query and counted what it
+        // skipped; look-ups by e-mail or phone are thinned here.
+        let (kept, left_out) = match skipped {
+            Some(left_out) => {
+                gate.consent_applied_in_query();
+                (rows, left_out)
+            }
+            None => {
+                let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                let ok = gate.consenting(&ids).await?;
+                let kept: Vec<_> = rows.into_iter().filter(|r| ok.contains(&r.id)).collect();
+                let left_out = (ids.len() - kept.len()) as u64;
+                (kept, left_out)
+            }
+        };
         gate.touch(kept.iter().map(|r| r.id));
         let customers = crate::pipeline::sanitize::customer_rows(&mut gate, &kept).await?;
         Ok(Json(CustomerPage {
@@ -160,14 +172,6 @@ async fn list_customers(
     }
     .await;
     gate.finish(outcome).await
-}
-
-fn cursor_scope<'g>(gate: &'g Gate<'_>) -> crate::crypto::cursor::CursorScope<'g> {
-    crate::crypto::cursor::CursorScope {
-        list: "customers",
-        purpose: gate.purpose().as_str(),
-        principal: &gate.caller().principal.sub,
-    }
 }
 
 async fn blind_lookup(

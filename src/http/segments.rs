@@ -19,7 +19,6 @@ use crate::analytics::segments::language::{self, DefinitionError, Node, ParseErr
 use crate::analytics::segments::{self as seg, Distribution, SavedSegment};
 use crate::analytics::{profiles, DataVersion};
 use crate::audit::Action;
-use crate::crypto::cursor::CursorScope;
 use crate::domain::Treatment;
 use crate::error::ApiError;
 use crate::http::extract::ApiQuery;
@@ -299,18 +298,6 @@ fn page_limit(state: &AppState, limit: Option<u32>) -> Result<i64, ApiError> {
     }
 }
 
-/// Member cursors are offsets sealed like the customer-list cursors:
-/// bound to this segment's compiled definition, the purpose and the
-/// principal, so a cursor is worthless to anyone else or for another
-/// segment, and reveals nothing.
-fn members_cursor_scope<'a>(gate: &'a Gate<'_>, list: &'a str) -> CursorScope<'a> {
-    CursorScope {
-        list,
-        purpose: gate.purpose().as_str(),
-        principal: &gate.caller().principal.sub,
-    }
-}
-
 /// One page of members, as purpose-scoped pseudonyms, if the segment
 /// rests on at least k customers.
 async fn member_page(
@@ -333,7 +320,7 @@ async fn member_page(
         Some(c) => state
             .vault
             .cursors()
-            .open(&members_cursor_scope(gate, &list), c)
+            .open(&gate.cursor_scope(&list), c)
             .filter(|n| *n >= 0)
             .ok_or_else(|| {
                 ApiError::bad_request(
@@ -354,7 +341,7 @@ async fn member_page(
         pseudonyms.len() as u64,
     );
     let next_cursor = if rows.len() as i64 == limit {
-        let scope = members_cursor_scope(gate, &list);
+        let scope = gate.cursor_scope(&list);
         Some(
             state
                 .vault

@@ -187,6 +187,27 @@ impl<'a> Gate<'a> {
         self.also_allowed("consent", "read")
     }
 
+    /// The scope an opaque cursor is sealed to: the list it pages, this
+    /// caller's purpose and principal.
+    pub fn cursor_scope<'g>(&'g self, list: &'g str) -> crate::crypto::cursor::CursorScope<'g> {
+        crate::crypto::cursor::CursorScope {
+            list,
+            purpose: self.caller.purpose.as_str(),
+            principal: &self.caller.principal.sub,
+        }
+    }
+
+    /// Stage 4 done by the caller's own query (the consent predicate was
+    /// part of it): records the consent state without looking it up again.
+    pub fn consent_applied_in_query(&mut self) {
+        let state = if self.consent_required() {
+            "granted"
+        } else {
+            "not_required"
+        };
+        self.consent = Some(state.to_owned());
+    }
+
     /// Stage 4 in bulk: which of `ids` may be used for the purpose (one query).
     pub async fn consenting(&mut self, ids: &[i64]) -> Result<HashSet<i64>, ApiError> {
         if !self.consent_required() {
