@@ -230,23 +230,34 @@ async fn replace_policy(
     let outcome = async {
         gate.authorize()?;
         let body = body.into_inner()?;
-        let (tx, staged) = sync::stage(
-            &state.db,
-            &state.authorizer,
-            body.csv,
-            &state.purposes,
-            state.config.policy.allow_wildcard_purpose,
-            &caller.principal.sub,
-            state.clock.now_micros(),
-        )
-        .await
-        .map_err(refusal)?;
-        gate.commit_audited(tx).await?;
-        let (version, revision) = staged.apply(&state.authorizer);
-        Ok(Json(PolicyStored { version, revision }))
+        store(&state, &mut gate, &caller, body.csv).await.map(Json)
     }
     .await;
     gate.finish(outcome).await
+}
+
+/// Stores `csv` as the policy: validated, written in a transaction that
+/// commits only once the change's audit event is durable, then applied here.
+async fn store(
+    state: &AppState,
+    gate: &mut Gate<'_>,
+    caller: &Caller,
+    csv: String,
+) -> Result<PolicyStored, ApiError> {
+    let (tx, staged) = sync::stage(
+        &state.db,
+        &state.authorizer,
+        csv,
+        &state.purposes,
+        state.config.policy.allow_wildcard_purpose,
+        &caller.principal.sub,
+        state.clock.now_micros(),
+    )
+    .await
+    .map_err(refusal)?;
+    gate.commit_audited(tx).await?;
+    let (version, revision) = staged.apply(&state.authorizer);
+    Ok(PolicyStored { version, revision })
 }
 
 fn refusal(e: PolicyChangeError) -> ApiError {
@@ -357,20 +368,9 @@ async fn rollback_policy(
         let earlier = policy_store::revision_by(&state.db, key)
             .await?
             .ok_or(ApiError::NotFound)?;
-        let (tx, staged) = sync::stage(
-            &state.db,
-            &state.authorizer,
-            earlier.rules_csv,
-            &state.purposes,
-            state.config.policy.allow_wildcard_purpose,
-            &caller.principal.sub,
-            state.clock.now_micros(),
-        )
-        .await
-        .map_err(refusal)?;
-        gate.commit_audited(tx).await?;
-        let (version, revision) = staged.apply(&state.authorizer);
-        Ok(Json(PolicyStored { version, revision }))
+        store(&state, &mut gate, &caller, earlier.rules_csv)
+            .await
+            .map(Json)
     }
     .await;
     gate.finish(outcome).await
