@@ -226,15 +226,5 @@ run_backend() { # name database_url
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 run_backend SQLite ""
-PG_URL="${DATABASE_URL:-}"
-if [[ -z "$PG_URL" && -n "${PG_ADMIN_URL:-}" ]]; then
-    PG_SCRATCH="custodian_soak_$$"
-    psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $PG_SCRATCH" >/dev/null
-    PG_URL="${PG_ADMIN_URL%/*}/$PG_SCRATCH"
-fi
-if [[ -n "$PG_URL" ]]; then
-    run_backend PostgreSQL "$PG_URL"
-else
-    echo "(PostgreSQL skipped: set PG_ADMIN_URL or DATABASE_URL)"
-fi
+run_postgres custodian_soak
 exit "$FAILED"
