@@ -32,6 +32,7 @@
 #   PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432/postgres bench/soak.sh
 #       # also PostgreSQL, in a scratch database created and dropped here
 # Knobs: DURATION=60s CONNECTIONS=64 THREADS=2 PORT=18090 SKIP_BUILD=1 MEM_SLACK=25
+#   KEEP_WORK=1 keeps the work directory (server log, wrk errors) for a look
 #   ANALYTICS=0 sends the segment, RFM and cluster share to the gated read
 #   instead (to tell the analytics' cost under writes from the rest).
 # Needs: cargo, curl, openssl, wrk (apt-get install -y wrk), psql for PostgreSQL.
@@ -55,7 +56,7 @@ cleanup() {
     [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null || true
     if [[ -n "$SERVER_PID" ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
     if [[ -n "$PG_SCRATCH" ]]; then psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $PG_SCRATCH WITH (FORCE)" >/dev/null 2>&1 || true; fi
-    rm -rf "$WORK"
+    if [[ -n "${KEEP_WORK:-}" ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 

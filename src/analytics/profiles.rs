@@ -10,7 +10,8 @@
 //! and Lloyd iterations, so the same data gives the same clusters. Then one
 //! streaming pass over every customer assigns each to its nearest centroid
 //! and sums clamped contributions per cluster: the gateway holds O(k) sums
-//! and one batch of assignments at a time, never the table. Clusters are
+//! and one (customer, cluster) pair per customer, never the feature rows;
+//! the pairs are written in one short transaction afterwards. Clusters are
 //! numbered by descending average spend.
 
 use anyhow::Context;
@@ -334,14 +335,13 @@ pub async fn assign(
     let mut counts = vec![0i64; k];
     let mut sums = vec![vec![0i64; sums_spec.len()]; k];
     let k_i64 = i64::try_from(k)?;
-    let mut tx = db.pool.begin().await?;
-    sqlx::query("DELETE FROM profile_assignments WHERE purpose = $1 AND k = $2")
-        .bind(purpose)
-        .bind(k_i64)
-        .execute(&mut *tx)
-        .await?;
+    // Stream and assign first, write afterwards: a transaction that holds
+    // the write lock (SQLite) while it streams on a second pooled
+    // connection can wait on a pool that writers queued behind that very
+    // lock have filled. One (id, cluster) pair per customer: 16 MB at a
+    // million customers.
     let sql = features_sql(filter, &model.categories, as_of, None);
-    let mut batch: Vec<(i64, i64)> = Vec::with_capacity(1000);
+    let mut assigned: Vec<(i64, i64)> = Vec::new();
     {
         let mut stream = sql.apply(sqlx::query(&sql.text)).fetch(&db.pool);
         while let Some(row) = stream.try_next().await? {
@@ -362,14 +362,14 @@ pub async fn assign(
                     *acc += v;
                 }
             }
-            batch.push((raw.id, i64::try_from(c)?));
-            if batch.len() >= 1000 {
-                insert_assignments(&mut tx, purpose, k_i64, &batch).await?;
-                batch.clear();
-            }
+            assigned.push((raw.id, i64::try_from(c)?));
         }
     }
-    insert_assignments(&mut tx, purpose, k_i64, &batch).await?;
+    let mut tx = db.pool.begin().await?;
+    // The run row first: its row lock orders concurrent assignments of the
+    // same (purpose, k), from this instance or another, so each one's
+    // delete sees the rows the previous one committed (PostgreSQL would
+    // otherwise let two runs insert the same keys and fail the second).
     sqlx::query(
         "INSERT INTO profile_runs (purpose, k, data_version, model, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (purpose, k) DO UPDATE \
@@ -382,6 +382,14 @@ pub async fn assign(
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    sqlx::query("DELETE FROM profile_assignments WHERE purpose = $1 AND k = $2")
+        .bind(purpose)
+        .bind(k_i64)
+        .execute(&mut *tx)
+        .await?;
+    for batch in assigned.chunks(1000) {
+        insert_assignments(&mut tx, purpose, k_i64, batch).await?;
+    }
     tx.commit().await?;
     let cells = counts
         .into_iter()

@@ -300,13 +300,25 @@ fn page_limit(state: &AppState, limit: Option<u32>) -> Result<i64, ApiError> {
 
 /// One page of members, as purpose-scoped pseudonyms, if the segment
 /// rests on at least k customers.
-async fn member_page(
+/// One page of a segment's members, read but not yet released.
+struct MemberRows {
+    rows: Vec<(i64, String)>,
+    offset: i64,
+    limit: i64,
+    list: String,
+}
+
+/// Reads one page of members (`None` below k). Runs before the release
+/// opens its transaction: a request never holds a pooled connection while
+/// it waits for a second one (enough such requests at once would hold the
+/// whole pool and wait on each other).
+async fn member_rows(
     state: &AppState,
-    gate: &mut Gate<'_>,
+    gate: &Gate<'_>,
     filter: &Sql,
     true_size: i64,
     page: &MembersPage,
-) -> Result<Option<Members>, ApiError> {
+) -> Result<Option<MemberRows>, ApiError> {
     let limit = page_limit(state, page.limit)?;
     if true_size < i64::from(state.config.privacy.k) {
         return Ok(None);
@@ -332,6 +344,27 @@ async fn member_page(
     let rows = seg::members(&state.db, filter, offset, limit)
         .await
         .map_err(ApiError::Internal)?;
+    Ok(Some(MemberRows {
+        rows,
+        offset,
+        limit,
+        list,
+    }))
+}
+
+/// The page as it leaves: pseudonyms under the caller's purpose, the
+/// customers recorded on the gate, an opaque cursor for the next page.
+fn member_page(
+    state: &AppState,
+    gate: &mut Gate<'_>,
+    page: MemberRows,
+) -> Result<Members, ApiError> {
+    let MemberRows {
+        rows,
+        offset,
+        limit,
+        list,
+    } = page;
     let purpose = gate.purpose().clone();
     let p = state.vault.pseudonymizer();
     let pseudonyms: Vec<String> = rows.iter().map(|(_, ext)| p.token(&purpose, ext)).collect();
@@ -352,10 +385,10 @@ async fn member_page(
     } else {
         None
     };
-    Ok(Some(Members {
+    Ok(Members {
         pseudonyms,
         next_cursor,
-    }))
+    })
 }
 
 /// Size, distributions and (for member roles) members of a segment.
@@ -395,6 +428,15 @@ async fn query_segment(
             .collect::<Vec<_>>()
             .join(",");
         let fp = seg::fingerprint("segment.query", &prep.filter, &extra);
+        let member_rows = match &req.members {
+            Some(page) => {
+                let n = seg::size(&state.db, &prep.filter)
+                    .await
+                    .map_err(ApiError::Internal)?;
+                member_rows(&state, &gate, &prep.filter, n, page).await?
+            }
+            None => None,
+        };
         let release = release_for(
             &state,
             &caller,
@@ -426,15 +468,9 @@ async fn query_segment(
                     .map_err(|e| map_privacy_error(e, &state))?
             }
         };
-        let members = match &req.members {
-            Some(page) => {
-                let n = seg::size(&state.db, &prep.filter)
-                    .await
-                    .map_err(ApiError::Internal)?;
-                member_page(&state, &mut gate, &prep.filter, n, page).await?
-            }
-            None => None,
-        };
+        let members = member_rows
+            .map(|rows| member_page(&state, &mut gate, rows))
+            .transpose()?;
         commit(&mut gate, &mut released).await?;
         let mut tables = std::mem::take(&mut released.tables).into_iter();
         let size = tables
@@ -697,11 +733,14 @@ async fn segment_members(
             fp,
             &prep.data,
         );
+        let rows = member_rows(&state, &gate, &prep.filter, n, &page).await?;
         let mut released = release
             .release(&[seg::size_table(n)])
             .await
             .map_err(|e| map_privacy_error(e, &state))?;
-        let members = member_page(&state, &mut gate, &prep.filter, n, &page).await?;
+        let members = rows
+            .map(|rows| member_page(&state, &mut gate, rows))
+            .transpose()?;
         commit(&mut gate, &mut released).await?;
         let size = released
             .tables

@@ -413,6 +413,8 @@ impl<'a> Release<'a> {
         )
         .await?
         else {
+            // Back to the pool before the look-up takes a connection of its own.
+            drop(tx);
             let spent = budget::spent(self.db, self.principal, self.purpose, window).await?;
             return Err(PrivacyError::Exhausted {
                 remaining_micro: (budget_micro - spent).max(0),
@@ -558,6 +560,17 @@ fn noisy_table(
         eps_micro: eps,
     };
     let hc = count_m.half_width_95();
+    let sum_ms: Vec<(Mechanism, i64)> = t
+        .sums
+        .iter()
+        .map(|s| {
+            let m = Mechanism {
+                sensitivity: u64::try_from(s.clamp.max(1)).unwrap_or(1),
+                eps_micro: eps,
+            };
+            (m, m.half_width_95())
+        })
+        .collect();
     let mut cells = Vec::with_capacity(t.cells.len());
     for c in &t.cells {
         // Every cell draws its noise, suppressed or not, so the work done
@@ -565,12 +578,8 @@ fn noisy_table(
         let noisy = c.customers.saturating_add(count_m.sample(rng)?);
         let mut averages = Vec::with_capacity(t.sums.len());
         let mut sums = Vec::with_capacity(t.sums.len());
-        for (s, sum) in t.sums.iter().zip(&c.sums) {
-            let m = Mechanism {
-                sensitivity: u64::try_from(s.clamp.max(1)).unwrap_or(1),
-                eps_micro: eps,
-            };
-            sums.push((s, sum.saturating_add(m.sample(rng)?), m.half_width_95()));
+        for ((s, sum), (m, h)) in t.sums.iter().zip(&c.sums).zip(&sum_ms) {
+            sums.push((s, sum.saturating_add(m.sample(rng)?), *h));
         }
         if c.customers < k || noisy < k {
             cells.push(ReleasedCell {

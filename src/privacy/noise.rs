@@ -180,6 +180,12 @@ impl Mechanism {
     /// Half-width `m` of the central 95% interval: the smallest `m` with
     /// `P[|Z| ≤ m] ≥ 0.95`. Derived from public parameters only, so the
     /// float arithmetic here reveals nothing about the data.
+    ///
+    /// Closed form, not a walk over `m`: with `a = e^(-1/scale)`,
+    /// `P[|Z| > m] = 2·a^(m+1) / (1 + a)`, so the bound is
+    /// `m + 1 ≥ scale · ln(40 / (1 + a))`. A walk costs O(scale) steps, and
+    /// a sum with a large clamp split over many cells has a scale of 10^10
+    /// and more: seconds of CPU on an async worker per released cell.
     pub fn half_width_95(&self) -> i64 {
         let (n, d) = self.scale();
         if n == 0 || d == 0 {
@@ -187,17 +193,20 @@ impl Mechanism {
         }
         let scale = n as f64 / d as f64;
         let a = (-1.0 / scale).exp();
-        if a <= 0.0 {
-            return 0;
+        // P[|Z| > m], i.e. P[|Z| ≥ m + 1].
+        let outside = |m: f64| 2.0 * (-(m + 1.0) / scale).exp() / (1.0 + a);
+        // Integers stay exact in an f64 up to 2^53.
+        let cap = 9_007_199_254_740_992.0;
+        let mut m = ((scale * (40.0 / (1.0 + a)).ln()).ceil() - 1.0).clamp(0.0, cap);
+        // The float estimate can be off by one either way: settle it
+        // against the definition.
+        while m > 0.0 && outside(m - 1.0) <= 0.05 {
+            m -= 1.0;
         }
-        // P[|Z| ≥ m] = 2·a^m / (1 + a) for m ≥ 1.
-        let mut m: i64 = 0;
-        let mut tail = 2.0 * a / (1.0 + a); // P[|Z| ≥ 1]
-        while tail > 0.05 && m < i64::from(u32::MAX) {
-            m += 1;
-            tail *= a;
+        while outside(m) > 0.05 && m < cap {
+            m += 1.0;
         }
-        m
+        m as i64
     }
 }
 
@@ -313,6 +322,60 @@ mod tests {
         let smaller: f64 = (-(h - 1)..=(h - 1)).map(|z| pmf(1.0, z)).sum();
         assert!(inside >= 0.95 && smaller < 0.95, "h = {h}");
         assert_eq!(h, 3);
+    }
+
+    /// The definition, walked one `m` at a time (fine for small scales).
+    fn half_width_by_walking(scale: f64) -> i64 {
+        let a = (-1.0 / scale).exp();
+        let mut m = 0;
+        let mut tail = 2.0 * a / (1.0 + a);
+        while tail > 0.05 {
+            m += 1;
+            tail *= a;
+        }
+        m
+    }
+
+    #[test]
+    fn the_closed_form_interval_matches_the_definition() {
+        for (sensitivity, eps_micro) in [
+            (1, 1_000_000),
+            (1, 2_000_000),
+            (1, 10_000_000),
+            (1, 500_000),
+            (3, 700_000),
+            (1, 100_000),
+            (1, 1_000),
+            (100, 7_000),
+            (5_000, 250_000),
+        ] {
+            let m = Mechanism {
+                sensitivity,
+                eps_micro,
+            };
+            let scale = sensitivity as f64 * 1e6 / eps_micro as f64;
+            assert_eq!(
+                m.half_width_95(),
+                half_width_by_walking(scale),
+                "scale {scale}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_huge_scale_is_answered_at_once() {
+        // A sum clamped at 10^6 cents with ε = 10^-6: scale 10^12, which a
+        // walk would take minutes over.
+        let m = Mechanism {
+            sensitivity: 1_000_000,
+            eps_micro: 1,
+        };
+        let started = std::time::Instant::now();
+        let h = m.half_width_95();
+        assert!(started.elapsed() < std::time::Duration::from_millis(5));
+        // ln(40 / (1 + a)) → ln 20 as a → 1.
+        let expected = 1e12 * 20.0_f64.ln();
+        assert!((h as f64 - expected).abs() / expected < 1e-9, "h = {h}");
     }
 
     #[test]

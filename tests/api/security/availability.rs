@@ -5,6 +5,7 @@
 use super::*;
 use crate::both_backends;
 use crate::helpers::*;
+use reqwest::Method;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -95,7 +96,7 @@ both_backends!(
     async |app: TestApp| {
         assert_eq!(app.create_customer(json!({"external_id": "C-1"})).await.status(), 201);
         let read = || {
-            app.as_role(reqwest::Method::GET, "/v1/customers/C-1", "support_agent", "customer_support")
+            app.as_role(Method::GET, "/v1/customers/C-1", "support_agent", "customer_support")
                 .send()
         };
         assert_eq!(read().await.unwrap().status(), 200);
@@ -145,5 +146,74 @@ both_backends!(
         let answer = String::from_utf8_lossy(&answer);
         assert_eq!(raw_status(&answer), 408, "{answer}");
         assert!(started.elapsed() < Duration::from_secs(3));
+    }
+);
+
+both_backends!(
+    analytics_keep_answering_under_concurrent_writes,
+    config: |c: &mut custodian::config::Config| {
+        // The soak's setting: a large budget spent in tiny steps, so every
+        // sum carries noise of scale 10^9 and more. A 95% interval found by
+        // walking the tail one step at a time spun the async workers for
+        // minutes per answer and stalled every other request.
+        c.privacy.budget_epsilon = 100.0;
+        c.privacy.epsilon_per_query = 0.001;
+    },
+    async |app: TestApp| {
+        custodian::demo::load_demo(&app.state.db, &app.state.vault, 11, custodian::demo::DemoSize {
+            customers: 400,
+            products: 40,
+            orders: 1_500,
+            events: 500,
+        })
+        .await
+        .unwrap();
+        let as_of = "2026-01-01T00:00:00Z";
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        // Clusters of the same k at once (they replace the same stored
+        // assignments), RFM and segment answers, and writes that move the
+        // data under them.
+        for i in 0..30 {
+            let app_url = app.address.clone();
+            let client = app.client.clone();
+            let (method, path, role, purpose, body) = match i % 5 {
+                0 | 1 => (Method::GET, format!("/v1/profiles/clusters?k=3&as_of={as_of}"),
+                    "marketing_analyst", "marketing_analytics", None),
+                2 => (Method::GET, format!("/v1/segments/builtin/rfm?as_of={as_of}"),
+                    "marketing_analyst", "marketing_analytics", None),
+                3 => (Method::POST, "/v1/segments/query".to_owned(), "marketing_analyst",
+                    "marketing_analytics", Some(json!({
+                        "definition": {"frequency": {"min": 1, "within_days": 3650}},
+                        "as_of": as_of,
+                        "distributions": ["country", "rfm_cell"]}))),
+                _ => (Method::POST, "/v1/events".to_owned(), "ingest_service", "data_ingestion",
+                    Some(json!({"events": [{"event_id": format!("avail-{i}"), "kind": "search",
+                        "channel": "web", "occurred_at": "2025-12-31T12:00:00Z",
+                        "properties": {"query": "teapot", "results": 3}}]}))),
+            };
+            let token = app.token(&format!("avail-{role}"), &[role]);
+            tasks.push(tokio::spawn(async move {
+                let mut request = client
+                    .request(method, format!("{app_url}{path}"))
+                    .bearer_auth(token)
+                    .header("x-purpose", purpose);
+                if let Some(body) = body {
+                    request = request.json(&body);
+                }
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                (path, status, response.text().await.unwrap())
+            }));
+        }
+        for task in tasks {
+            let (path, status, body) = tokio::time::timeout(Duration::from_secs(120), task)
+                .await
+                .expect("an answer within two minutes")
+                .unwrap();
+            assert!(status.is_success(), "{path}: {status} {body}");
+        }
+        // Thirty answers of a small shop, debug build: seconds, not minutes.
+        assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     }
 );
