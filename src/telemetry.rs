@@ -178,8 +178,8 @@ fn describe() {
         "TLS certificate reloads (SIGHUP), by result (ok, error: the old certificate stays)"
     );
     describe_counter!(
-        "custodian_gate_unfinished_total",
-        "Governed requests whose gate was dropped without an outcome (a bug)"
+        "custodian_gate_cancelled_total",
+        "Governed requests cancelled before their outcome (request timeout or client gone); each is audited as `cancelled`"
     );
     describe_counter!(
         "custodian_dsr_requests_total",

@@ -145,6 +145,9 @@ pub async fn refresh(db: &Db, mark: &str, now: i64) -> anyhow::Result<Refreshed>
     .await
     .context("feature version")?;
     tx.commit().await?;
+    // Every row was replaced: plans over the old statistics can be far off.
+    db.refresh_statistics(&["customer_features", "customer_category_spend"])
+        .await?;
     metrics::histogram!("custodian_feature_refresh_seconds")
         .record(started.elapsed().as_secs_f64());
     tracing::info!(

@@ -387,9 +387,7 @@ pub async fn assign(
         .bind(k_i64)
         .execute(&mut *tx)
         .await?;
-    for batch in assigned.chunks(1000) {
-        insert_assignments(&mut tx, purpose, k_i64, batch).await?;
-    }
+    insert_assignments(&mut tx, purpose, k_i64, &assigned).await?;
     tx.commit().await?;
     let cells = counts
         .into_iter()
@@ -415,17 +413,13 @@ async fn insert_assignments(
     k: i64,
     rows: &[(i64, i64)],
 ) -> anyhow::Result<()> {
-    for chunk in rows.chunks(200) {
-        let mut text = String::from(
-            "INSERT INTO profile_assignments (purpose, k, customer_id, cluster) VALUES ",
+    use crate::db::bulk::{rows_per_statement, values_clause, Placeholders};
+    let style = Placeholders::of(tx);
+    for chunk in rows.chunks(rows_per_statement(4)) {
+        let text = format!(
+            "INSERT INTO profile_assignments (purpose, k, customer_id, cluster) VALUES {}",
+            values_clause(style, chunk.len(), 4)
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                text.push_str(", ");
-            }
-            let b = i * 4;
-            text.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
-        }
         let mut q = sqlx::query(&text);
         for (id, c) in chunk {
             q = q.bind(purpose).bind(k).bind(*id).bind(*c);

@@ -240,6 +240,19 @@ impl AuditWriter {
         done.await.unwrap_or(Err(AuditUnavailable::WriteFailed))
     }
 
+    /// Queues one event without waiting for it: for a request that can no
+    /// longer wait (its future is being dropped). False when the queue
+    /// refused it (full or closed); the caller counts that.
+    pub fn record_detached(&self, event: AuditEvent) -> bool {
+        if self.0.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        // Nobody waits on the receipt: the writer's send to a dropped
+        // receiver is ignored.
+        let (ack, _) = oneshot::channel();
+        self.0.tx.try_send(Msg::Event(Box::new(event), ack)).is_ok()
+    }
+
     /// False after a failed batch, until a later batch commits.
     pub fn is_healthy(&self) -> bool {
         self.0.shared.healthy.load(Ordering::Acquire) && !self.0.shared.stuck()

@@ -279,6 +279,12 @@ pub async fn record_run(
     outcome: RunOutcome,
 ) -> anyhow::Result<()> {
     use crate::audit::{Action, AuditEvent, AuditWriter, Reason, Signer, WriterOptions};
+    // Every import run ends here, right after its tables grew: the planner
+    // learns their new sizes now, not whenever autovacuum comes by. A
+    // failure costs only speed, never the run's record.
+    if let Err(e) = db.refresh_statistics(&[]).await {
+        tracing::warn!(error = %e, "planner statistics not refreshed after the import");
+    }
     let clock: crate::clock::SharedClock = std::sync::Arc::new(SystemClock);
     let signer = Signer::from_config(config)?;
     let mut options = WriterOptions::from_config(config);

@@ -77,8 +77,12 @@ pub struct QuarantineArgs {
 pub struct ReplayArgs {
     /// The mapping of the source to replay (its source and entity select
     /// the quarantine entries).
-    #[arg(long)]
-    pub mapping: PathBuf,
+    #[arg(long, required_unless_present = "events", conflicts_with = "events")]
+    pub mapping: Option<PathBuf>,
+    /// Replay an event stream's quarantine instead (the `--source` it was
+    /// imported with), against the current event schema.
+    #[arg(long, value_name = "SOURCE")]
+    pub events: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -182,21 +186,39 @@ async fn audit_read(config: &Config, db: &Db, actor: &str, n: u64) -> anyhow::Re
 }
 
 async fn replay(config: &Config, db: &Db, args: ReplayArgs) -> anyhow::Result<()> {
-    let mapping = Mapping::load(&args.mapping)?;
     let vault = open_vault(config, db).await?;
     let actor = cli_actor();
-    let job = MappedImport {
-        db,
-        vault: &vault,
-        mapping: &mapping,
-        actor: &actor,
-        now: SystemClock.now_micros(),
+    let now = SystemClock.now_micros();
+    let (result, source) = match (&args.mapping, &args.events) {
+        (Some(path), _) => {
+            let mapping = Mapping::load(path)?;
+            let job = MappedImport {
+                db,
+                vault: &vault,
+                mapping: &mapping,
+                actor: &actor,
+                now,
+            };
+            (job.replay(&NoProgress).await, mapping.source.clone())
+        }
+        (None, Some(source)) => {
+            let schema = crate::import::event_schema::EventSchema::load(&config.policy_dir)?;
+            let job = crate::import::events::EventImport {
+                db,
+                vault: &vault,
+                schema: &schema,
+                source,
+                actor: &actor,
+                now,
+            };
+            (job.replay(&NoProgress).await, source.clone())
+        }
+        (None, None) => anyhow::bail!("replay: --mapping or --events"),
     };
-    let result = job.replay(&NoProgress).await;
     let recorded = if crate::import::mapped::NothingWritten::in_result(&result) {
         Ok(())
     } else {
-        let resource = format!("quarantine/{}", mapping.source);
+        let resource = format!("quarantine/{source}");
         record_run(config, db, &actor, &resource, mapped_outcome(&result)).await
     };
     let summary = result.context("replay failed")?;

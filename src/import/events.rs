@@ -13,7 +13,7 @@
 use anyhow::Context;
 use serde::Deserialize;
 use sqlx::{Any, Transaction};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::time::Instant;
 
@@ -55,6 +55,8 @@ struct Line {
     line_no: i64,
     raw: zeroize::Zeroizing<Vec<u8>>,
     parsed: Result<EventLine, Vec<Problem>>,
+    /// The quarantine entry this line is replayed from.
+    replayed_from: Option<i64>,
 }
 
 impl EventImport<'_> {
@@ -66,15 +68,7 @@ impl EventImport<'_> {
         progress: &dyn Progress,
     ) -> anyhow::Result<MappedSummary> {
         let started = Instant::now();
-        let valid_source = !self.source.is_empty()
-            && self.source.len() <= 32
-            && self
-                .source
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid_source {
-            anyhow::bail!("--source: 1-32 characters of a-z0-9_");
-        }
+        self.check_source()?;
         let mut reader = BufReader::with_capacity(1 << 16, reader);
         let head = reader
             .fill_buf()
@@ -86,26 +80,8 @@ impl EventImport<'_> {
             ))
             .context(NothingWritten);
         }
-        let key = quarantine::start_run(
-            self.db,
-            &self.vault.keyring(),
-            &RunInfo {
-                source: self.source,
-                entity: "events",
-                format: "ndjson",
-                mapping_sha256: "",
-                actor: self.actor,
-                now: self.now,
-            },
-        )
-        .await
-        .context(NothingWritten)?;
-        let mut summary = MappedSummary {
-            run_id: key.run_id,
-            source: self.source.to_owned(),
-            entity: "events".to_owned(),
-            ..MappedSummary::default()
-        };
+        let key = self.start_run().await.context(NothingWritten)?;
+        let mut summary = self.new_summary(key.run_id);
         let result: anyhow::Result<()> = async {
             let mut batch = Vec::with_capacity(BATCH_EVENTS);
             let mut buf = Vec::new();
@@ -135,14 +111,112 @@ impl EventImport<'_> {
             self.flush(&key, &mut batch, &mut summary).await
         }
         .await;
+        self.finish_run(&key, &mut summary, started, result, progress)
+            .await
+    }
+
+    /// Replays the stream's open quarantine entries (after the event
+    /// schema, a product or a customer they lacked was fixed): the lines go
+    /// through the same checks as on import; those that pass are stored and
+    /// their entries resolved (ciphertext dropped), the others stay open
+    /// with their reasons brought up to date.
+    pub async fn replay(&self, progress: &dyn Progress) -> anyhow::Result<MappedSummary> {
+        let started = Instant::now();
+        self.check_source()?;
+        let key = self.start_run().await.context(NothingWritten)?;
+        let mut summary = self.new_summary(key.run_id);
+        let keyring = self.vault.keyring();
+        let mut keys = HashMap::new();
+        let result: anyhow::Result<()> = async {
+            let mut after = 0;
+            loop {
+                let page = quarantine::open_rows(
+                    self.db,
+                    &keyring,
+                    &mut keys,
+                    self.source,
+                    "events",
+                    after,
+                    BATCH_EVENTS as i64,
+                )
+                .await?;
+                let Some(last) = page.last() else { break };
+                // Lines failing again stay open: the next page starts after them.
+                after = last.id;
+                let mut batch: Vec<Line> = page
+                    .into_iter()
+                    .map(|entry| {
+                        summary.rows_read += 1;
+                        let mut line = self.parse(entry.line_no, &entry.row, true);
+                        line.replayed_from = Some(entry.id);
+                        line
+                    })
+                    .collect();
+                self.flush(&key, &mut batch, &mut summary).await?;
+                progress.update(0, summary.rows_read);
+            }
+            Ok(())
+        }
+        .await;
+        self.finish_run(&key, &mut summary, started, result, progress)
+            .await
+    }
+
+    fn check_source(&self) -> anyhow::Result<()> {
+        let valid = !self.source.is_empty()
+            && self.source.len() <= 32
+            && self
+                .source
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(anyhow::anyhow!("--source: 1-32 characters of a-z0-9_"))
+                .context(NothingWritten);
+        }
+        Ok(())
+    }
+
+    async fn start_run(&self) -> anyhow::Result<RunKey> {
+        quarantine::start_run(
+            self.db,
+            &self.vault.keyring(),
+            &RunInfo {
+                source: self.source,
+                entity: "events",
+                format: "ndjson",
+                mapping_sha256: "",
+                actor: self.actor,
+                now: self.now,
+            },
+        )
+        .await
+    }
+
+    fn new_summary(&self, run_id: i64) -> MappedSummary {
+        MappedSummary {
+            run_id,
+            source: self.source.to_owned(),
+            entity: "events".to_owned(),
+            ..MappedSummary::default()
+        }
+    }
+
+    async fn finish_run(
+        &self,
+        key: &RunKey,
+        summary: &mut MappedSummary,
+        started: Instant,
+        result: anyhow::Result<()>,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<MappedSummary> {
         summary.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let json = serde_json::to_value(&summary)?;
+        let json = serde_json::to_value(&*summary)?;
         let recorded =
             quarantine::finish_run(self.db, key.run_id, result.is_ok(), &json, self.now).await;
         progress.finish();
         result?;
         recorded?;
-        Ok(summary)
+        Ok(std::mem::take(summary))
     }
 
     fn parse(&self, line_no: i64, bytes: &[u8], complete: bool) -> Line {
@@ -159,6 +233,7 @@ impl EventImport<'_> {
             line_no,
             raw,
             parsed,
+            replayed_from: None,
         }
     }
 
@@ -266,6 +341,9 @@ impl EventImport<'_> {
                     .await?;
                 continue;
             }
+            if let Some(id) = line.replayed_from {
+                quarantine::resolve(&mut tx, id, key.run_id).await?;
+            }
             if !uids.insert(event.event_id.as_str()) {
                 summary.already_present += 1;
                 continue;
@@ -313,6 +391,9 @@ impl EventImport<'_> {
                 .problems
                 .entry(p.code.as_str().to_owned())
                 .or_insert(0) += 1;
+        }
+        if let Some(id) = line.replayed_from {
+            return quarantine::update_reasons(tx, id, problems).await;
         }
         let existing = quarantine::find_open(
             tx,

@@ -11,8 +11,9 @@
 //! answers through [`Gate::release`] (in `release`), both of which make the
 //! event durable before the transaction commits. If the event cannot be
 //! made durable, the response is replaced by a 503 and nothing leaves
-//! (fail-closed). A gate dropped without being finished is a bug: debug
-//! builds and tests panic, release builds log it and count it.
+//! (fail-closed). A gate dropped without being finished belongs to a
+//! request cancelled mid-way (timeout, client gone): it records a
+//! `cancelled` event on its way out.
 
 use axum::http::StatusCode;
 use std::collections::HashSet;
@@ -301,6 +302,28 @@ impl<'a> Gate<'a> {
         Ok(())
     }
 
+    /// The event of a request cancelled before it finished: status 504
+    /// (what the timeout answers; a client that left gets no answer at all)
+    /// and reason `cancelled`, allowed or denied as far as authorization got.
+    fn cancelled_event(&self) -> AuditEvent {
+        let builder = AuditEvent::builder(
+            &self.caller.principal,
+            self.action.clone(),
+            self.caller.route.clone(),
+        )
+        .request_id(self.caller.request_id.clone())
+        .purpose(&self.caller.purpose)
+        .policy_version(self.policy_version())
+        .customers(self.customers.iter().copied());
+        let reason = Reason::Outcome("cancelled".to_owned());
+        let status = StatusCode::GATEWAY_TIMEOUT.as_u16();
+        if self.rule.is_some() {
+            builder.allow(reason, status).build()
+        } else {
+            builder.deny(reason, status).build()
+        }
+    }
+
     /// The one audit event describing `outcome`.
     fn event_for<T>(&self, outcome: &Result<T, ApiError>) -> AuditEvent {
         let mut builder: Builder = AuditEvent::builder(
@@ -379,16 +402,26 @@ impl<'a> Gate<'a> {
 }
 
 impl Drop for Gate<'_> {
+    /// A gate dropped before `finish`: the request's future was dropped
+    /// mid-way, by the request timeout or a client that went away (every
+    /// handler ends in `finish`, so there is no other way here). Whatever
+    /// it had done is rolled back with its open transaction and no answer
+    /// leaves; the trail still gets one event saying the request was
+    /// cancelled, queued without waiting since nothing can wait any more.
+    /// A write whose event was already made durable (and committed) needs
+    /// no second one.
     fn drop(&mut self) {
-        if !self.finished && !std::thread::panicking() {
-            // A request that leaves without its audit event: a bug in a
-            // handler, never a client's doing.
-            metrics::counter!("custodian_gate_unfinished_total").increment(1);
-            tracing::error!(action = self.action.as_str(), "gate dropped without finish");
-            debug_assert!(
-                false,
-                "gate for {} dropped without finish: the request has no audit event",
-                self.action.as_str()
+        if self.finished || self.recorded || std::thread::panicking() {
+            return;
+        }
+        metrics::counter!("custodian_gate_cancelled_total").increment(1);
+        let event = self.cancelled_event();
+        if !self.state.audit.record_detached(event) {
+            metrics::counter!("custodian_audit_rejected_total", "reason" => "cancelled_request")
+                .increment(1);
+            tracing::error!(
+                action = self.action.as_str(),
+                "the audit event of a cancelled request could not be queued"
             );
         }
     }

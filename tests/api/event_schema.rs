@@ -168,3 +168,85 @@ both_backends!(
         assert_eq!(r.status(), 422);
     }
 );
+
+both_backends!(
+    an_event_streams_quarantine_replays_once_its_cause_is_fixed,
+    async |app: TestApp| {
+        use custodian::import::event_schema::EventSchema;
+        use custodian::import::events::EventImport;
+        app.exec(
+            "INSERT INTO products (sku, name, category, price_cents, created_at) \
+         VALUES ('SKU1', 'Teapot', 'kitchen', 1250, 0)",
+        )
+        .await;
+        let schema = EventSchema::load(&app.config.policy_dir).unwrap();
+        let job = EventImport {
+            db: &app.state.db,
+            vault: &app.state.vault,
+            schema: &schema,
+            source: "weblog",
+            actor: "test",
+            now: 1_780_000_000_000_000,
+        };
+        let first = job
+            .run(STREAM.as_bytes(), &custodian::import::NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(first.quarantined, 4, "{first}");
+        let open = |status: &'static str| {
+            let pool = app.state.db.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM quarantine WHERE source = 'weblog' AND status = $1",
+                )
+                .bind(status)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            }
+        };
+
+        // Nothing fixed yet: every entry fails again and stays open.
+        let idle = job.replay(&custodian::import::NoProgress).await.unwrap();
+        assert_eq!(
+            (idle.rows_read, idle.imported, idle.quarantined),
+            (4, 0, 4),
+            "{idle}"
+        );
+        assert!(idle.adds_up(), "{idle}");
+        assert_eq!(open("open").await, 4);
+
+        // The product w4 pointed at now exists: its line goes in.
+        app.exec(
+            "INSERT INTO products (sku, name, category, price_cents, created_at) \
+         VALUES ('NOPE', 'Late product', 'kitchen', 500, 0)",
+        )
+        .await;
+        let fixed = job.replay(&custodian::import::NoProgress).await.unwrap();
+        assert_eq!(
+            (fixed.rows_read, fixed.imported, fixed.quarantined),
+            (4, 1, 3),
+            "{fixed}"
+        );
+        assert!(fixed.adds_up(), "{fixed}");
+        assert_eq!(fixed.problems.get("unknown_product"), None, "{fixed}");
+        assert_eq!((open("open").await, open("replayed").await), (3, 1));
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_uid = 'w4'")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, 1);
+        // The replayed entry keeps its reasons and loses its ciphertext.
+        let (reasons, ct): (String, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT reasons, row_ct FROM quarantine WHERE status = 'replayed'")
+                .fetch_one(&app.state.db.pool)
+                .await
+                .unwrap();
+        assert!(reasons.contains("unknown_product"), "{reasons}");
+        assert!(ct.is_none());
+
+        // A replay afterwards reads only what is still open.
+        let again = job.replay(&custodian::import::NoProgress).await.unwrap();
+        assert_eq!((again.rows_read, again.imported), (3, 0), "{again}");
+    }
+);

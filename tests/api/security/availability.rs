@@ -217,3 +217,46 @@ both_backends!(
         assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
     }
 );
+
+both_backends!(
+    a_request_cancelled_by_the_timeout_is_audited_and_changes_nothing,
+    config: |c: &mut custodian::config::Config| c.server.request_timeout_ms = 700,
+    async |app: TestApp| {
+        // Someone holds the customers table, so a write waits inside its
+        // transaction until the request timeout cancels it.
+        let mut locker = app.state.db.pool.acquire().await.unwrap();
+        let lock: &[&str] = match app.backend {
+            Backend::Sqlite => &["BEGIN IMMEDIATE", "UPDATE customers SET city = city WHERE 1 = 0"],
+            Backend::Postgres => &["BEGIN", "LOCK TABLE customers IN ACCESS EXCLUSIVE MODE"],
+        };
+        for sql in lock {
+            sqlx::query(sql).execute(&mut *locker).await.unwrap();
+        }
+        let before = app.audit_events().await.len();
+        let r = app.create_customer(json!({"external_id": "C-late"})).await;
+        assert_eq!(r.status(), 504, "the timeout's answer, never a 500");
+        sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+        drop(locker);
+
+        // Exactly one event, saying the request was cancelled.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let events = loop {
+            let events = app.audit_events().await;
+            if events.len() > before || Instant::now() > deadline {
+                break events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let new: Vec<_> = events[before..].iter().map(|e| &e.event).collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert_eq!(new[0].reason, "outcome:cancelled");
+        assert_eq!(new[0].status, 504);
+        assert_eq!(new[0].action, custodian::audit::Action::CustomerWrite);
+        // And the write did not happen.
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE external_id = 'C-late'")
+            .fetch_one(&app.state.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+);
