@@ -21,7 +21,7 @@ trap 'rm -rf "$work"' EXIT
 # Online Retail ×N: copy k shifts invoice numbers by k·10^6 (keeping the C
 # prefix of cancellations) and customer ids by k·10^5.
 big="$work/retail_x$times.csv"
-awk -v n="$times" 'NR == FNR && FNR == 1 { print; next }
+awk -v n="$times" 'NR == FNR { if (FNR == 1) print; next }
   FNR == 1 { next }
   { lines[++c] = $0 }
   END {
