@@ -175,8 +175,10 @@ impl Vault {
         Ok(())
     }
 
-    /// Re-wraps up to `limit` data keys that are not under the active version,
-    /// each in its own small update so serving never waits on a long lock.
+    /// Re-wraps up to `limit` data keys that are not under the active
+    /// version. Every key is unwrapped and wrapped again before the
+    /// transaction opens, so the write lock is held only for the batch's
+    /// small updates (SQLite has one writer: serving waits on nothing long).
     /// Returns how many were re-wrapped (0 when the rotation is complete).
     pub async fn rewrap_batch(&self, db: &Db, limit: i64, now: i64) -> anyhow::Result<u64> {
         let ring = self.keyring.load_full();
@@ -189,8 +191,7 @@ impl Vault {
         .bind(limit)
         .fetch_all(&db.pool)
         .await?;
-        let mut done = 0;
-        let mut tx = db.pool.begin().await?;
+        let mut rewrapped = Vec::with_capacity(rows.len());
         for row in rows {
             let customer_id: i64 = row.try_get(0)?;
             let version: i64 = row.try_get(1)?;
@@ -199,6 +200,11 @@ impl Vault {
             let new = ring
                 .rewrap(from, &wrapped, customer_id, ring.active_version())
                 .map_err(|e| anyhow::anyhow!("re-wrap of customer {customer_id}: {e}"))?;
+            rewrapped.push((customer_id, version, new));
+        }
+        let mut done = 0;
+        let mut tx = db.pool.begin().await?;
+        for (customer_id, version, new) in &rewrapped {
             // Only replace what we read: a concurrent writer wins.
             let updated = sqlx::query(
                 "UPDATE data_keys SET kek_version = $1, wrapped_dek = $2, rewrapped_at = $3 \
@@ -207,8 +213,8 @@ impl Vault {
             .bind(i64::from(new.kek_version))
             .bind(&new.bytes)
             .bind(now)
-            .bind(customer_id)
-            .bind(version)
+            .bind(*customer_id)
+            .bind(*version)
             .execute(&mut *tx)
             .await?;
             done += updated.rows_affected();
