@@ -13,7 +13,7 @@
 use anyhow::Context;
 use serde::Deserialize;
 use sqlx::{Any, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::time::Instant;
 
@@ -125,24 +125,19 @@ impl EventImport<'_> {
         self.check_source()?;
         let key = self.start_run().await.context(NothingWritten)?;
         let mut summary = self.new_summary(key.run_id);
-        let keyring = self.vault.keyring();
-        let mut keys = HashMap::new();
+        let mut pages = quarantine::OpenPages::new(
+            self.db,
+            self.vault.keyring(),
+            self.source,
+            "events",
+            BATCH_EVENTS as i64,
+        );
         let result: anyhow::Result<()> = async {
-            let mut after = 0;
             loop {
-                let page = quarantine::open_rows(
-                    self.db,
-                    &keyring,
-                    &mut keys,
-                    self.source,
-                    "events",
-                    after,
-                    BATCH_EVENTS as i64,
-                )
-                .await?;
-                let Some(last) = page.last() else { break };
-                // Lines failing again stay open: the next page starts after them.
-                after = last.id;
+                let page = pages.next().await?;
+                if page.is_empty() {
+                    break;
+                }
                 let mut batch: Vec<Line> = page
                     .into_iter()
                     .map(|entry| {

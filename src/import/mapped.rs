@@ -30,7 +30,6 @@ use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::input::{RawRow, Rows};
@@ -240,24 +239,19 @@ impl MappedImport<'_> {
         let started = Instant::now();
         let key = self.start().await.context(NothingWritten)?;
         let mut summary = self.new_summary(key.run_id);
-        let keyring = self.vault.keyring();
-        let mut keys: HashMap<i64, Arc<RunKey>> = HashMap::new();
+        let mut pages = quarantine::OpenPages::new(
+            self.db,
+            self.vault.keyring(),
+            &self.mapping.source,
+            self.mapping.entity.as_str(),
+            BATCH_ROWS as i64,
+        );
         let result: anyhow::Result<()> = async {
-            let mut after = 0;
             loop {
-                let page = quarantine::open_rows(
-                    self.db,
-                    &keyring,
-                    &mut keys,
-                    &self.mapping.source,
-                    self.mapping.entity.as_str(),
-                    after,
-                    BATCH_ROWS as i64,
-                )
-                .await?;
-                let Some(last) = page.last() else { break };
-                // Rows failing again stay open: the next page starts after them.
-                after = last.id;
+                let page = pages.next().await?;
+                if page.is_empty() {
+                    break;
+                }
                 let mut batch = Vec::with_capacity(page.len());
                 for entry in page {
                     summary.rows_read += 1;

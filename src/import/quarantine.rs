@@ -453,6 +453,57 @@ pub async fn open_rows(
     Ok(out)
 }
 
+/// The open entries of one (source, entity), page by page, for a replay.
+/// Entries that fail again stay open, so each page starts after the last
+/// one read rather than at the first open entry.
+pub struct OpenPages<'a> {
+    db: &'a Db,
+    keyring: Arc<Keyring>,
+    keys: HashMap<i64, Arc<RunKey>>,
+    source: &'a str,
+    entity: &'a str,
+    after: i64,
+    limit: i64,
+}
+
+impl<'a> OpenPages<'a> {
+    pub fn new(
+        db: &'a Db,
+        keyring: Arc<Keyring>,
+        source: &'a str,
+        entity: &'a str,
+        limit: i64,
+    ) -> Self {
+        Self {
+            db,
+            keyring,
+            keys: HashMap::new(),
+            source,
+            entity,
+            after: 0,
+            limit,
+        }
+    }
+
+    /// The next page, decrypted; empty when every open entry was read.
+    pub async fn next(&mut self) -> anyhow::Result<Vec<OpenRow>> {
+        let page = open_rows(
+            self.db,
+            &self.keyring,
+            &mut self.keys,
+            self.source,
+            self.entity,
+            self.after,
+            self.limit,
+        )
+        .await?;
+        if let Some(last) = page.last() {
+            self.after = last.id;
+        }
+        Ok(page)
+    }
+}
+
 /// Open quarantine entries per source.
 pub async fn open_counts(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
     let rows = sqlx::query(

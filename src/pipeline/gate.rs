@@ -302,11 +302,10 @@ impl<'a> Gate<'a> {
         Ok(())
     }
 
-    /// The event of a request cancelled before it finished: status 504
-    /// (what the timeout answers; a client that left gets no answer at all)
-    /// and reason `cancelled`, allowed or denied as far as authorization got.
-    fn cancelled_event(&self) -> AuditEvent {
-        let builder = AuditEvent::builder(
+    /// What every event of this request names: who, what, where, why
+    /// (purpose), under which policy, and the customers touched so far.
+    fn event_builder(&self) -> Builder {
+        AuditEvent::builder(
             &self.caller.principal,
             self.action.clone(),
             self.caller.route.clone(),
@@ -314,7 +313,14 @@ impl<'a> Gate<'a> {
         .request_id(self.caller.request_id.clone())
         .purpose(&self.caller.purpose)
         .policy_version(self.policy_version())
-        .customers(self.customers.iter().copied());
+        .customers(self.customers.iter().copied())
+    }
+
+    /// The event of a request cancelled before it finished: status 504
+    /// (what the timeout answers; a client that left gets no answer at all)
+    /// and reason `cancelled`, allowed or denied as far as authorization got.
+    fn cancelled_event(&self) -> AuditEvent {
+        let builder = self.event_builder();
         let reason = Reason::Outcome("cancelled".to_owned());
         let status = StatusCode::GATEWAY_TIMEOUT.as_u16();
         if self.rule.is_some() {
@@ -326,15 +332,7 @@ impl<'a> Gate<'a> {
 
     /// The one audit event describing `outcome`.
     fn event_for<T>(&self, outcome: &Result<T, ApiError>) -> AuditEvent {
-        let mut builder: Builder = AuditEvent::builder(
-            &self.caller.principal,
-            self.action.clone(),
-            self.caller.route.clone(),
-        )
-        .request_id(self.caller.request_id.clone())
-        .purpose(&self.caller.purpose)
-        .policy_version(self.policy_version())
-        .customers(self.customers.iter().copied());
+        let mut builder = self.event_builder();
         if let Some(block) = &self.subject_rights {
             builder = builder.subject_rights(block.clone());
         }

@@ -4,6 +4,8 @@
 
 use crate::both_backends;
 use crate::helpers::*;
+use custodian::import::event_schema::EventSchema;
+use custodian::import::events::EventImport;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -85,6 +87,18 @@ both_backends!(
     }
 );
 
+/// The `weblog` stream import of these tests, on `app`'s store.
+fn weblog<'a>(app: &'a TestApp, schema: &'a EventSchema) -> EventImport<'a> {
+    EventImport {
+        db: &app.state.db,
+        vault: &app.state.vault,
+        schema,
+        source: "weblog",
+        actor: "test",
+        now: 1_780_000_000_000_000,
+    }
+}
+
 const STREAM: &str = r#"{"event_id": "w1", "kind": "view", "product_sku": "SKU1", "channel": "web", "occurred_at": "2026-01-05T10:00:00Z"}
 {"event_id": "w2", "kind": "search", "channel": "web", "occurred_at": "2026-01-05T10:01:00Z", "properties": {"query": "teapot"}}
 
@@ -97,22 +111,13 @@ const STREAM: &str = r#"{"event_id": "w1", "kind": "view", "product_sku": "SKU1"
 both_backends!(
     an_event_stream_is_taken_line_by_line,
     async |app: TestApp| {
-        use custodian::import::event_schema::EventSchema;
-        use custodian::import::events::EventImport;
         app.exec(
             "INSERT INTO products (sku, name, category, price_cents, created_at) \
          VALUES ('SKU1', 'Teapot', 'kitchen', 1250, 0)",
         )
         .await;
         let schema = EventSchema::load(&app.config.policy_dir).unwrap();
-        let job = EventImport {
-            db: &app.state.db,
-            vault: &app.state.vault,
-            schema: &schema,
-            source: "weblog",
-            actor: "test",
-            now: 1_780_000_000_000_000,
-        };
+        let job = weblog(&app, &schema);
         let s = job
             .run(STREAM.as_bytes(), &custodian::import::NoProgress)
             .await
@@ -172,22 +177,13 @@ both_backends!(
 both_backends!(
     an_event_streams_quarantine_replays_once_its_cause_is_fixed,
     async |app: TestApp| {
-        use custodian::import::event_schema::EventSchema;
-        use custodian::import::events::EventImport;
         app.exec(
             "INSERT INTO products (sku, name, category, price_cents, created_at) \
          VALUES ('SKU1', 'Teapot', 'kitchen', 1250, 0)",
         )
         .await;
         let schema = EventSchema::load(&app.config.policy_dir).unwrap();
-        let job = EventImport {
-            db: &app.state.db,
-            vault: &app.state.vault,
-            schema: &schema,
-            source: "weblog",
-            actor: "test",
-            now: 1_780_000_000_000_000,
-        };
+        let job = weblog(&app, &schema);
         let first = job
             .run(STREAM.as_bytes(), &custodian::import::NoProgress)
             .await
