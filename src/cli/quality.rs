@@ -34,7 +34,8 @@ pub enum QualitySub {
     /// List quarantine entries (reasons only; `--show-rows` decrypts them,
     /// which is audited).
     Quarantine(QuarantineArgs),
-    /// Feed a source's open quarantine through its (fixed) mapping again.
+    /// Feed a source's open quarantine through its (fixed) mapping, or an
+    /// event stream's through the current event schema, again.
     Replay(ReplayArgs),
 }
 
